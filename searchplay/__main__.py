@@ -1,0 +1,3 @@
+from searchplay.cli import main
+
+main()

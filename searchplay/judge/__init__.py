@@ -1,0 +1,1 @@
+"""Answer matching (normalisation, EM, F1) and the LLM judge."""

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from searchplay.config import Config, ConfigError, load_config, parse_override, to_toml
+
+
+def test_defaults_and_toml_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[search]\ntopk = 5\nkind = "hybrid"\n[server]\nport = 9001\n')
+    cfg = load_config(f)
+    assert (cfg.search.topk, cfg.search.kind, cfg.server.port) == (5, "hybrid", 9001)
+    assert cfg.search.index == Config().search.index
+
+
+def test_overrides_win_over_file_and_parse_types(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[search]\ntopk = 5\n")
+    cfg = load_config(f, ["search.topk=7", "search.timeout_s=2", "search.index=/data/my index", "model.dtype=float32"])
+    assert cfg.search.topk == 7
+    assert cfg.search.timeout_s == 2.0 and isinstance(cfg.search.timeout_s, float)
+    assert cfg.search.index == "/data/my index"
+    assert cfg.model.dtype == "float32"
+
+
+def test_unknown_key_names_key_and_valid_keys() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["search.top_k=3"])
+    msg = str(e.value)
+    assert "'search.top_k'" in msg and "topk" in msg and "timeout_s" in msg
+
+
+def test_unknown_section() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'serch'.*valid keys: assets, search"):
+        load_config(None, ["serch.topk=3"])
+
+
+def test_wrong_type_names_field_value_and_type(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[search]\ntopk = "three"\n')
+    with pytest.raises(ConfigError, match=r"search\.topk: value 'three' is not of the expected type int"):
+        load_config(f)
+    with pytest.raises(ConfigError, match=r"search\.kind: value 'sparse'.*'bm25' \| 'dense' \| 'hybrid'"):
+        load_config(None, ["search.kind=sparse"])
+    with pytest.raises(ConfigError, match=r"search\.retries: value True"):
+        load_config(None, ["search.retries=true"])
+
+
+def test_section_given_a_scalar(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("search = 3\n")
+    with pytest.raises(ConfigError, match="search: expected a table"):
+        load_config(f)
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text("[search\ntopk = 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cross_field_validation() -> None:
+    with pytest.raises(ConfigError, match="seed_hops_min/max"):
+        load_config(None, ["assets.seed_hops_min=4", "assets.seed_hops_max=2"])
+    with pytest.raises(ConfigError, match="search.topk: must be >= 1"):
+        load_config(None, ["search.topk=0"])
+
+
+def test_override_syntax() -> None:
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a.b=hello world") == (["a", "b"], "hello world")
+    with pytest.raises(ConfigError, match="section.field=value"):
+        parse_override("nonsense")
+
+
+def test_to_toml_round_trips_with_help_comments(tmp_path: Path) -> None:
+    cfg = load_config(None, ["search.topk=4"])
+    text = to_toml(cfg)
+    assert "# documents returned per search" in text
+    f = tmp_path / "resolved.toml"
+    f.write_text(text)
+    assert load_config(f) == cfg
