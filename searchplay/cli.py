@@ -109,6 +109,154 @@ def assets_info(
         print_asset_summary(cfg)
 
 
+@index_app.command("build")
+def index_build(
+    corpus: Annotated[str, typer.Option(help="corpus file (wiki-18 jsonl, {id,title,text} jsonl, parquet) or 'bundled'")],
+    out: Annotated[Path, typer.Option(help="index directory to write")],
+    kind: Annotated[str, typer.Option(help="bm25 or dense")] = "bm25",
+    model: Annotated[Optional[str], typer.Option(help="dense: sentence-transformers model directory (default: bundled all-MiniLM-L6-v2)")] = None,
+    query_prefix: Annotated[str, typer.Option(help="dense: text put before each query, e.g. 'query: ' for e5")] = "",
+    passage_prefix: Annotated[str, typer.Option(help="dense: text put before each passage, e.g. 'passage: ' for e5")] = "",
+    batch_size: Annotated[int, typer.Option(help="dense: encoder batch size")] = 64,
+    skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip and count malformed corpus lines instead of failing")] = False,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Build a BM25 (tantivy) or dense (sentence-transformers) index over a corpus. A dense build resumes if interrupted."""
+    from searchplay.search.base import SearchError
+    from searchplay.search.corpus import CorpusError
+    from searchplay.search.resolve import resolve_corpus
+
+    cfg = _config(config, set_)
+    try:
+        corpus_path = resolve_corpus(corpus, cfg)
+        if kind == "bm25":
+            from searchplay.search.bm25 import build_bm25_index
+
+            meta = build_bm25_index(corpus_path, out, skip_bad_lines=skip_bad_lines)
+        elif kind == "dense":
+            from searchplay.search.dense import build_dense_index
+
+            meta = build_dense_index(corpus_path, out, model, query_prefix, passage_prefix, batch_size,
+                                     skip_bad_lines=skip_bad_lines, threads=cfg.model.threads)
+        else:
+            _fail(f"--kind must be bm25 or dense, got {kind!r} (hybrid combines a bm25 and a dense index at search time)")
+    except (CorpusError, SearchError, FileNotFoundError) as e:
+        _fail(str(e))
+    skipped = f", {meta['skipped_lines']} bad lines skipped" if meta.get("skipped_lines") else ""
+    err.print(f"{kind} index of {meta['passages']:,} passages written to {out}{skipped}")
+
+
+def _retriever_from_cli(cfg: Config, index: Optional[str], kind: Optional[str]):  # noqa: ANN202
+    from searchplay.search.resolve import open_local_retriever
+
+    s = cfg.search
+    if kind:
+        s.kind = kind  # type: ignore[assignment]
+    if index:
+        if s.kind == "dense":
+            s.dense_index = index
+        else:
+            s.index = index
+    return open_local_retriever(s, cfg)
+
+
+IndexOpt = Annotated[Optional[str], typer.Option(help="index directory or 'bundled' (default: search.index / search.dense_index)")]
+KindOpt = Annotated[Optional[str], typer.Option(help="bm25, dense or hybrid (default: search.kind)")]
+
+
+@app.command()
+def search(
+    queries: Annotated[list[str], typer.Argument(help="one or more queries")],
+    k: Annotated[int, typer.Option("-k", help="hits per query")] = 3,
+    index: IndexOpt = None, kind: KindOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Search an index from the terminal and print the hits as the agent sees them."""
+    from searchplay.search.base import SearchError, render_hits
+
+    cfg = _config(config, set_)
+    try:
+        results = _retriever_from_cli(cfg, index, kind).search(queries, k)
+    except (SearchError, FileNotFoundError) as e:
+        _fail(str(e))
+    for q, hits in zip(queries, results):
+        console.print(f"[bold]{q}[/]")
+        for h in hits:
+            console.print(f"  {h.score:8.3f}  {h.id}", highlight=False)
+        print(render_hits(hits), "\n")
+
+
+@app.command("serve-retriever")
+def serve_retriever(
+    index: IndexOpt = None, kind: KindOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="bind address (default 127.0.0.1: this machine only)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default server.port)")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Serve an index over HTTP with the Search-R1 API: POST /retrieve, GET /health."""
+    from searchplay.search.base import SearchError
+    from searchplay.search.server import serve
+
+    cfg = _config(config, set_)
+    if host:
+        cfg.server.host = host
+    if port:
+        cfg.server.port = port
+    try:
+        retriever = _retriever_from_cli(cfg, index, kind)
+    except (SearchError, FileNotFoundError) as e:
+        _fail(str(e))
+    info = {"kind": cfg.search.kind, "passages": len(retriever) if hasattr(retriever, "__len__") else None}
+    err.print(f"serving {cfg.search.kind} retrieval on http://{cfg.server.host}:{cfg.server.port} (POST /retrieve, GET /health)")
+    serve(retriever, cfg.server, info)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="the question to answer")],
+    model: Annotated[Optional[str], typer.Option(help="model directory, cached HF id or 'bundled' (default: model.path)")] = None,
+    index: IndexOpt = None, kind: KindOpt = None,
+    scaffold: Annotated[Optional[str], typer.Option(help="guided or free (default: rollout.scaffold)")] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole trajectory as JSON")] = False,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Run the solver agent on one question and show every turn: queries, retrieved titles, answer."""
+    import time
+
+    from searchplay.agent.rollout import chat_prompt_ids, run_episodes
+    from searchplay.game.prompts import solver_messages
+    from searchplay.llm.transformers_engine import TransformersEngine
+    from searchplay.search.base import SearchError
+
+    cfg = _config(config, set_)
+    if scaffold:
+        cfg.rollout.scaffold = scaffold  # type: ignore[assignment]
+    cfg.rollout.temperature = temperature
+    try:
+        retriever = _retriever_from_cli(cfg, index, kind)
+        engine = TransformersEngine.load(model or cfg.model.path, cfg.model.dtype, cfg.model.threads)
+    except (SearchError, FileNotFoundError) as e:
+        _fail(str(e))
+    t0 = time.perf_counter()
+    prompt = chat_prompt_ids(engine.tokenizer, *solver_messages(question))
+    traj = run_episodes(engine, retriever, [prompt], cfg.rollout, "answer", cfg.search.topk)[0]
+    seconds = time.perf_counter() - t0
+    if as_json:
+        print(json.dumps({**traj.to_dict(), "seconds": seconds}, ensure_ascii=False))
+        return
+    console.print(f"[bold]question:[/] {question}", highlight=False)
+    for i, turn in enumerate(traj.turns, 1):
+        console.print(f"[bold cyan]turn {i}[/] ({turn.action}, {turn.generated_tokens} tokens, {turn.finish_reason}): "
+                      f"{turn.text.strip()[:300]}", highlight=False)
+        if turn.hits:
+            console.print("   retrieved: " + "; ".join(h["title"] for h in turn.hits), highlight=False)
+        if turn.error:
+            console.print(f"   [red]search error:[/] {turn.error}", highlight=False)
+    console.print(f"[bold green]answer:[/] {traj.final!r}   stop: {traj.stop_reason}   "
+                  f"tokens: {traj.generated_tokens} generated / {traj.total_tokens} total   {seconds:.1f} s", highlight=False)
+
+
 @app.command()
 def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """The main job on the embedded default (for now: build the assets and print their summary)."""

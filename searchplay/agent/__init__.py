@@ -1,0 +1,1 @@
+"""Multi-turn search agents: the tag protocol, trajectories and the batched rollout loop."""

@@ -1,0 +1,174 @@
+"""Run many agent episodes together: one batched generate per turn, one batched search per turn.
+
+Each turn, for every active episode:
+1. (guided scaffold) append the opening tag of the next action — `<search>` before the last
+   turn, the final tag (`<answer>` or `<question>`) at the last — as masked tokens;
+2. generate (all active episodes in one call), append the sampled tokens as trainable;
+3. parse the action: a final tag ends the episode; a search is collected;
+4. run all collected searches in one retriever call and append `<information>` as masked
+   tokens. A failed search ends only the episodes whose query failed, with stop reason `error`.
+
+A free-scaffold turn with no action gets a short masked hint and the episode goes on. Budgets:
+`max_turns`, `max_new_tokens` per turn and `max_total_tokens` (prompt + response); tokens
+sampled past the total budget are dropped and the episode stops with `length`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from searchplay.agent.protocol import parse_action
+from searchplay.agent.trajectory import Trajectory, Turn
+from searchplay.config import RolloutConfig
+from searchplay.llm.base import Engine, Generation, SamplingParams
+from searchplay.search.base import Hit, Retriever, SearchError, render_hits
+
+FinalTag = Literal["answer", "question"]
+NO_ACTION_HINT = ("\n<information>No action found. Search with <search>your query</search> or finish with "
+                  "<{final}>...</{final}>.</information>\n")
+
+
+def chat_prompt_ids(tokenizer: Any, system: str, user: str) -> list[int]:
+    """Render system + user with the model's chat template, ready for the assistant's turn."""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
+    return list(ids)
+
+
+def information_text(hits: list[Hit]) -> str:
+    return f"\n<information>{render_hits(hits) if hits else 'No results.'}</information>\n"
+
+
+@dataclass
+class _Episode:
+    traj: Trajectory
+    done: bool = False
+
+
+class _Tokens:
+    """Token ids of loop-inserted text, cached per string."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer, self._cache = tokenizer, {}
+
+    def __call__(self, text: str) -> list[int]:
+        if text not in self._cache:
+            self._cache[text] = list(self.tokenizer.encode(text, add_special_tokens=False))
+        return self._cache[text]
+
+
+def run_episodes(engine: Engine, retriever: Retriever, prompts: list[list[int]], cfg: RolloutConfig,
+                 final_tag: FinalTag = "answer", topk: int = 3, metas: list[dict[str, Any]] | None = None) -> list[Trajectory]:
+    """Play one episode per prompt; returns trajectories in prompt order."""
+    tokens = _Tokens(engine.tokenizer)
+    episodes = [_Episode(Trajectory(list(p), meta=dict(metas[i]) if metas else {})) for i, p in enumerate(prompts)]
+    guided = cfg.scaffold == "guided"
+    for turn in range(cfg.max_turns):
+        active = [e for e in episodes if not e.done]
+        if not active:
+            break
+        last_turn = turn == cfg.max_turns - 1
+        tag = final_tag if (guided and last_turn) else "search"
+        opening = f"<{tag}>" if guided else ""
+        for e in active:
+            if opening:
+                e.traj.append(tokens(opening), trainable=False)
+            if e.traj.total_tokens >= cfg.max_total_tokens:
+                e.traj.stop_reason, e.done = "length", True
+        active = [e for e in active if not e.done]
+        stops = [f"</{tag}>"] if guided else ["</search>", f"</{final_tag}>"]
+        params = SamplingParams(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, stops, cfg.seed + turn)
+        generations = engine.generate([e.traj.prompt_ids + e.traj.response_ids for e in active], params)
+        searches: list[tuple[_Episode, str]] = []
+        for e, g in zip(active, generations):
+            action = _record_turn(e, g, cfg, tokens, opening, tag, final_tag, last_turn)
+            if action is not None:
+                searches.append((e, action))
+        _run_searches(searches, retriever, topk, cfg, tokens)
+    for e in episodes:
+        if not e.done:
+            e.traj.stop_reason = "max_turns"
+    return [e.traj for e in episodes]
+
+
+def _record_turn(e: _Episode, g: Generation, cfg: RolloutConfig, tokens: _Tokens, opening: str, tag: str,
+                 final_tag: FinalTag, last_turn: bool) -> str | None:
+    """Append one generation to its episode; returns the search query if the turn searches."""
+    traj = e.traj
+    budget = cfg.max_total_tokens - traj.total_tokens
+    ids, lps, over = g.token_ids[:budget], g.logprobs[:budget], len(g.token_ids) > budget
+    traj.append(ids, trainable=True, logprobs=lps)
+    text = engine_text(tokens.tokenizer, ids)
+    turn = Turn(text=opening + text, action="none", generated_tokens=len(ids), finish_reason=g.finish_reason)
+    traj.turns.append(turn)
+    if over:
+        traj.stop_reason, e.done = "length", True
+        return None
+    if opening:  # guided: the content is the first line the model wrote before the closing tag
+        content = text.split(f"</{tag}>")[0].strip().split("\n")[0].strip()
+        if f"</{tag}>" not in text:
+            traj.append(tokens(f"</{tag}>"), trainable=False)
+        action_kind = tag if content else "none"
+    else:
+        action = parse_action(text, final_tag)
+        action_kind, content = action.kind, action.content
+    turn.action, turn.content = action_kind, content
+    if action_kind == final_tag:
+        traj.final, traj.stop_reason, e.done = content, final_tag, True  # type: ignore[assignment]
+        return None
+    if action_kind == "search":
+        return content
+    if not opening and not last_turn:
+        traj.append(tokens(NO_ACTION_HINT.format(final=final_tag)), trainable=False)
+    elif opening and not last_turn:  # guided turn with an empty query: tell the model, go on
+        traj.append(tokens(information_text([])), trainable=False)
+    return None
+
+
+def engine_text(tokenizer: Any, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _run_searches(searches: list[tuple[_Episode, str]], retriever: Retriever, topk: int, cfg: RolloutConfig,
+                  tokens: _Tokens) -> None:
+    if not searches:
+        return
+    queries = [q for _, q in searches]
+    try:
+        results: list[list[Hit] | SearchError] = list(retriever.search(queries, topk))
+    except SearchError:
+        results = []  # find out which queries fail, one by one, so that only those episodes end
+        for q in queries:
+            try:
+                results.append(retriever.search([q], topk)[0])
+            except SearchError as err:
+                results.append(err)
+    for (e, _), hits in zip(searches, results):
+        turn = e.traj.turns[-1]
+        if isinstance(hits, SearchError):
+            turn.error = str(hits)
+            e.traj.stop_reason, e.done = "error", True
+            continue
+        turn.hits = [{"id": h.id, "title": h.title, "score": round(h.score, 4)} for h in hits]
+        info = list(tokens.tokenizer.encode(information_text(hits), add_special_tokens=False))
+        if e.traj.total_tokens + len(info) > cfg.max_total_tokens:
+            e.traj.stop_reason, e.done = "length", True
+            continue
+        e.traj.append(info, trainable=False)
+
+
+def rollout_metrics(trajectories: list[Trajectory], prefix: str = "rollout") -> dict[str, float]:
+    """Counts and means that every caller logs: stop reasons, searches, tokens, errors."""
+    n = max(len(trajectories), 1)
+    reasons = Counter(t.stop_reason for t in trajectories)
+    out = {f"{prefix}/episodes": float(len(trajectories)),
+           f"{prefix}/searches_mean": sum(len(t.search_queries) for t in trajectories) / n,
+           f"{prefix}/generated_tokens_mean": sum(t.generated_tokens for t in trajectories) / n,
+           f"{prefix}/total_tokens_mean": sum(t.total_tokens for t in trajectories) / n,
+           f"{prefix}/retriever_errors": float(reasons.get("error", 0))}
+    for r in ("answer", "question", "max_turns", "length", "error"):
+        out[f"{prefix}/stop_{r}"] = reasons.get(r, 0) / n
+    return out

@@ -1,0 +1,71 @@
+"""A Trajectory: one agent episode as the learner will see it, plus what happened on each turn.
+
+`prompt_ids` is the rendered prompt; `response_ids` is everything after it, in order: the
+model's sampled tokens, tags the loop inserted (guided scaffold) and `<information>` blocks.
+`loss_mask[i]` is 1 exactly where `response_ids[i]` was sampled by the model, and
+`logprobs[i]` is the engine's log-probability for those tokens (0.0 elsewhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+StopReason = Literal["answer", "question", "max_turns", "length", "error"]
+
+
+@dataclass
+class Turn:
+    text: str  # model-written text of the turn (inserted tags included, for reading)
+    action: str  # search | answer | question | none
+    content: str = ""  # the query, answer or question
+    generated_tokens: int = 0
+    finish_reason: str = ""  # engine finish reason: stop | length | eos
+    hits: list[dict[str, Any]] = field(default_factory=list)  # id, title, score of retrieved documents
+    error: str = ""
+
+
+@dataclass
+class Trajectory:
+    prompt_ids: list[int]
+    response_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    final: str | None = None  # content of the final <answer>/<question>
+    stop_reason: StopReason | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # caller's data: question id, seed, role, ...
+
+    def append(self, ids: list[int], trainable: bool, logprobs: list[float] | None = None) -> None:
+        self.response_ids += ids
+        self.loss_mask += [int(trainable)] * len(ids)
+        self.logprobs += logprobs if logprobs is not None else [0.0] * len(ids)
+
+    @property
+    def search_queries(self) -> list[str]:
+        return [t.content for t in self.turns if t.action == "search"]
+
+    @property
+    def retrieved_ids(self) -> list[str]:
+        return [h["id"] for t in self.turns for h in t.hits]
+
+    @property
+    def total_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+    def summary(self) -> dict[str, Any]:
+        return {"stop_reason": self.stop_reason, "final": self.final, "turns": len(self.turns),
+                "searches": len(self.search_queries), "queries": self.search_queries,
+                "generated_tokens": self.generated_tokens, "total_tokens": self.total_tokens}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trajectory":
+        turns = [Turn(**t) for t in data.get("turns", [])]
+        return cls(**{**data, "turns": turns})

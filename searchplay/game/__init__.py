@@ -1,0 +1,1 @@
+"""The self-play game: prompts, seeds, question extraction and filters, verification, rewards, pool."""

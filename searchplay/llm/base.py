@@ -1,0 +1,41 @@
+"""The Engine protocol: batched generation from token ids, returning exactly what was sampled.
+
+Engines take token-id prompts (never text) and return the sampled token ids, so that the
+learner trains on the very tokens the policy produced. `logprobs` are those of the sampled
+tokens under the *unmodified* policy distribution (temperature 1, no top-k/top-p), which is what
+the learner recomputes; sampling itself uses the configured temperature and filters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length", "eos"]
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k filter
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: FinishReason  # stop string / max_new_tokens / end-of-turn token
+    stop_string: str | None = None
+
+
+class Engine(Protocol):
+    """Anything that turns token-id prompts into Generations (transformers here; vLLM on GPUs)."""
+
+    tokenizer: object
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]: ...

@@ -1,0 +1,74 @@
+"""HTTP retriever speaking the Search-R1 `/retrieve` API.
+
+One `httpx.Client` per retriever keeps connections alive. Connection errors, timeouts and 5xx
+answers are retried with exponential backoff; after the last attempt `SearchError` is raised.
+A 4xx answer is the caller's mistake and is raised at once with the server's message.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from searchplay.search.base import Hit, SearchError
+from searchplay.search.corpus import split_contents
+
+
+class HttpRetriever:
+    def __init__(self, url: str, timeout_s: float = 10.0, retries: int = 3, backoff_s: float = 0.2):
+        self.url = url.rstrip("/")
+        self.retries, self.backoff_s = retries, backoff_s
+        self._client = httpx.Client(timeout=timeout_s)
+        self.requests = 0
+        self.failures = 0  # failed attempts, retried or not
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            self.requests += 1
+            try:
+                response = self._client.post(f"{self.url}/retrieve", json=payload)
+            except httpx.HTTPError as e:
+                self.failures += 1
+                last = f"{type(e).__name__}: {e}"
+                continue
+            if response.status_code >= 500:
+                self.failures += 1
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                continue
+            if response.status_code >= 400:
+                self.failures += 1
+                raise SearchError(f"retrieval server {self.url} refused the request: HTTP {response.status_code} {response.text[:300]}")
+            return response.json()
+        raise SearchError(f"retrieval server {self.url} failed after {self.retries + 1} attempts; last error: {last}")
+
+    def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        if not queries:
+            return []
+        data = self._post({"queries": queries, "topk": k, "return_scores": True})
+        try:
+            result = data["result"]
+            if len(result) != len(queries):
+                raise ValueError(f"{len(result)} result lists for {len(queries)} queries")
+            return [[_hit(item) for item in hits] for hits in result]
+        except (KeyError, TypeError, ValueError) as e:
+            raise SearchError(f"retrieval server {self.url} sent an unexpected response: {e}") from None
+
+    def health(self) -> dict[str, Any]:
+        try:
+            return self._client.get(f"{self.url}/health").json()
+        except httpx.HTTPError as e:
+            raise SearchError(f"retrieval server {self.url} is not reachable: {e}") from None
+
+
+def _hit(item: dict[str, Any]) -> Hit:
+    doc, score = (item["document"], item.get("score", 0.0)) if "document" in item else (item, 0.0)
+    title, text = split_contents(doc["contents"])
+    return Hit(str(doc["id"]), title, text, float(score))

@@ -1,0 +1,115 @@
+"""The retrieval server: the Search-R1 `/retrieve` API over any Retriever (FastAPI + uvicorn).
+
+Request `{"queries": [...], "topk": 3, "return_scores": true}`; response
+`{"result": [[{"document": {"id", "contents"}, "score"}, ...], ...]}` (without scores: a list of
+documents per query, as Search-R1 does). Limits on queries per request, characters per query and
+topk come from `ServerConfig`. Every invalid request gets a 4xx JSON body
+`{"error": message, "field": name}`; searches run in a worker thread so the event loop keeps
+serving other requests.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from searchplay.config import ServerConfig
+from searchplay.search.base import Hit, Retriever, SearchError
+
+
+class RequestError(ValueError):
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+def parse_retrieve_request(body: Any, limits: ServerConfig) -> tuple[list[str], int, bool]:
+    """Validate a /retrieve body; RequestError names the offending field."""
+    if not isinstance(body, dict):
+        raise RequestError("body", "request body must be a JSON object")
+    unknown = set(body) - {"queries", "topk", "return_scores"}
+    if unknown:
+        raise RequestError(sorted(unknown)[0], f"unknown field(s): {', '.join(sorted(unknown))}")
+    if "queries" not in body:
+        raise RequestError("queries", "missing field 'queries' (a list of strings)")
+    queries = body["queries"]
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        raise RequestError("queries", "'queries' must be a list of strings")
+    if not queries:
+        raise RequestError("queries", "'queries' is empty")
+    if len(queries) > limits.max_queries:
+        raise RequestError("queries", f"{len(queries)} queries in one request; the limit is {limits.max_queries}", 413)
+    for i, q in enumerate(queries):
+        if len(q) > limits.max_query_chars:
+            raise RequestError(f"queries[{i}]", f"query has {len(q)} characters; the limit is {limits.max_query_chars}", 413)
+    topk = body.get("topk", 3)
+    if not isinstance(topk, int) or isinstance(topk, bool):
+        raise RequestError("topk", "'topk' must be an integer")
+    if not 1 <= topk <= limits.max_topk:
+        raise RequestError("topk", f"'topk' must be between 1 and {limits.max_topk}, got {topk}")
+    return_scores = body.get("return_scores", False)
+    if not isinstance(return_scores, bool):
+        raise RequestError("return_scores", "'return_scores' must be true or false")
+    return queries, topk, return_scores
+
+
+def render_result(results: list[list[Hit]], return_scores: bool) -> dict[str, Any]:
+    def doc(h: Hit) -> dict[str, str]:
+        return {"id": h.id, "contents": h.contents}
+
+    if return_scores:
+        return {"result": [[{"document": doc(h), "score": h.score} for h in hits] for hits in results]}
+    return {"result": [[doc(h) for h in hits] for hits in results]}
+
+
+def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] | None = None) -> FastAPI:
+    app = FastAPI(title="searchplay retrieval server", docs_url=None, redoc_url=None)
+    stats = {"requests": 0, "queries": 0, "errors": 0}
+    limiter = anyio.CapacityLimiter(4)
+
+    @app.post("/retrieve")
+    async def retrieve(request: Request) -> JSONResponse:
+        stats["requests"] += 1
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            stats["errors"] += 1
+            return JSONResponse({"error": f"malformed JSON: {e}", "field": "body"}, status_code=400)
+        try:
+            queries, topk, return_scores = parse_retrieve_request(body, limits)
+        except RequestError as e:
+            stats["errors"] += 1
+            return JSONResponse({"error": str(e), "field": e.field}, status_code=e.status)
+        try:
+            results = await anyio.to_thread.run_sync(retriever.search, queries, topk, limiter=limiter)
+        except SearchError as e:
+            stats["errors"] += 1
+            return JSONResponse({"error": f"search failed: {e}", "field": None}, status_code=503)
+        stats["queries"] += len(queries)
+        return JSONResponse(render_result(results, return_scores))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", **(info or {}), **stats}
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"no route {request.method} {request.url.path}; use POST /retrieve or GET /health",
+                             "field": None}, status_code=404)
+
+    @app.exception_handler(405)
+    async def bad_method(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"method {request.method} not allowed on {request.url.path}", "field": None},
+                            status_code=405)
+
+    return app
+
+
+def serve(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] | None = None) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(retriever, limits, info), host=limits.host, port=limits.port, log_level="warning")

@@ -1,0 +1,182 @@
+"""BM25 index, the HTTP server and client, the cache, hybrid fusion — real tantivy, real uvicorn."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from searchplay.config import Config, ServerConfig
+from searchplay.search.base import Hit, SearchError, render_hits
+from searchplay.search.bm25 import META_FILE, Bm25Retriever, IndexMismatchError, build_bm25_index
+from searchplay.search.cache import CachedRetriever
+from searchplay.search.client import HttpRetriever
+from searchplay.search.hybrid import reciprocal_rank_fusion
+from searchplay.search.resolve import resolve_corpus, resolve_index
+from searchplay.search.server import create_app
+from tests.servers import free_port, running_server
+
+
+@pytest.fixture(scope="module")
+def bm25(cfg: Config) -> Bm25Retriever:
+    return Bm25Retriever(resolve_index("bundled", "bm25", cfg), corpus=resolve_corpus("bundled", cfg))
+
+
+def test_bundled_index_covers_corpus_and_records_provenance(cfg: Config, bm25: Bm25Retriever) -> None:
+    corpus = resolve_corpus("bundled", cfg)
+    n = sum(1 for _ in corpus.open())
+    assert len(bm25) == n == bm25.meta["passages"]
+    assert bm25.meta["corpus_path"] == str(corpus.resolve()) and len(bm25.meta["corpus_sha256"]) == 64
+    assert bm25.meta["tantivy_version"]
+
+
+def test_bm25_finds_entities_and_is_robust_to_query_syntax(bm25: Bm25Retriever) -> None:
+    assert bm25.search(["Paris"], 1)[0][0].id == "sum:Paris"
+    assert bm25.search(["Who wrote Hamlet?"], 1)[0][0].id == "sum:Hamlet"
+    top = [h.title for h in bm25.search(["capital city of France Paris"], 3)[0]]
+    assert "Paris" in top
+    weird = bm25.search(['title:"Paris AND (', "", "???"], 3)
+    assert weird[1] == [] and weird[2] == [] and len(weird[0]) == 3
+
+
+def test_index_build_and_corpus_mismatch_refused(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "title": f"T{i}", "text": f"apple banana {i}"}) + "\n" for i in range(50)))
+    meta = build_bm25_index(corpus, tmp_path / "idx", progress=False)
+    assert meta["passages"] == 50 and (tmp_path / "idx" / META_FILE).is_file()
+    assert len(Bm25Retriever(tmp_path / "idx", corpus=corpus)) == 50
+    other = tmp_path / "other.jsonl"
+    other.write_text(corpus.read_text().replace("banana", "cherry"))
+    with pytest.raises(IndexMismatchError, match=r"was built from .*c\.jsonl.*not from .*other\.jsonl"):
+        Bm25Retriever(tmp_path / "idx", corpus=other)
+    with pytest.raises(SearchError, match="not a searchplay index"):
+        Bm25Retriever(tmp_path)
+
+
+def test_render_hits() -> None:
+    hits = [Hit("1", "Paris", "Capital of France.", 2.0), Hit("2", "Lyon", "A city.", 1.0)]
+    assert render_hits(hits) == "Doc 1 (Title: Paris) Capital of France.\nDoc 2 (Title: Lyon) A city."
+
+
+class CountingRetriever:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        self.calls.append(list(queries))
+        return [[Hit(q, q, "t", float(k))] for q in queries]
+
+
+def test_cache_counts_hits_and_sends_only_misses() -> None:
+    inner = CountingRetriever()
+    cache = CachedRetriever(inner, size=2)
+    assert cache.search(["a", "b"], 3)[1][0].id == "b"
+    out = cache.search(["a", "c"], 3)
+    assert [r[0].id for r in out] == ["a", "c"]
+    assert inner.calls == [["a", "b"], ["c"]]
+    assert cache.stats() == {"cache_hits": 1, "cache_misses": 3, "cache_entries": 2}
+    cache.search(["b"], 3)  # "b" was evicted (LRU, size 2)
+    assert inner.calls[-1] == ["b"]
+    cache.search(["a"], 5)  # k is part of the key
+    assert inner.calls[-1] == ["a"]
+
+
+def test_reciprocal_rank_fusion_hand_computed() -> None:
+    a = [Hit("x", "X", "", 9), Hit("y", "Y", "", 8)]
+    b = [Hit("y", "Y", "", 0.9), Hit("z", "Z", "", 0.8)]
+    fused = reciprocal_rank_fusion([a, b], k=3, rrf_k=60)
+    assert [h.id for h in fused] == ["y", "x", "z"]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+    assert fused[1].score == pytest.approx(1 / 61)
+
+
+@pytest.fixture(scope="module")
+def server_url(bm25: Bm25Retriever):
+    limits = ServerConfig(max_queries=8, max_query_chars=200, max_topk=10)
+    with running_server(create_app(bm25, limits, {"kind": "bm25"})) as url:
+        yield url
+
+
+def test_search_r1_schema_round_trip(server_url: str, bm25: Bm25Retriever) -> None:
+    r = httpx.post(f"{server_url}/retrieve", json={"queries": ["Hamlet", "Paris"], "topk": 3, "return_scores": True})
+    assert r.status_code == 200
+    result = r.json()["result"]
+    assert len(result) == 2 and all(len(x) == 3 for x in result)
+    first = result[0][0]
+    assert set(first) == {"document", "score"} and set(first["document"]) == {"id", "contents"}
+    assert first["document"]["contents"].startswith('"Hamlet"\n')
+    local = bm25.search(["Hamlet"], 3)[0]
+    assert [d["document"]["id"] for d in result[0]] == [h.id for h in local]
+    no_scores = httpx.post(f"{server_url}/retrieve", json={"queries": ["Paris"], "topk": 2}).json()["result"]
+    assert set(no_scores[0][0]) == {"id", "contents"}
+    client = HttpRetriever(server_url)
+    assert [h.id for h in client.search(["Hamlet"], 3)[0]] == [h.id for h in local]
+    assert client.search(["Hamlet"], 3)[0][0].title == "Hamlet"
+    assert httpx.get(f"{server_url}/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"topk": 3}, 422, "queries"),
+        ({"queries": "Paris"}, 422, "queries"),
+        ({"queries": [1, 2]}, 422, "queries"),
+        ({"queries": []}, 422, "queries"),
+        ({"queries": ["q"] * 9}, 413, "queries"),
+        ({"queries": ["x" * 201]}, 413, "queries[0]"),
+        ({"queries": ["Paris"], "topk": 0}, 422, "topk"),
+        ({"queries": ["Paris"], "topk": 11}, 422, "topk"),
+        ({"queries": ["Paris"], "topk": "3"}, 422, "topk"),
+        ({"queries": ["Paris"], "return_scores": "yes"}, 422, "return_scores"),
+        ({"queries": ["Paris"], "top_k": 3}, 422, "top_k"),
+        ([1, 2], 422, "body"),
+    ],
+)
+def test_malformed_requests_get_4xx_json_naming_the_field(server_url: str, body: object, status: int, field: str) -> None:
+    r = httpx.post(f"{server_url}/retrieve", json=body)
+    assert r.status_code == status
+    assert r.json()["field"] == field and r.json()["error"]
+
+
+def test_malformed_json_and_unknown_routes(server_url: str) -> None:
+    r = httpx.post(f"{server_url}/retrieve", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+    r = httpx.get(f"{server_url}/retrieve")
+    assert r.status_code == 405 and "error" in r.json()
+    r = httpx.get(f"{server_url}/nope")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_client_raises_after_retries_against_stopped_server() -> None:
+    client = HttpRetriever(f"http://127.0.0.1:{free_port()}", timeout_s=1, retries=2, backoff_s=0.01)
+    with pytest.raises(SearchError, match="failed after 3 attempts"):
+        client.search(["Paris"], 3)
+    assert client.requests == 3 and client.failures == 3
+
+
+def test_client_does_not_retry_a_4xx(server_url: str) -> None:
+    client = HttpRetriever(server_url, retries=3)
+    with pytest.raises(SearchError, match="refused the request: HTTP 422"):
+        client.search(["Paris"], 0)
+    assert client.requests == 1
+
+
+def test_concurrent_requests_all_succeed(server_url: str) -> None:
+    errors: list[str] = []
+
+    def worker(i: int) -> None:
+        with httpx.Client() as c:
+            for j in range(10):
+                r = c.post(f"{server_url}/retrieve", json={"queries": [f"history of {i} {j}"], "topk": 3})
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
