@@ -211,6 +211,30 @@ def serve_retriever(
     serve(retriever, cfg.server, info)
 
 
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[str, typer.Option(help="model directory, cached HF id, 'bundled' or 'tiny-random'")] = "bundled",
+    name: Annotated[Optional[str], typer.Option(help="model name clients send (default: the --model value)")] = None,
+    host: Annotated[Optional[str], typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int, typer.Option(help="port")] = 8001,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Serve a local model with an OpenAI-compatible API (/v1/chat/completions, /v1/models), e.g. as the judge."""
+    import uvicorn
+
+    from searchplay.llm.openai_server import create_app
+    from searchplay.llm.transformers_engine import TransformersEngine
+
+    cfg = _config(config, set_)
+    try:
+        engine = TransformersEngine.load(model, cfg.model.dtype, cfg.model.threads)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    host = host or cfg.server.host
+    err.print(f"serving {model} as {name or model!r} on http://{host}:{port}/v1")
+    uvicorn.run(create_app(engine, name or model), host=host, port=port, log_level="warning")
+
+
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="the question to answer")],
@@ -255,6 +279,43 @@ def ask(
             console.print(f"   [red]search error:[/] {turn.error}", highlight=False)
     console.print(f"[bold green]answer:[/] {traj.final!r}   stop: {traj.stop_reason}   "
                   f"tokens: {traj.generated_tokens} generated / {traj.total_tokens} total   {seconds:.1f} s", highlight=False)
+
+
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="run directory (default runs/<timestamp>)")]
+
+
+@app.command()
+def play(
+    rounds: Annotated[int, typer.Option(help="self-play rounds to run")] = 1,
+    run_dir: RunDirOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Play self-play rounds without training; writes trajectories, the pool and metrics to a run directory."""
+    import random
+
+    from searchplay.game.seeds import SeedError
+    from searchplay.game.selfplay import play_round
+    from searchplay.search.base import SearchError
+    from searchplay.train.components import build_components
+    from searchplay.train.run_dir import RunDir, default_run_dir
+
+    cfg = _config(config, set_)
+    run = RunDir(run_dir or default_run_dir()).create(cfg)
+    try:
+        parts = build_components(cfg, str(run.pool))
+    except (SearchError, SeedError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    rng = random.Random(cfg.game.seed)
+    start = max((m["step"] for m in run.read_metrics()), default=0)
+    for step in range(start + 1, start + rounds + 1):
+        result = play_round(parts.engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
+        run.write_trajectories(step, result.proposer + result.solver, parts.engine.tokenizer)
+        run.append_jsonl(run.metrics, {"step": step, **result.metrics, "pool/size": len(parts.pool)})
+        m = result.metrics
+        console.print(f"round {step}: valid questions {m['proposer/valid_rate']:.2f}, solver acc {m['solver/acc']:.2f}, "
+                      f"solver questions {m['solver/questions']:.0f} ({m['pool/reused']:.0f} reused), pool {len(parts.pool)}, "
+                      f"{m['timing/proposer_s'] + m['timing/verify_s'] + m['timing/solver_s']:.0f} s", highlight=False)
+    console.print(f"run directory: {run.root}")
 
 
 @app.command()

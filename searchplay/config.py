@@ -83,12 +83,53 @@ class RolloutConfig:
 
 
 @dataclass
+class JudgeConfig:
+    base_url: str = _f("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8001/v1; empty = no LLM judge")
+    model: str = _f("", "model name sent to the endpoint (recorded with every verdict)")
+    api_key: str = _f("", "API key; empty = read the environment variable named by api_key_env")
+    api_key_env: str = _f("SEARCHPLAY_JUDGE_API_KEY", "environment variable holding the API key")
+    timeout_s: float = _f(60.0, "seconds before one request is abandoned")
+    retries: int = _f(3, "attempts after the first failure; then the verdict is unknown (counts as failure)")
+    concurrency: int = _f(8, "requests in flight at once")
+    max_tokens: int = _f(256, "most tokens the judge may write")
+    cache: str = _f("", "sqlite cache file; empty = <SEARCHPLAY_HOME>/judge-cache.sqlite, 'off' disables")
+
+
+@dataclass
+class GameConfig:
+    seeds: str = _f("bundled", "proposer seeds: jsonl file with answer/ground_truth and hops/search_turns, or 'bundled' (wiki-seeds)")
+    batch_size: int = _f(4, "proposer seeds per round (paper: 256)")
+    proposer_n: int = _f(1, "proposer rollouts per seed (paper's script: 1)")
+    solver_n: int = _f(5, "solver rollouts per question (paper: 5)")
+    proposer_max_turns: int = _f(4, "proposer turns per episode (searches + the final question)")
+    solver_max_turns: int = _f(4, "solver turns per episode (searches + the final answer)")
+    min_question_words: int = _f(10, "filter: questions with fewer words are rejected")
+    max_question_chars: int = _f(1000, "filter: longer questions are rejected")
+    min_searches: int = _f(2, "filter: proposer episodes with fewer searches are rejected")
+    reject_answer_in_query: bool = _f(False, "filter: reject when the answer appears in one of the proposer's search queries")
+    verifier: Literal["policy", "judge", "off"] = _f("policy", "who answers the question from the evidence: the policy (paper), the LLM judge (paper's code) or nobody")
+    noisy_docs: int = _f(4, "evidence blocks from other proposer trajectories mixed into the verification evidence (paper: 4)")
+    failure_handling: Literal["reuse", "dummy"] = _f("reuse", "solver slot of a rejected question: a pool question (reuse) or nothing (dummy)")
+    reuse_threshold: float = _f(1.0, "reuse only pool questions with success rate <= this (paper's script: 1.0)")
+    format_penalty: float = _f(0.0, "proposer reward of a rejected question (paper's script: 0)")
+    proposer_reward: Literal["1-acc", "intermediate", "format_only"] = _f("1-acc", "proposer reward from the solvers' success rate s")
+    reward_left: float = _f(0.0, "intermediate reward: l in 4 (l + s)(r - s)")
+    reward_right: float = _f(1.0, "intermediate reward: r in 4 (l + s)(r - s)")
+    solver_judge: bool = _f(True, "when a judge is configured, it decides non-exact solver answers")
+    pool_clear_interval: int = _f(10, "every this many steps the pool is cut to its newest keep_ratio (0 = never)")
+    keep_ratio: float = _f(0.0, "share of the pool kept at each clearing (paper's script: 0)")
+    seed: int = _f(0, "seed of seed sampling, evidence shuffling and reuse draws")
+
+
+@dataclass
 class Config:
     assets: AssetsConfig = field(default_factory=AssetsConfig, metadata={"help": "embedded default assets"})
     search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "retrieval"})
     server: ServerConfig = field(default_factory=ServerConfig, metadata={"help": "HTTP servers"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "policy model"})
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "multi-turn agent episodes"})
+    judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "LLM judge (optional)"})
+    game: GameConfig = field(default_factory=GameConfig, metadata={"help": "the self-play game (DESIGN.md section 1)"})
 
 
 def _type_name(tp: Any) -> str:
@@ -176,6 +217,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("rollout.max_turns, max_new_tokens and max_total_tokens must be >= 1")
     if not 0 < r.top_p <= 1 or r.temperature < 0:
         raise ConfigError(f"rollout.top_p must be in (0, 1] and temperature >= 0, got {r.top_p}, {r.temperature}")
+    g = cfg.game
+    if min(g.batch_size, g.proposer_n, g.solver_n, g.proposer_max_turns, g.solver_max_turns) < 1:
+        raise ConfigError("game.batch_size, proposer_n, solver_n and the max_turns must be >= 1")
+    if not 0 <= g.keep_ratio <= 1 or g.noisy_docs < 0:
+        raise ConfigError(f"game.keep_ratio must be in [0, 1] and noisy_docs >= 0, got {g.keep_ratio}, {g.noisy_docs}")
+    if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):
+        raise ConfigError("game.verifier = 'judge' needs judge.base_url and judge.model")
     if cfg.server.max_topk < 1 or cfg.server.max_queries < 1:
         raise ConfigError("server.max_topk and server.max_queries must be >= 1")
 

@@ -152,7 +152,7 @@ def _run_searches(searches: list[tuple[_Episode, str]], retriever: Retriever, to
             turn.error = str(hits)
             e.traj.stop_reason, e.done = "error", True
             continue
-        turn.hits = [{"id": h.id, "title": h.title, "score": round(h.score, 4)} for h in hits]
+        turn.hits = [{"id": h.id, "title": h.title, "text": h.text, "score": round(h.score, 4)} for h in hits]
         info = list(tokens.tokenizer.encode(information_text(hits), add_special_tokens=False))
         if e.traj.total_tokens + len(info) > cfg.max_total_tokens:
             e.traj.stop_reason, e.done = "length", True

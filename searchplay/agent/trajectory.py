@@ -21,7 +21,7 @@ class Turn:
     content: str = ""  # the query, answer or question
     generated_tokens: int = 0
     finish_reason: str = ""  # engine finish reason: stop | length | eos
-    hits: list[dict[str, Any]] = field(default_factory=list)  # id, title, score of retrieved documents
+    hits: list[dict[str, Any]] = field(default_factory=list)  # id, title, text, score of retrieved documents
     error: str = ""
 
 
@@ -46,8 +46,13 @@ class Trajectory:
         return [t.content for t in self.turns if t.action == "search"]
 
     @property
-    def retrieved_ids(self) -> list[str]:
-        return [h["id"] for t in self.turns for h in t.hits]
+    def retrieved(self) -> list[dict[str, Any]]:
+        """Every retrieved document once, in retrieval order."""
+        seen: dict[str, dict[str, Any]] = {}
+        for t in self.turns:
+            for h in t.hits:
+                seen.setdefault(h["id"], h)
+        return list(seen.values())
 
     @property
     def total_tokens(self) -> int:

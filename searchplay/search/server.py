@@ -10,7 +10,6 @@ serving other requests.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio
@@ -19,12 +18,11 @@ from fastapi.responses import JSONResponse
 
 from searchplay.config import ServerConfig
 from searchplay.search.base import Hit, Retriever, SearchError
+from searchplay.web import RequestError, add_fallback_handlers, read_json_body
 
 
-class RequestError(ValueError):
-    def __init__(self, field: str, message: str, status: int = 422):
-        super().__init__(message)
-        self.field, self.status = field, status
+def error_response(message: str, field: str | None, status: int) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status)
 
 
 def parse_retrieve_request(body: Any, limits: ServerConfig) -> tuple[list[str], int, bool]:
@@ -75,20 +73,14 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
     async def retrieve(request: Request) -> JSONResponse:
         stats["requests"] += 1
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            stats["errors"] += 1
-            return JSONResponse({"error": f"malformed JSON: {e}", "field": "body"}, status_code=400)
-        try:
-            queries, topk, return_scores = parse_retrieve_request(body, limits)
+            queries, topk, return_scores = parse_retrieve_request(await read_json_body(request), limits)
+            results = await anyio.to_thread.run_sync(retriever.search, queries, topk, limiter=limiter)
         except RequestError as e:
             stats["errors"] += 1
-            return JSONResponse({"error": str(e), "field": e.field}, status_code=e.status)
-        try:
-            results = await anyio.to_thread.run_sync(retriever.search, queries, topk, limiter=limiter)
+            return error_response(str(e), e.field, e.status)
         except SearchError as e:
             stats["errors"] += 1
-            return JSONResponse({"error": f"search failed: {e}", "field": None}, status_code=503)
+            return error_response(f"search failed: {e}", None, 503)
         stats["queries"] += len(queries)
         return JSONResponse(render_result(results, return_scores))
 
@@ -96,16 +88,7 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
     async def health() -> dict[str, Any]:
         return {"status": "ok", **(info or {}), **stats}
 
-    @app.exception_handler(404)
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"no route {request.method} {request.url.path}; use POST /retrieve or GET /health",
-                             "field": None}, status_code=404)
-
-    @app.exception_handler(405)
-    async def bad_method(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"method {request.method} not allowed on {request.url.path}", "field": None},
-                            status_code=405)
-
+    add_fallback_handlers(app, error_response, "use POST /retrieve or GET /health")
     return app
 
 

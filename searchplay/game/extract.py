@@ -1,0 +1,66 @@
+"""Question extraction and the rule filters (DESIGN.md §1 step 3), each rejection named.
+
+The filters run in a fixed order and the first that fails names the reason, so the counts per
+reason add up to the number of rejected rollouts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from searchplay.agent.trajectory import Trajectory
+from searchplay.config import GameConfig
+from searchplay.game.seeds import Seed
+from searchplay.judge.match import normalize_answer
+
+NO_QUESTION = "no_question_tag"
+TOO_SHORT = "too_short"
+TOO_LONG = "too_long"
+ANSWER_IN_QUESTION = "answer_in_question"
+TOO_FEW_SEARCHES = "too_few_searches"
+REPEATED_SEARCHES = "repeated_searches"
+NO_RETRIEVAL = "no_retrieval"
+ANSWER_IN_QUERY = "answer_in_query"
+VERIFY_FAILED = "verification_failed"
+VERIFY_ERROR = "verifier_error"
+REJECTION_REASONS = (NO_QUESTION, TOO_SHORT, TOO_LONG, ANSWER_IN_QUESTION, TOO_FEW_SEARCHES, REPEATED_SEARCHES,
+                     NO_RETRIEVAL, ANSWER_IN_QUERY, VERIFY_FAILED, VERIFY_ERROR)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    question: str | None
+    rejection: str | None  # one of REJECTION_REASONS, None when kept
+
+
+def mentions(text: str, answers: list[str]) -> bool:
+    """Whether a normalised answer occurs in the normalised text on word boundaries."""
+    haystack = f" {normalize_answer(text)} "
+    return any(n and f" {n} " in haystack for n in (normalize_answer(a) for a in answers))
+
+
+def extract_question(traj: Trajectory, seed: Seed, cfg: GameConfig) -> Extraction:
+    question = traj.final if traj.stop_reason == "question" else None
+    if not question:
+        return Extraction(None, NO_QUESTION)
+
+    def reject(reason: str) -> Extraction:
+        return Extraction(question, reason)
+
+    if len(question.split()) < cfg.min_question_words:
+        return reject(TOO_SHORT)
+    if len(question) > cfg.max_question_chars:
+        return reject(TOO_LONG)
+    if mentions(question, seed.golden):
+        return reject(ANSWER_IN_QUESTION)
+    queries = traj.search_queries
+    if len(queries) < cfg.min_searches:
+        return reject(TOO_FEW_SEARCHES)
+    normalised = [normalize_answer(q) for q in queries]
+    if len(set(normalised)) < len(normalised):
+        return reject(REPEATED_SEARCHES)
+    if not traj.retrieved:
+        return reject(NO_RETRIEVAL)
+    if cfg.reject_answer_in_query and any(mentions(q, seed.golden) for q in queries):
+        return reject(ANSWER_IN_QUERY)
+    return Extraction(question, None)

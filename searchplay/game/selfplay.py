@@ -1,0 +1,193 @@
+"""One round of search self-play, in the order of DESIGN.md §1.
+
+    seeds -> proposer rollouts -> extraction + filters -> RAG verification
+          -> failure handling (reuse | dummy) -> solver rollouts -> rewards -> pool update
+
+`play_round` returns both roles' trajectories with rewards and GRPO group ids (proposer: the
+seed's index, solver: the question's index), ready for the learner, plus namespaced metrics.
+It performs no weight update; the trainer does that with what it returns.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from searchplay.agent.protocol import count_tags
+from searchplay.agent.rollout import chat_prompt_ids, rollout_metrics, run_episodes
+from searchplay.agent.trajectory import Trajectory
+from searchplay.config import Config, RolloutConfig
+from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAILED, extract_question
+from searchplay.game.pool import PoolQuestion, QuestionPool
+from searchplay.game.prompts import proposer_messages, solver_messages
+from searchplay.game.rewards import proposer_reward, solver_reward, success_rate
+from searchplay.game.seeds import Seed, SeedSampler
+from searchplay.game.verify import verify_questions
+from searchplay.judge.llm_judge import LLMJudge
+from searchplay.judge.match import exact_match
+from searchplay.llm.base import Engine
+from searchplay.search.base import Retriever
+
+
+@dataclass
+class SolverTask:
+    question: str
+    golden: list[str]
+    source: str  # "new" (verified this round) or "reuse" (from the pool)
+    pool_id: str
+    proposer_index: int | None = None  # which proposer rollout produced it (new questions)
+
+
+@dataclass
+class RoundResult:
+    proposer: list[Trajectory]
+    proposer_rewards: list[float]
+    proposer_groups: list[int]
+    solver: list[Trajectory]
+    solver_rewards: list[float]
+    solver_groups: list[int]
+    tasks: list[SolverTask]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool: QuestionPool, cfg: Config,
+               step: int, rng: random.Random, judge: LLMJudge | None = None) -> RoundResult:
+    g, metrics, timing = cfg.game, {}, {}
+    guided = cfg.rollout.scaffold == "guided"
+
+    # 1-2. seeds and proposer rollouts (proposer_n per seed; the group is the seed)
+    t0 = time.perf_counter()
+    seeds = sampler.sample(g.batch_size)
+    proposer_seeds = [s for s in seeds for _ in range(g.proposer_n)]
+    proposer_groups = [i for i in range(len(seeds)) for _ in range(g.proposer_n)]
+    prompts = [chat_prompt_ids(engine.tokenizer, *proposer_messages(s.answer, s.hops)) for s in proposer_seeds]
+    metas = [{"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops}
+             for i, s in enumerate(proposer_seeds)]
+    proposer = run_episodes(engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0),
+                            "question", cfg.search.topk, metas)
+    timing["timing/proposer_s"] = time.perf_counter() - t0
+
+    # 3. extraction and rule filters
+    extractions = [extract_question(t, s, g) for t, s in zip(proposer, proposer_seeds)]
+    rejections = Counter(e.rejection for e in extractions if e.rejection)
+    candidates = [i for i, e in enumerate(extractions) if e.rejection is None]
+
+    # 4. RAG verification
+    t0 = time.perf_counter()
+    verified: dict[int, Any] = {}
+    if candidates and g.verifier != "off":
+        checks = verify_questions([(extractions[i].question, proposer_seeds[i], proposer[i]) for i in candidates],
+                                  proposer, g.verifier, g.noisy_docs, rng, engine=engine, judge=judge, guided=guided)
+        for i, v in zip(candidates, checks):
+            proposer[i].meta["verification"] = {"passed": v.passed, "answer": v.answer, "verdict": v.verdict}
+            if v.passed:
+                verified[i] = v
+            else:
+                rejections[VERIFY_ERROR if v.verdict in ("verifier_error", "judge_unknown") else VERIFY_FAILED] += 1
+    elif candidates:
+        verified = {i: None for i in candidates}
+    timing["timing/verify_s"] = time.perf_counter() - t0
+
+    # 5. solver tasks: the verified questions, plus pool questions in the slots of rejected rollouts
+    tasks = [SolverTask(extractions[i].question or "", proposer_seeds[i].golden, "new", metas[i]["id"], i) for i in verified]
+    n_rejected = len(proposer) - len(verified)
+    if g.failure_handling == "reuse" and n_rejected:
+        for q in pool.sample_reusable(n_rejected, g.reuse_threshold, rng):
+            tasks.append(SolverTask(q.question, [q.answer, *q.aliases], "reuse", q.id))
+
+    # 6. solver rollouts (solver_n per question; the group is the question)
+    t0 = time.perf_counter()
+    solver_tasks = [t for t in tasks for _ in range(g.solver_n)]
+    solver_groups = [k for k in range(len(tasks)) for _ in range(g.solver_n)]
+    solver_prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(t.question)) for t in solver_tasks]
+    solver_metas = [{"role": "solver", "id": f"step{step}-s{j}", "question": t.question, "golden": t.golden,
+                     "source": t.source, "pool_id": t.pool_id} for j, t in enumerate(solver_tasks)]
+    solver = run_episodes(engine, retriever, solver_prompts, _role(cfg.rollout, g.solver_max_turns, step, 1),
+                          "answer", cfg.search.topk, solver_metas)
+    timing["timing/solver_s"] = time.perf_counter() - t0
+
+    # 7. rewards
+    verdicts = _judge_solver_answers(solver, solver_tasks, judge if g.solver_judge else None)
+    solver_rewards = [solver_reward(t.final, task.golden, count_tags("".join(x.text for x in t.turns), "answer"), v)
+                      for t, task, v in zip(solver, solver_tasks, verdicts)]
+    for t, r in zip(solver, solver_rewards):
+        t.meta["reward"] = r
+    rates = [success_rate(solver_rewards[k * g.solver_n:(k + 1) * g.solver_n]) for k in range(len(tasks))]
+    proposer_rewards = [g.format_penalty] * len(proposer)
+    for task, rate in zip(tasks, rates):
+        if task.proposer_index is not None:
+            proposer_rewards[task.proposer_index] = proposer_reward(rate, g.proposer_reward, g.reward_left, g.reward_right)
+    for t, r in zip(proposer, proposer_rewards):
+        t.meta["reward"] = r
+
+    # 8. pool update: new questions with provenance, new attempts of reused ones
+    for k, (task, rate) in enumerate(zip(tasks, rates)):
+        rewards = solver_rewards[k * g.solver_n:(k + 1) * g.solver_n]
+        if task.source == "reuse":
+            pool.record_attempt(task.pool_id, step, rewards, rate)
+            continue
+        i, seed, v = task.proposer_index, proposer_seeds[task.proposer_index], verified[task.proposer_index]
+        pool.add(PoolQuestion(
+            id=task.pool_id, question=task.question, answer=seed.answer, aliases=list(seed.aliases), hops=seed.hops,
+            step=step, proposer_trajectory=metas[i]["id"], evidence_ids=v.evidence_ids if v else [],
+            noisy_ids=v.noisy_ids if v else [], verifier_answer=v.answer if v else None,
+            verdict=v.verdict if v else "not_verified", solver_rewards=rewards, success_rate=rate,
+            seed_extra=seed.extra))
+
+    metrics.update(_round_metrics(proposer, proposer_rewards, solver, solver_rewards, tasks, rates, rejections,
+                                  len(candidates), len(verified), verdicts, judge))
+    metrics.update(timing)
+    return RoundResult(proposer, proposer_rewards, proposer_groups, solver, solver_rewards, solver_groups, tasks, metrics)
+
+
+def _role(base: RolloutConfig, max_turns: int, step: int, role: int) -> RolloutConfig:
+    """The rollout settings of one role: its own turn budget and a seed distinct per step and role."""
+    from dataclasses import replace
+
+    return replace(base, max_turns=max_turns, seed=base.seed + 1000 * step + 100 * role)
+
+
+def _judge_solver_answers(solver: list[Trajectory], tasks: list[SolverTask], judge: LLMJudge | None) -> list[bool | None]:
+    """Judge verdicts for answers that are not exact matches (None: no judge, or unknown)."""
+    verdicts: list[bool | None] = [None] * len(solver)
+    if judge is None:
+        return verdicts
+    pending = [j for j, (t, task) in enumerate(zip(solver, tasks)) if t.final and not exact_match(t.final, task.golden)]
+    results = judge.map(judge.equivalent, [(tasks[j].question, tasks[j].golden, solver[j].final) for j in pending])
+    for j, v in zip(pending, results):
+        verdicts[j] = v.value
+        solver[j].meta["judge"] = {"verdict": v.value, "model": v.model}
+    return verdicts
+
+
+def _round_metrics(proposer: list[Trajectory], proposer_rewards: list[float], solver: list[Trajectory],
+                   solver_rewards: list[float], tasks: list[SolverTask], rates: list[float], rejections: Counter,
+                   n_candidates: int, n_verified: int, verdicts: list[bool | None], judge: LLMJudge | None) -> dict[str, float]:
+    n_prop = max(len(proposer), 1)
+    m: dict[str, float] = {
+        "proposer/valid_rate": n_verified / n_prop,
+        "proposer/reward_mean": statistics.fmean(proposer_rewards) if proposer_rewards else 0.0,
+        "proposer/reward_std": statistics.pstdev(proposer_rewards) if len(proposer_rewards) > 1 else 0.0,
+        "verify/candidates": float(n_candidates),
+        "verify/pass_rate": n_verified / n_candidates if n_candidates else 0.0,
+        "verify/errors": float(rejections.get(VERIFY_ERROR, 0)),
+        "pool/reused": float(sum(t.source == "reuse" for t in tasks)),
+        "solver/questions": float(len(tasks)),
+        "solver/acc": sum(r > 0 for r in solver_rewards) / len(solver_rewards) if solver_rewards else 0.0,
+        "solver/reward_mean": statistics.fmean(solver_rewards) if solver_rewards else 0.0,
+        "solver/success_rate_0": sum(r == 0 for r in rates) / max(len(rates), 1),
+        "solver/success_rate_mid": sum(0 < r < 1 for r in rates) / max(len(rates), 1),
+        "solver/success_rate_1": sum(r == 1 for r in rates) / max(len(rates), 1),
+    }
+    for reason in REJECTION_REASONS:
+        m[f"proposer/reject_{reason}"] = float(rejections.get(reason, 0))
+    m.update(rollout_metrics(proposer, "proposer"))
+    m.update(rollout_metrics(solver, "solver"))
+    if judge is not None:
+        m.update({k: float(v) for k, v in judge.stats().items()})
+        m["solver/judge_unknown"] = float(sum(1 for t, v in zip(solver, verdicts) if "judge" in t.meta and v is None))
+    return m

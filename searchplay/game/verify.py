@@ -1,0 +1,109 @@
+"""RAG verification of proposed questions (DESIGN.md §1 step 4).
+
+The evidence for a question is every document its proposer retrieved plus `noisy_docs`
+documents drawn from *other* proposer trajectories of the batch, shuffled with a seeded RNG.
+A verifier answers from that evidence alone; the question is kept only if the answer matches
+the seed's answer (exact match after normalisation, else the LLM judge when configured).
+
+Verifiers: `policy` (the model being trained, one greedy turn) or `judge` (the external
+model). A verifier that fails — no answer, an HTTP error, an unreadable verdict — rejects the
+question and is counted; it never lets a question through.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from searchplay.agent.protocol import last_tag
+from searchplay.agent.rollout import chat_prompt_ids
+from searchplay.agent.trajectory import Trajectory
+from searchplay.game.seeds import Seed
+from searchplay.judge.llm_judge import EVIDENCE_PROMPT, LLMJudge
+from searchplay.judge.match import exact_match
+from searchplay.llm.base import Engine, SamplingParams
+from searchplay.search.base import Hit, render_hits
+
+
+@dataclass
+class Verification:
+    passed: bool
+    answer: str | None  # the verifier's answer (None: verifier error)
+    verdict: str  # exact_match | mismatch (no judge) | judge_yes | judge_no | judge_unknown | verifier_error
+    evidence_ids: list[str] = field(default_factory=list)
+    noisy_ids: list[str] = field(default_factory=list)
+    judge_model: str = ""
+
+
+def build_evidence(own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_docs: int,
+                   rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
+    """Own documents + up to `noisy_docs` documents from other trajectories, shuffled."""
+    own_ids = {d["id"] for d in own}
+    pool = {d["id"]: d for docs in others for d in docs if d["id"] not in own_ids}
+    noisy = rng.sample(sorted(pool.values(), key=lambda d: d["id"]), min(noisy_docs, len(pool)))
+    evidence = list(own) + noisy
+    rng.shuffle(evidence)
+    return evidence, [d["id"] for d in noisy]
+
+
+def render_evidence(docs: list[dict[str, Any]]) -> str:
+    return render_hits([Hit(d["id"], d.get("title", ""), d.get("text", ""), 0.0) for d in docs])
+
+
+def policy_answers(engine: Engine, items: list[tuple[str, str]], guided: bool, max_new_tokens: int = 64) -> list[str | None]:
+    """The policy answers each (question, evidence) in one batched greedy turn."""
+    prompts = []
+    opening = engine.tokenizer.encode("<answer>", add_special_tokens=False) if guided else []
+    for question, evidence in items:
+        prompts.append(chat_prompt_ids(engine.tokenizer, "You answer questions from documents.",
+                                       EVIDENCE_PROMPT.format(question=question, evidence=evidence)) + list(opening))
+    outs = engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=max_new_tokens, stop=["</answer>"]))
+    answers: list[str | None] = []
+    for g in outs:
+        text = engine.tokenizer.decode(g.token_ids, skip_special_tokens=True)
+        if guided:
+            content = text.split("</answer>")[0].strip().split("\n")[0].strip()
+            answers.append(content or None)
+        else:
+            answers.append(last_tag(text, "answer"))
+    return answers
+
+
+def verify_questions(questions: list[tuple[str, Seed, Trajectory]], batch: list[Trajectory], verifier: str,
+                     noisy_docs: int, rng: random.Random, engine: Engine | None = None, judge: LLMJudge | None = None,
+                     guided: bool = False) -> list[Verification]:
+    """Verify each (question, seed, proposer trajectory); `batch` is every proposer trajectory of the round."""
+    items, evidence_sets = [], []
+    for question, _, traj in questions:
+        others = [t.retrieved for t in batch if t is not traj]
+        evidence, noisy_ids = build_evidence(traj.retrieved, others, noisy_docs, rng)
+        evidence_sets.append(([d["id"] for d in evidence if d["id"] not in noisy_ids], noisy_ids))
+        items.append((question, render_evidence(evidence)))
+    if verifier == "policy":
+        assert engine is not None, "the policy verifier needs the engine"
+        answers = policy_answers(engine, items, guided)
+    elif verifier == "judge":
+        assert judge is not None, "the judge verifier needs a judge"
+        answers = judge.map(judge.answer_from_evidence, items)
+    else:
+        raise ValueError(f"unknown verifier {verifier!r}")
+    results = []
+    pending: list[int] = []
+    for i, ((question, seed, _), answer) in enumerate(zip(questions, answers)):
+        ev, noisy = evidence_sets[i]
+        if answer is None:
+            results.append(Verification(False, None, "verifier_error", ev, noisy))
+        elif exact_match(answer, seed.golden):
+            results.append(Verification(True, answer, "exact_match", ev, noisy))
+        else:
+            results.append(Verification(False, answer, "mismatch", ev, noisy))
+            pending.append(i)
+    if judge is not None and pending:
+        verdicts = judge.map(judge.equivalent, [(questions[i][0], questions[i][1].golden, results[i].answer) for i in pending])
+        for i, v in zip(pending, verdicts):
+            r = results[i]
+            r.judge_model = v.model
+            r.passed = v.value is True
+            r.verdict = {True: "judge_yes", False: "judge_no", None: "judge_unknown"}[v.value]
+    return results

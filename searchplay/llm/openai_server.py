@@ -1,0 +1,105 @@
+"""An OpenAI-compatible chat server over a local transformers model (`searchplay serve-model`).
+
+Implements `POST /v1/chat/completions` (messages, temperature, top_p, max_tokens, stop, seed;
+one choice) and `GET /v1/models`, enough to serve a judge or a trained policy with no other
+software. Invalid requests get OpenAI-style 4xx errors `{"error": {"message", "type", "param"}}`.
+Generation runs in a worker thread, one request at a time (the model is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from searchplay.llm.base import SamplingParams
+from searchplay.llm.transformers_engine import TransformersEngine
+from searchplay.web import RequestError, add_fallback_handlers, read_json_body
+
+ROLES = {"system", "user", "assistant"}
+
+
+def error_response(message: str, field: str | None, status: int) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "param": field}}, status_code=status)
+
+
+def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise RequestError(name, f"'{name}' must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def parse_chat_request(body: Any, max_tokens_limit: int) -> tuple[list[dict[str, str]], SamplingParams]:
+    if not isinstance(body, dict):
+        raise RequestError("body", "request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages", "'messages' must be a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise RequestError(f"messages[{i}]", "each message needs a role (system, user, assistant) and string content")
+    if body.get("n", 1) != 1:
+        raise RequestError("n", "only n=1 is supported")
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise RequestError("stop", "'stop' must be a string or a list of strings")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", 256))
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit:
+        raise RequestError("max_tokens", f"'max_tokens' must be an integer in [1, {max_tokens_limit}]")
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise RequestError("seed", "'seed' must be an integer")
+    params = SamplingParams(temperature=_number(body, "temperature", 1.0, 0.0, 2.0), top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
+                            max_new_tokens=max_tokens, stop=stop, seed=seed)
+    return [{"role": m["role"], "content": m["content"]} for m in messages], params
+
+
+def create_app(engine: TransformersEngine, model_name: str, max_tokens_limit: int = 4096) -> FastAPI:
+    app = FastAPI(title="searchplay model server", docs_url=None, redoc_url=None)
+    lock = threading.Lock()
+
+    def complete(messages: list[dict[str, str]], params: SamplingParams) -> tuple[str, str, int, int]:
+        out = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        prompt = list(out["input_ids"] if hasattr(out, "keys") else out)
+        with lock:
+            g = engine.generate([prompt], params)[0]
+        text = engine.tokenizer.decode(g.token_ids, skip_special_tokens=True)
+        if g.stop_string:
+            text = text.split(g.stop_string)[0]  # OpenAI semantics: the stop string is not returned
+        return text, ("length" if g.finish_reason == "length" else "stop"), len(prompt), len(g.token_ids)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> JSONResponse:
+        body = await read_json_body(request)
+        messages, params = parse_chat_request(body, max_tokens_limit)
+        requested = body.get("model", model_name)
+        if requested not in (model_name, None, ""):
+            raise RequestError("model", f"model {requested!r} is not served here; this server serves {model_name!r}", 404)
+        text, finish, n_prompt, n_out = await anyio.to_thread.run_sync(complete, messages, params)
+        return JSONResponse({
+            "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
+            "model": model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out},
+        })
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "searchplay"}]}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "model": model_name}
+
+    add_fallback_handlers(app, error_response, "use POST /v1/chat/completions or GET /v1/models")
+    return app

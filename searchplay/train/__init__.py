@@ -1,0 +1,1 @@
+"""The self-play trainer: run directories, logging, checkpoints and the training loop."""

@@ -1,0 +1,29 @@
+"""Build what a self-play run needs from a config: engine, retriever, judge, seeds, pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from searchplay.config import Config
+from searchplay.game.pool import QuestionPool
+from searchplay.game.seeds import SeedSampler, load_seeds
+from searchplay.judge.llm_judge import LLMJudge
+from searchplay.llm.transformers_engine import TransformersEngine
+from searchplay.search.base import Retriever
+from searchplay.search.resolve import open_retriever
+
+
+@dataclass
+class Components:
+    engine: TransformersEngine
+    retriever: Retriever
+    judge: LLMJudge | None
+    sampler: SeedSampler
+    pool: QuestionPool
+
+
+def build_components(cfg: Config, pool_path: str | None, engine: TransformersEngine | None = None) -> Components:
+    engine = engine or TransformersEngine.load(cfg.model.path, cfg.model.dtype, cfg.model.threads)
+    judge = LLMJudge(cfg.judge) if cfg.judge.base_url else None
+    return Components(engine, open_retriever(cfg), judge, SeedSampler(load_seeds(cfg.game.seeds), cfg.game.seed),
+                      QuestionPool(pool_path))
