@@ -319,6 +319,55 @@ def play(
 
 
 @app.command()
+def train(
+    run_dir: RunDirOpt = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue the run in this directory from its latest checkpoint")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="total steps (default trainer.steps; raise it to extend a resumed run)")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Train by search self-play: rounds of play, then policy updates; logs, evaluates and checkpoints."""
+    from searchplay.game.seeds import SeedError
+    from searchplay.search.base import SearchError
+    from searchplay.train.run_dir import RunDir, default_run_dir
+    from searchplay.train.trainer import TrainError, train as run_training
+
+    if resume is not None:
+        saved = RunDir(resume).config
+        if not saved.is_file():
+            _fail(f"{resume} is not a run directory (no config.toml)")
+        cfg = _config(config or saved, set_)
+        target = resume
+    else:
+        cfg = _config(config, set_)
+        target = run_dir or default_run_dir()
+    if steps is not None:
+        cfg.trainer.steps = steps
+    try:
+        summary = run_training(cfg, target, resume=resume is not None)
+    except (TrainError, SearchError, SeedError, FileNotFoundError) as e:
+        _fail(str(e))
+    print_run_summary(summary.run_dir, summary.seconds)
+
+
+def print_run_summary(run_dir: Path, seconds: float) -> None:
+    from searchplay.train.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    rows = run.read_metrics()
+    table = Table(title=f"run {run_dir} ({seconds / 60:.1f} min)")
+    columns = [("step", "step"), ("valid q", "proposer/valid_rate"), ("verified", "verify/pass_rate"),
+               ("solver acc", "solver/acc"), ("prop reward", "proposer/reward_mean"), ("pool", "pool/size"),
+               ("eval EM", "eval/em"), ("step s", "timing/step_s")]
+    for name, _ in columns:
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row(*[("" if key not in r else f"{r[key]:.0f}" if key in ("step", "pool/size") else f"{r[key]:.2f}")
+                        for _, key in columns])
+    console.print(table)
+    console.print(f"files: {run.metrics}, {run.trajectories}/, {run.pool}, {run.checkpoints}/", highlight=False)
+
+
+@app.command()
 def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """The main job on the embedded default (for now: build the assets and print their summary)."""
     assets_build(None, False, config, set_)

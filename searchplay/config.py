@@ -122,6 +122,52 @@ class GameConfig:
 
 
 @dataclass
+class LearnerConfig:
+    lr: float = _f(1e-6, "AdamW learning rate (paper: 1e-6)")
+    warmup_steps: int = _f(0, "optimizer steps of linear warm-up")
+    lr_schedule: Literal["constant", "cosine"] = _f("constant", "learning rate after warm-up")
+    total_steps: int = _f(0, "cosine schedule length in optimizer steps (0: trainer.steps x updates per step)")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    grad_clip: float = _f(1.0, "gradient-norm clipping; 0 = off")
+    micro_batch_tokens: int = _f(4096, "padded tokens per forward/backward pass (gradient accumulation above that)")
+    mini_batch_size: int = _f(0, "sequences per optimizer step; 0 = the whole batch (paper: 128 of 256)")
+    ppo_epochs: int = _f(1, "passes over the batch per update")
+    clip_low: float = _f(0.2, "PPO clip range below 1 (paper: 0.2)")
+    clip_high: float = _f(0.285, "PPO clip range above 1 (paper: 0.285)")
+    dual_clip: float = _f(0.0, "dual-clip constant c > 1 for negative advantages; 0 = off")
+    kl_coef: float = _f(0.01, "KL-to-reference loss coefficient (paper: 0.01); 0 = no reference model loaded")
+    kl_estimator: Literal["k1", "k2", "k3", "low_var_kl"] = _f("low_var_kl", "KL estimator (low_var_kl = k3)")
+    kl_in_reward_coef: float = _f(0.0, "reinforce_pp only: KL penalty folded into the returns (needs kl_coef > 0 for the reference)")
+    entropy_coef: float = _f(0.0, "entropy bonus coefficient (paper: 0)")
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = _f("token-mean", "loss aggregation")
+    bf16: bool = _f(True, "bf16 autocast for forward/backward over fp32 master weights")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, more time)")
+    seed: int = _f(0, "torch seed")
+
+
+@dataclass
+class RoleConfig:
+    adv_estimator: Literal["grpo", "rloo", "reinforce_pp"] = _f("grpo", "advantage estimator of this role")
+    norm_std: bool = _f(True, "grpo: divide by the group's reward std")
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = _f(10, "self-play steps (rounds + updates)")
+    combine_update: bool = _f(False, "one update over solver and proposer samples together instead of two")
+    proposer_warmup_steps: int = _f(0, "steps during which the proposer is not updated")
+    dynamic_sampling: bool = _f(False, "drop groups whose rewards all agree (no learning signal)")
+    eval_every: int = _f(0, "evaluate every this many steps (0 = never)")
+    eval_data: str = _f("nq-answerable", "QA set for periodic evaluation")
+    eval_limit: int = _f(32, "questions of the fixed evaluation slice")
+    save_every: int = _f(5, "checkpoint every this many steps (and at the end)")
+    keep_checkpoints: int = _f(2, "checkpoints kept (older ones are deleted)")
+    trajectories_per_step: int = _f(16, "trajectories per role written to trajectories/ each step (0 = all)")
+    tensorboard: bool = _f(False, "also log to TensorBoard (extra 'tensorboard')")
+    wandb: bool = _f(False, "also log to Weights & Biases (extra 'wandb'; WANDB_MODE=offline works)")
+
+
+@dataclass
 class Config:
     assets: AssetsConfig = field(default_factory=AssetsConfig, metadata={"help": "embedded default assets"})
     search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "retrieval"})
@@ -130,6 +176,10 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "multi-turn agent episodes"})
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "LLM judge (optional)"})
     game: GameConfig = field(default_factory=GameConfig, metadata={"help": "the self-play game (DESIGN.md section 1)"})
+    learner: LearnerConfig = field(default_factory=LearnerConfig, metadata={"help": "policy updates"})
+    solver: RoleConfig = field(default_factory=RoleConfig, metadata={"help": "solver role"})
+    proposer: RoleConfig = field(default_factory=RoleConfig, metadata={"help": "proposer role"})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata={"help": "the training loop"})
 
 
 def _type_name(tp: Any) -> str:

@@ -53,7 +53,7 @@ def parse_chat_request(body: Any, max_tokens_limit: int) -> tuple[list[dict[str,
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
         raise RequestError("stop", "'stop' must be a string or a list of strings")
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", 256))
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", min(256, max_tokens_limit)))
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit:
         raise RequestError("max_tokens", f"'max_tokens' must be an integer in [1, {max_tokens_limit}]")
     seed = body.get("seed")

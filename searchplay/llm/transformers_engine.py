@@ -15,6 +15,7 @@ in-memory weights, with no copy.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from pathlib import Path
@@ -85,8 +86,9 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 
 
 class TransformersEngine:
-    def __init__(self, model: Any, tokenizer: Any, threads: int = 0):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model: Any, tokenizer: Any, threads: int = 0, autocast_bf16: bool = False):
+        """`autocast_bf16`: generate in bf16 from fp32 weights (a model the Learner trains)."""
+        self.model, self.tokenizer, self.autocast_bf16 = model, tokenizer, autocast_bf16
         if threads:
             torch.set_num_threads(threads)
         self.eot_ids = end_of_turn_ids(tokenizer, model)
@@ -110,10 +112,14 @@ class TransformersEngine:
                 return s
         return None
 
-    @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         if not prompts:
             return []
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast_bf16 else contextlib.nullcontext()
+        with torch.no_grad(), autocast:
+            return self._generate(prompts, params)
+
+    def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         t0 = time.perf_counter()
         was_training = self.model.training
         self.model.eval()

@@ -1,0 +1,1 @@
+"""Evaluation of a solver agent on QA benchmarks."""

@@ -1,0 +1,83 @@
+"""QA dataset loaders: bundled sets, Search-R1/FlashRAG jsonl and parquet, any jsonl with a field map.
+
+Golden answers are read from, in order: `golden_answers`, `answers`, `answer`, or the nested
+`reward_model.ground_truth.target` of the paper's released test file (a string or a list).
+A `field_map` such as {"question": "query", "golden_answers": "labels"} renames fields first.
+Every problem names the file, the line (or row) and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+BUNDLED = ("nq-test", "triviaqa-test", "nq-answerable", "triviaqa-answerable")
+
+
+class DatasetError(ValueError):
+    """A QA file that cannot be read; names file, line and problem."""
+
+
+def _answers(record: dict[str, Any]) -> list[str]:
+    for key in ("golden_answers", "answers", "answer"):
+        if key in record:
+            value = record[key]
+            break
+    else:
+        try:
+            value = record["reward_model"]["ground_truth"]["target"]
+        except (KeyError, TypeError):
+            raise ValueError("no answers: expected golden_answers, answers, answer or reward_model.ground_truth.target") from None
+    if hasattr(value, "tolist"):
+        value = value.tolist()  # numpy arrays from parquet
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"answers must be a string or a non-empty list of strings, got {value!r:.80}")
+    return value
+
+
+def normalize_record(record: Any, index: int, field_map: dict[str, str] | None = None) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise ValueError("expected a JSON object")
+    if field_map:
+        record = {**record, **{ours: record[theirs] for ours, theirs in field_map.items() if theirs in record}}
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("missing or empty field 'question'")
+    return {"id": str(record.get("id", index)), "question": question.strip(), "golden_answers": _answers(record)}
+
+
+def load_dataset(name_or_path: str, field_map: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    if name_or_path in BUNDLED:
+        from searchplay.assets import asset_file
+
+        path = asset_file(name_or_path)
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise DatasetError(f"dataset {name_or_path!r} is neither a bundled set ({', '.join(BUNDLED)}) nor a file")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+        out = []
+        for i, row in enumerate(rows):
+            try:
+                out.append(normalize_record(row, i, field_map))
+            except ValueError as e:
+                raise DatasetError(f"{path}: row {i + 1}: {e}") from None
+        return out
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(normalize_record(json.loads(line), len(out), field_map))
+            except (json.JSONDecodeError, ValueError) as e:
+                raise DatasetError(f"{path}:{lineno}: {e}") from None
+    if not out:
+        raise DatasetError(f"{path} holds no questions")
+    return out

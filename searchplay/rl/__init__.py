@@ -1,0 +1,1 @@
+"""Reinforcement learning: advantage estimators, policy losses and the Learner."""

@@ -1,0 +1,225 @@
+"""The Learner: PPO-style updates of the policy from trajectories with advantages.
+
+One update, in order:
+1. pack the sequences (prompt + response) and their loss masks;
+2. compute old log-probs with the current weights (and reference log-probs if kl_coef > 0),
+   before any weight changes;
+3. for each PPO epoch and mini-batch: split into micro-batches by a padded-token budget,
+   forward + backward each (gradient accumulation; normalisers count the whole mini-batch),
+   clip the gradient norm, step AdamW and the LR schedule.
+
+Weights stay in fp32 (the master copy); `bf16=True` runs forward/backward under bf16 autocast.
+At lr 1e-6 a bf16 weight would round most updates away (bf16 has 8 bits of mantissa), which is
+why the weights themselves are never bf16. The engine generates with this same model object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from searchplay.agent.trajectory import Trajectory
+from searchplay.config import LearnerConfig
+from searchplay.rl.losses import aggregate, entropy_from_logits, kl_penalty, ppo_clip_loss
+
+
+@dataclass
+class Sample:
+    """One sequence to learn from: token ids, which of them are trained, and their advantage."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    loss_mask: list[int]
+    advantage: float | torch.Tensor  # scalar, or one value per response token
+
+    @classmethod
+    def from_trajectory(cls, traj: Trajectory, advantage: float | torch.Tensor) -> "Sample":
+        return cls(traj.prompt_ids, traj.response_ids, traj.loss_mask, advantage)
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+
+def lr_lambda(cfg: LearnerConfig, total_steps: int) -> Any:
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "cosine" and total_steps > cfg.warmup_steps:
+            progress = min(1.0, (step - cfg.warmup_steps) / (total_steps - cfg.warmup_steps))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+class Learner:
+    def __init__(self, model: Any, cfg: LearnerConfig, reference: Any | None = None, total_steps: int = 1000, pad_id: int = 0):
+        self.model, self.cfg, self.reference, self.pad_id = model, cfg, reference, pad_id
+        if any(p.dtype != torch.float32 for p in model.parameters()):
+            raise ValueError("the Learner keeps fp32 master weights: load the policy in float32 (bf16 is used via autocast)")
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, cfg.total_steps or total_steps))
+        self.rng = random.Random(cfg.seed)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.cfg.bf16 else contextlib.nullcontext()
+
+    def _tensors(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """Right-padded ids, attention, and per-target-position mask/advantage tensors."""
+        width = max(len(s) for s in samples)
+        ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        mask = torch.zeros((len(samples), width - 1))
+        adv = torch.zeros((len(samples), width - 1))
+        for i, s in enumerate(samples):
+            seq = s.prompt_ids + s.response_ids
+            ids[i, : len(seq)] = torch.tensor(seq)
+            attention[i, : len(seq)] = 1
+            start, end = len(s.prompt_ids) - 1, len(seq) - 1  # position t predicts token t + 1
+            mask[i, start:end] = torch.tensor(s.loss_mask, dtype=torch.float)
+            a = s.advantage
+            adv[i, start:end] = a.float() if isinstance(a, torch.Tensor) else float(a)
+        return {"ids": ids, "attention": attention, "mask": mask, "adv": adv}
+
+    def _logprobs(self, model: Any, t: dict[str, torch.Tensor], with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs (and entropies) of the targets at trained positions, zero elsewhere.
+
+        The vocabulary projection and softmax run only on positions where mask == 1: prompts and
+        retrieved documents are most of every sequence, and a full (tokens x vocabulary) softmax
+        over them would dominate the update's time and memory.
+        """
+        with self._autocast():
+            hidden = model.base_model(input_ids=t["ids"], attention_mask=t["attention"], use_cache=False).last_hidden_state
+            where = t["mask"].bool()
+            logits = model.get_output_embeddings()(hidden[:, :-1][where]).float()
+        picked = torch.log_softmax(logits, -1).gather(-1, t["ids"][:, 1:][where][:, None]).squeeze(-1)
+        logp = torch.zeros_like(t["mask"]).masked_scatter(where, picked)
+        if not with_entropy:
+            return logp, None
+        return logp, torch.zeros_like(t["mask"]).masked_scatter(where, entropy_from_logits(logits))
+
+    @torch.no_grad()
+    def _score(self, model: Any, batches: list[list[Sample]]) -> list[torch.Tensor]:
+        model.eval()
+        return [self._logprobs(model, self._tensors(b))[0] for b in batches]
+
+    def update(self, samples: list[Sample]) -> dict[str, float]:
+        """One PPO update over `samples`; returns learner metrics."""
+        samples = [s for s in samples if sum(s.loss_mask) > 0]
+        if not samples:
+            return {"learner/samples": 0.0}
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        mini_size = cfg.mini_batch_size or len(samples)
+        order = list(range(len(samples)))
+        # old (and reference) log-probs, before the update, keyed by sample index
+        groups = [[samples[i] for i in chunk] for chunk in self._index_chunks(order, samples)]
+        flat_idx = [i for chunk in self._index_chunks(order, samples) for i in chunk]
+        old = self._per_sample(self._score(self.model, groups), groups, flat_idx)
+        ref = self._per_sample(self._score(self.reference, groups), groups, flat_idx) if self.reference is not None and cfg.kl_coef > 0 else None
+        self.model.train()
+        sums: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clipfrac": 0.0, "grad_norm": 0.0}
+        tokens_seen, optimizer_steps = 0, 0
+        for _ in range(cfg.ppo_epochs):
+            self.rng.shuffle(order)
+            for lo in range(0, len(order), mini_size):
+                mini = order[lo : lo + mini_size]
+                n_tokens = float(sum(sum(samples[i].loss_mask) for i in mini))
+                self.optimizer.zero_grad(set_to_none=True)
+                for chunk in self._index_chunks(mini, samples):
+                    batch = [samples[i] for i in chunk]
+                    t = self._tensors(batch)
+                    width = t["mask"].shape[1]
+                    old_lp = torch.stack([_pad(old[i], width) for i in chunk])
+                    logp, entropy = self._logprobs(self.model, t, with_entropy=True)
+                    pg, clipped = ppo_clip_loss(logp, old_lp, t["adv"], t["mask"], cfg.clip_low, cfg.clip_high, cfg.dual_clip)
+                    loss = aggregate(pg, t["mask"], cfg.loss_agg, n_tokens, len(mini))
+                    if ref is not None:
+                        kl = kl_penalty(logp, torch.stack([_pad(ref[i], width) for i in chunk]), cfg.kl_estimator)
+                        kl_term = aggregate(kl, t["mask"], cfg.loss_agg, n_tokens, len(mini))
+                        loss = loss + cfg.kl_coef * kl_term
+                        sums["kl"] += float((kl.detach() * t["mask"]).sum())
+                    if cfg.entropy_coef:
+                        loss = loss - cfg.entropy_coef * aggregate(entropy, t["mask"], cfg.loss_agg, n_tokens, len(mini))
+                    loss.backward()
+                    sums["loss"] += float(loss.detach())
+                    sums["pg_loss"] += float(pg.detach().sum())
+                    sums["entropy"] += float((entropy.detach() * t["mask"]).sum())
+                    sums["clipfrac"] += float(clipped.detach().sum())
+                    tokens_seen += int(t["attention"].sum())
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                self.optimizer.step()
+                self.scheduler.step()
+                sums["grad_norm"] += float(norm)
+                optimizer_steps += 1
+        self.model.eval()
+        trained = float(sum(sum(s.loss_mask) for s in samples)) * cfg.ppo_epochs
+        seconds = time.perf_counter() - t0
+        return {
+            "learner/samples": float(len(samples)), "learner/loss": sums["loss"] / optimizer_steps,
+            "learner/pg_loss": sums["pg_loss"] / trained, "learner/kl": sums["kl"] / trained if ref is not None else 0.0,
+            "learner/entropy": sums["entropy"] / trained, "learner/clipfrac": sums["clipfrac"] / trained,
+            "learner/grad_norm": sums["grad_norm"] / optimizer_steps, "learner/lr": self.scheduler.get_last_lr()[0],
+            "learner/optimizer_steps": float(optimizer_steps), "learner/trained_tokens": trained,
+            "learner/tokens_per_s": tokens_seen / seconds, "learner/seconds": seconds,
+        }
+
+    @torch.no_grad()
+    def token_kl(self, samples: list[Sample]) -> list[torch.Tensor]:
+        """Per response token KL(policy || reference) estimates (0 on masked tokens), for KL-in-reward."""
+        if self.reference is None:
+            raise ValueError("KL needs a reference model: set learner.kl_coef > 0")
+        result: dict[int, torch.Tensor] = {}
+        for chunk in self._index_chunks(list(range(len(samples))), samples):
+            batch = [samples[i] for i in chunk]
+            t = self._tensors(batch)
+            kl = kl_penalty(self._logprobs(self.model, t)[0], self._logprobs(self.reference, t)[0], self.cfg.kl_estimator)
+            for i, row, s in zip(chunk, kl * t["mask"], batch):
+                start = len(s.prompt_ids) - 1
+                result[i] = row[start : start + len(s.response_ids)]
+        return [result[i] for i in range(len(samples))]
+
+    def _index_chunks(self, indices: list[int], samples: list[Sample]) -> list[list[int]]:
+        """Micro-batches of sample indices (packing by the token budget)."""
+        by_len = sorted(indices, key=lambda i: len(samples[i]))
+        out: list[list[int]] = []
+        current: list[int] = []
+        for i in by_len:
+            width = max([len(samples[j]) for j in current] + [len(samples[i])])
+            if current and width * (len(current) + 1) > self.cfg.micro_batch_tokens:
+                out.append(current)
+                current = []
+            current.append(i)
+        if current:
+            out.append(current)
+        return out
+
+    @staticmethod
+    def _per_sample(scored: list[torch.Tensor], groups: list[list[Sample]], flat_idx: list[int]) -> dict[int, torch.Tensor]:
+        rows = [row for block in scored for row in block]
+        return {i: row for i, row in zip(flat_idx, rows)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.rng.setstate(state["rng"])
+
+
+def _pad(row: torch.Tensor, width: int) -> torch.Tensor:
+    """Old/reference log-probs were scored in another micro-batch: fit them to this one's width."""
+    if row.shape[0] >= width:
+        return row[:width]
+    return torch.cat([row, torch.zeros(width - row.shape[0])])

@@ -1,0 +1,64 @@
+"""Checkpoints: written whole to a temporary directory, then renamed into place.
+
+    checkpoints/step-N/model/        Hugging Face model directory (safetensors; transformers/vLLM load it as is)
+    checkpoints/step-N/trainer.pt    optimizer, scheduler, learner RNG, torch/python RNG states
+    checkpoints/step-N/state.json    step, pool events count, seed sampler state, metrics lines
+    checkpoints/step-N/config.toml   resolved config
+
+A crash while saving leaves only `step-N.tmp`, which is never taken for a checkpoint; the
+newest `step-N` is "latest". Only the newest `keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from searchplay.config import Config, to_toml
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, learner_state: dict[str, Any],
+                    state: dict[str, Any], cfg: Config, keep: int = 2) -> Path:
+    final = root / f"step-{step}"
+    tmp = root / f"step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "model")
+    tokenizer.save_pretrained(tmp / "model")
+    torch.save({**learner_state, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "trainer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+    (tmp / "config.toml").write_text(to_toml(cfg))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def load_trainer_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(learner state incl. RNGs, state.json) of a checkpoint; restores the global RNGs."""
+    blob = torch.load(path / "trainer.pt", weights_only=False)
+    torch.set_rng_state(blob.pop("torch_rng"))
+    random.setstate(blob.pop("python_rng"))
+    return blob, json.loads((path / "state.json").read_text())

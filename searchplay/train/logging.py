@@ -1,0 +1,66 @@
+"""Metrics logging: JSONL always; TensorBoard and wandb when asked; a rich progress display.
+
+One JSON line per step in `metrics.jsonl` is the source of truth (other tools read it); the
+optional back-ends get the same numbers. The console shows step, ETA and the key metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from searchplay.config import Config, TrainerConfig
+from searchplay.train.run_dir import RunDir
+
+KEY_METRICS = (("solver/acc", "solver acc"), ("proposer/valid_rate", "valid q"), ("proposer/reward_mean", "prop reward"),
+               ("timing/step_s", "step s"))
+
+
+class MetricsLogger:
+    def __init__(self, run: RunDir, cfg: Config, total_steps: int, start_step: int = 0, console: Console | None = None):
+        self.run, self.trainer_cfg = run, cfg.trainer
+        self.console = console or Console(stderr=True)
+        self._tb = self._wandb = None
+        if cfg.trainer.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise RuntimeError("trainer.tensorboard needs the 'tensorboard' extra: pip install 'searchplay[tensorboard]'") from None
+            self._tb = SummaryWriter(str(run.root / "tensorboard"))
+        if cfg.trainer.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise RuntimeError("trainer.wandb needs the 'wandb' extra: pip install 'searchplay[wandb]'") from None
+            self._wandb = wandb.init(project="searchplay", dir=str(run.root), name=run.root.name, resume="allow")
+        self._progress = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[line]}"),
+                                  console=self.console, transient=False)
+        self._task = self._progress.add_task("train", total=total_steps, completed=start_step, line="")
+        self._progress.start()
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        record = {"step": step, "time": time.time(), **metrics}
+        self.run.append_jsonl(self.run.metrics, record)
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        if self._tb is not None:
+            for k, v in numeric.items():
+                self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(numeric, step=step)
+        line = "  ".join(f"{label} {numeric[k]:.2f}" for k, label in KEY_METRICS if k in numeric)
+        self._progress.update(self._task, completed=step, line=line)
+        self._progress.console.print(f"step {step}: {line}", highlight=False)
+
+    def close(self) -> None:
+        self._progress.stop()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+

@@ -1,0 +1,183 @@
+"""The self-play training loop.
+
+    for each step:
+        play_round                      proposer rollouts -> verification -> solver rollouts -> rewards
+        update the solver               advantages per solver.adv_estimator over question groups
+        update the proposer             (after proposer_warmup_steps) over seed groups
+        log                             metrics.jsonl (+ TensorBoard / wandb), sampled trajectories
+        evaluate every eval_every       a fixed slice of a QA set, greedy, EM/F1 (eval/evaluate.py)
+        pool maintenance                every pool_clear_interval steps keep the newest keep_ratio
+        checkpoint every save_every     model + optimizer + RNG + pool position, atomically
+
+Generation and learning share one in-memory fp32 model (the engine autocasts to bf16).
+Resuming loads the latest checkpoint, cuts the pool log and metrics back to that step (events
+written after it belonged to a step that is now played again) and continues.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from searchplay.agent.trajectory import Trajectory
+from searchplay.config import Config
+from searchplay.eval.evaluate import evaluate, summarize
+from searchplay.game.pool import QuestionPool
+from searchplay.game.selfplay import RoundResult, play_round
+from searchplay.llm.transformers_engine import TransformersEngine, load_model
+from searchplay.rl.advantages import compute_advantages
+from searchplay.rl.learner import Learner, Sample
+from searchplay.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from searchplay.train.components import build_components
+from searchplay.train.logging import MetricsLogger
+from searchplay.train.run_dir import RunDir
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or resume; the message says why."""
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    steps: int
+    last_metrics: dict[str, Any]
+    checkpoint: Path | None
+    seconds: float
+
+
+def role_samples(trajs: list[Trajectory], rewards: list[float], groups: list[int], estimator: str, norm_std: bool,
+                 dynamic_sampling: bool, learner: Learner | None = None, kl_in_reward: float = 0.0) -> list[Sample]:
+    """Samples with advantages for one role; with dynamic sampling, groups whose rewards all agree are dropped."""
+    if dynamic_sampling:
+        by_group: dict[int, set[float]] = {}
+        for r, g in zip(rewards, groups):
+            by_group.setdefault(g, set()).add(r)
+        keep = [i for i, g in enumerate(groups) if len(by_group[g]) > 1]
+        trajs, rewards, groups = [trajs[i] for i in keep], [rewards[i] for i in keep], [groups[i] for i in keep]
+    samples = [Sample.from_trajectory(t, 0.0) for t in trajs]
+    token_kl = learner.token_kl(samples) if (learner is not None and kl_in_reward > 0 and estimator == "reinforce_pp") else None
+    for s, adv in zip(samples, compute_advantages(estimator, rewards, groups, norm_std, token_kl, kl_in_reward)):
+        s.advantage = adv
+    return samples
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}/{k.split('/', 1)[1]}": v for k, v in metrics.items()}
+
+
+def _sample_trajectories(result: RoundResult, per_role: int) -> list[Trajectory]:
+    if per_role <= 0:
+        return result.proposer + result.solver
+    return result.proposer[:per_role] + result.solver[:per_role]
+
+
+def _eval_records(cfg: Config) -> list[dict[str, Any]]:
+    from searchplay.eval.data import load_dataset
+
+    return load_dataset(cfg.trainer.eval_data)[: cfg.trainer.eval_limit]
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
+    t_start = time.perf_counter()
+    run = RunDir(run_dir)
+    checkpoint = latest_checkpoint(run.checkpoints) if resume else None
+    if resume and checkpoint is None:
+        raise TrainError(f"nothing to resume in {run_dir}: no complete checkpoint under {run.checkpoints}")
+    if not resume and run.metrics.exists():
+        raise TrainError(f"{run_dir} already holds a run; resume it with --resume or choose another --run-dir")
+    run.create(cfg)
+    torch.manual_seed(cfg.learner.seed)
+    model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else cfg.model.path, "float32")
+    reference = None
+    if cfg.learner.kl_coef > 0:
+        reference, _ = load_model(cfg.model.path, "float32")
+        reference.requires_grad_(False)
+    engine = TransformersEngine(model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16")
+    updates_per_step = (1 if cfg.trainer.combine_update else 2) * cfg.learner.ppo_epochs
+    learner = Learner(model, cfg.learner, reference, cfg.trainer.steps * updates_per_step, engine.pad_id)
+    rng = random.Random(cfg.game.seed)
+    start = 0
+    if checkpoint is not None:
+        learner_state, state = load_trainer_state(checkpoint)
+        learner.load_state_dict(learner_state)
+        start = state["step"]
+        _cut_back(run, state)
+        rng.setstate(_tuple_state(state["game_rng"]))
+    parts = build_components(cfg, str(run.pool), engine)
+    if checkpoint is not None:
+        parts.sampler.restore(state["sampler"])
+    logger = MetricsLogger(run, cfg, cfg.trainer.steps, start)
+    eval_records = _eval_records(cfg) if cfg.trainer.eval_every else []
+    metrics: dict[str, Any] = {}
+    saved = checkpoint
+    try:
+        for step in range(start + 1, cfg.trainer.steps + 1):
+            t0 = time.perf_counter()
+            result = play_round(engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
+            metrics = dict(result.metrics)
+            t1 = time.perf_counter()
+            solver = role_samples(result.solver, result.solver_rewards, result.solver_groups, cfg.solver.adv_estimator,
+                                  cfg.solver.norm_std, cfg.trainer.dynamic_sampling, learner, cfg.learner.kl_in_reward_coef)
+            proposer: list[Sample] = []
+            if step > cfg.trainer.proposer_warmup_steps:
+                proposer = role_samples(result.proposer, result.proposer_rewards, result.proposer_groups,
+                                        cfg.proposer.adv_estimator, cfg.proposer.norm_std, cfg.trainer.dynamic_sampling,
+                                        learner, cfg.learner.kl_in_reward_coef)
+            if cfg.trainer.combine_update:
+                metrics.update(_prefixed("update", learner.update(solver + proposer)))
+            else:
+                metrics.update(_prefixed("solver_update", learner.update(solver)))
+                metrics.update(_prefixed("proposer_update", learner.update(proposer)))
+            metrics["timing/update_s"] = time.perf_counter() - t1
+            if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
+                t2 = time.perf_counter()
+                preds = evaluate(engine, parts.retriever, eval_records, cfg.rollout, cfg.search.topk)
+                metrics.update({f"eval/{k}": v for k, v in summarize(preds).items()})
+                metrics["timing/eval_s"] = time.perf_counter() - t2
+            if cfg.game.pool_clear_interval and step % cfg.game.pool_clear_interval == 0:
+                metrics["pool/cleared"] = float(parts.pool.clear(cfg.game.keep_ratio, step))
+            metrics["pool/size"] = float(len(parts.pool))
+            metrics["timing/step_s"] = time.perf_counter() - t0
+            run.write_trajectories(step, _sample_trajectories(result, cfg.trainer.trajectories_per_step), tokenizer)
+            logger.log(step, metrics)
+            if step % cfg.trainer.save_every == 0 or step == cfg.trainer.steps:
+                state = {"pool_events": parts.pool.events, "sampler": parts.sampler.state(), "game_rng": rng.getstate()}
+                saved = save_checkpoint(run.checkpoints, step, model, tokenizer, learner.state_dict(), state, cfg,
+                                        cfg.trainer.keep_checkpoints)
+    finally:
+        logger.close()
+    return TrainSummary(run.root, cfg.trainer.steps, metrics, saved, time.perf_counter() - t_start)
+
+
+def _tuple_state(state: Any) -> Any:
+    """random.Random state back from JSON (lists to tuples)."""
+    return (state[0], tuple(state[1]), state[2])
+
+
+def _cut_back(run: RunDir, state: dict[str, Any]) -> None:
+    """Drop what was written after the checkpoint: later metrics lines and later pool events."""
+    step = state["step"]
+    kept = [line for line in (run.metrics.read_text().splitlines() if run.metrics.exists() else [])
+            if _line_step(line) is not None and _line_step(line) <= step]
+    run.metrics.write_text("".join(line + "\n" for line in kept))
+    if run.pool.exists():
+        QuestionPool(run.pool)  # repairs a torn last line first
+        lines = run.pool.read_bytes().splitlines(keepends=True)
+        run.pool.write_bytes(b"".join(lines[: state["pool_events"]]))
+
+
+def _line_step(line: str) -> int | None:
+    import json
+
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+

@@ -1,0 +1,156 @@
+"""Verification, the judge over a real serve-model server, and whole rounds on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from searchplay.config import Config, GameConfig, JudgeConfig, RolloutConfig, load_config
+from searchplay.game.pool import QuestionPool
+from searchplay.game.seeds import Seed, SeedSampler, load_seeds
+from searchplay.game.selfplay import play_round
+from searchplay.game.verify import verify_questions
+from searchplay.judge.llm_judge import LLMJudge
+from searchplay.llm.openai_server import create_app
+from tests.servers import free_port, running_server
+from tests.test_game_rules import GOOD_Q, proposer_traj
+
+
+@pytest.fixture(scope="module")
+def judge_url(tiny_engine):  # noqa: ANN001
+    with running_server(create_app(tiny_engine, "tiny-judge", max_tokens_limit=64)) as url:
+        yield url + "/v1"
+
+
+def judge_cfg(url: str, tmp_path: Path, **kw) -> JudgeConfig:  # noqa: ANN003
+    return JudgeConfig(base_url=url, model="tiny-judge", cache=str(tmp_path / "cache.sqlite"), max_tokens=16, **kw)
+
+
+def test_serve_model_speaks_openai_and_rejects_bad_requests(judge_url: str) -> None:
+    ok = httpx.post(f"{judge_url}/chat/completions", json={"model": "tiny-judge", "messages": [{"role": "user", "content": "hi"}],
+                                                           "max_tokens": 5, "temperature": 0})
+    body = ok.json()
+    assert ok.status_code == 200 and body["object"] == "chat.completion"
+    assert isinstance(body["choices"][0]["message"]["content"], str) and body["usage"]["completion_tokens"] <= 5
+    assert httpx.get(f"{judge_url}/models").json()["data"][0]["id"] == "tiny-judge"
+    for payload, param in [({"messages": []}, "messages"), ({"messages": [{"role": "x", "content": "hi"}]}, "messages[0]"),
+                           ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
+                           ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
+                           ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, "model")]:
+        r = httpx.post(f"{judge_url}/chat/completions", json=payload)
+        assert 400 <= r.status_code < 500 and r.json()["error"]["param"] == param
+    r = httpx.post(f"{judge_url}/chat/completions", content=b"{oops")
+    assert r.status_code == 400 and "malformed JSON" in r.json()["error"]["message"]
+
+
+def verification_inputs() -> tuple[list, list]:
+    trajs = [proposer_traj(GOOD_Q, ["Mona Lisa museum", "Louvre city"]), proposer_traj(GOOD_Q, ["Seine cities", "museums"])]
+    for i, t in enumerate(trajs):
+        for turn in t.turns:
+            for h in turn.hits:
+                h["id"] = f"{h['id']}-{i}"
+    return [(GOOD_Q, Seed("Paris", 2), trajs[0]), (GOOD_Q, Seed("Lyon", 2), trajs[1])], trajs
+
+
+def test_policy_verifier_on_the_tiny_model(tiny_engine) -> None:  # noqa: ANN001
+    questions, batch = verification_inputs()
+    results = verify_questions(questions, batch, "policy", 1, random.Random(0), engine=tiny_engine, guided=True)
+    assert len(results) == 2
+    for r in results:
+        assert r.verdict in ("exact_match", "mismatch", "verifier_error")
+        assert r.passed == (r.verdict == "exact_match")
+        assert len(r.noisy_ids) == 1 and r.noisy_ids[0] not in r.evidence_ids
+
+
+def test_judge_verifier_counts_calls_and_uses_the_cache(judge_url: str, tmp_path: Path) -> None:
+    judge = LLMJudge(judge_cfg(judge_url, tmp_path))
+    questions, batch = verification_inputs()
+    first = verify_questions(questions, batch, "judge", 0, random.Random(0), judge=judge)
+    calls = judge.calls
+    assert calls >= 2 and judge.errors <= calls
+    for r in first:
+        assert r.verdict in ("exact_match", "judge_yes", "judge_no", "judge_unknown", "verifier_error")
+        assert not r.passed or r.verdict in ("exact_match", "judge_yes")
+    again = verify_questions(questions, batch, "judge", 0, random.Random(0), judge=judge)
+    assert judge.calls == calls and judge.cache_hits >= 2  # answered from the sqlite cache
+    assert [r.passed for r in again] == [r.passed for r in first]
+    fresh = LLMJudge(judge_cfg(judge_url, tmp_path))  # a new process would reuse the same cache file
+    fresh.complete("hello")
+    assert fresh.cache_hits + fresh.calls == 1
+
+
+def test_stopped_judge_rejects_and_counts_errors(tmp_path: Path) -> None:
+    judge = LLMJudge(judge_cfg(f"http://127.0.0.1:{free_port()}/v1", tmp_path, retries=1, timeout_s=1))
+    questions, batch = verification_inputs()
+    results = verify_questions(questions, batch, "judge", 0, random.Random(0), judge=judge)
+    assert all(not r.passed and r.verdict == "verifier_error" for r in results)
+    assert judge.errors == 2 and judge.calls == 4  # two questions, two attempts each
+    assert judge.equivalent("q", ["Paris"], "Lutetia").value is None
+
+
+def tiny_config(**game) -> Config:  # noqa: ANN003
+    cfg = load_config(None, ["model.path=tiny-random", "model.dtype=float32"])
+    cfg.rollout = RolloutConfig(scaffold="guided", max_new_tokens=8, max_total_tokens=1536, seed=0)
+    cfg.game = GameConfig(**{"batch_size": 3, "proposer_n": 2, "solver_n": 2, "proposer_max_turns": 3,
+                             "solver_max_turns": 2, "min_question_words": 1, **game})
+    return cfg
+
+
+def test_play_round_shapes_and_metrics(tiny_engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = tiny_config(verifier="off")  # the random model never passes verification; keep the questions
+    pool = QuestionPool(tmp_path / "pool.jsonl")
+    sampler = SeedSampler(load_seeds("bundled"), 0)
+    result = play_round(tiny_engine, bundled_bm25, sampler, pool, cfg, 1, random.Random(0))
+    g = cfg.game
+    assert len(result.proposer) == len(result.proposer_rewards) == len(result.proposer_groups) == g.batch_size * g.proposer_n
+    assert result.proposer_groups == [0, 0, 1, 1, 2, 2]
+    kept = [t for t in result.tasks if t.source == "new"]
+    assert len(result.solver) == len(result.solver_rewards) == len(result.tasks) * g.solver_n
+    assert result.solver_groups == [k for k in range(len(result.tasks)) for _ in range(g.solver_n)]
+    assert len(pool) == len(kept) == result.metrics["solver/questions"] - result.metrics["pool/reused"]
+    m = result.metrics
+    for key in ("proposer/valid_rate", "proposer/reward_mean", "proposer/reward_std", "verify/pass_rate", "solver/acc",
+                "solver/success_rate_0", "solver/success_rate_mid", "solver/success_rate_1", "proposer/searches_mean",
+                "solver/generated_tokens_mean", "timing/proposer_s", "timing/verify_s", "timing/solver_s",
+                "proposer/reject_no_question_tag", "pool/reused"):
+        assert key in m
+    assert m["proposer/valid_rate"] == len(kept) / 6
+    rejected = sum(v for k, v in m.items() if k.startswith("proposer/reject_"))
+    assert rejected + len(kept) == 6
+    assert all(r == cfg.game.format_penalty for r, t in zip(result.proposer_rewards, result.proposer)
+               if t.meta["id"] not in {k.pool_id for k in kept})
+    # a second round reuses pool questions in the slots of rejected rollouts
+    second = play_round(tiny_engine, bundled_bm25, sampler, pool, cfg, 2, random.Random(1))
+    if len(pool) and second.metrics["proposer/valid_rate"] < 1:
+        assert second.metrics["pool/reused"] >= 1
+
+
+def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = tiny_config(verifier="policy", failure_handling="dummy")
+    result = play_round(tiny_engine, bundled_bm25, SeedSampler(load_seeds("bundled"), 1), QuestionPool(), cfg, 1,
+                        random.Random(0))
+    m = result.metrics
+    assert m["verify/candidates"] >= 0 and m["pool/reused"] == 0
+    assert len(result.solver) == len(result.tasks) * cfg.game.solver_n
+
+
+@pytest.mark.slow
+def test_searchplay_play_with_the_bundled_model(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "searchplay", "play", "--rounds", "1", "--run-dir", str(run),
+           "--set", "game.batch_size=2", "--set", "game.solver_n=2", "--set", "rollout.max_new_tokens=24",
+           "--set", "game.proposer_max_turns=3", "--set", "game.solver_max_turns=3", "--set", "model.threads=2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["step"] == 1 and "proposer/valid_rate" in metrics[0]
+    trajs = [json.loads(line) for line in (run / "trajectories" / "step-000001.jsonl").read_text().splitlines()]
+    proposers = [t for t in trajs if t["meta"]["role"] == "proposer"]
+    assert len(proposers) == 2 and all(t["turns"] and t["response_text"] for t in proposers)
+    assert (run / "config.toml").is_file()
