@@ -1,0 +1,107 @@
+"""The Learner on the tiny random Llama: masking, the learning signal, bf16 with fp32 masters."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from searchplay.config import LearnerConfig
+from searchplay.llm.transformers_engine import load_model
+from searchplay.rl.learner import Learner, Sample
+
+
+@pytest.fixture()
+def tiny(cfg):  # noqa: ANN001, ANN201
+    torch.manual_seed(0)
+    return load_model("tiny-random", "float32")
+
+
+def test_masked_positions_get_exactly_zero_gradient(tiny) -> None:  # noqa: ANN001
+    model, _ = tiny
+    learner = Learner(model, LearnerConfig(bf16=False, kl_coef=0.0), pad_id=0)
+    prompt, response = [5, 6, 7, 8], [9, 10, 11, 12]
+    t = learner._tensors([Sample(prompt, response, [1, 0, 1, 0], 1.0)])
+    embeddings = model.get_input_embeddings()
+    captured = {}
+
+    def keep(module, inputs, output):  # noqa: ANN001, ANN202
+        output.retain_grad()
+        captured["emb"] = output
+
+    handle = embeddings.register_forward_hook(keep)
+    logp, _ = learner._logprobs(model, t)
+    handle.remove()
+    (logp * t["mask"]).sum().backward()
+    # the last response token (masked, predicts nothing) and the token after a masked target get no signal
+    assert (logp[0][t["mask"][0] == 0] == 0).all()
+    grad = captured["emb"].grad[0]
+    assert grad[-1].abs().sum() == 0  # the final token is never a predictor of a trained target
+    assert grad[:4].abs().sum() > 0
+
+
+def test_a_toy_reward_raises_the_favoured_tokens_probability(tiny) -> None:  # noqa: ANN001
+    model, _ = tiny
+    before = copy.deepcopy(model.state_dict())
+    learner = Learner(model, LearnerConfig(lr=1e-2, kl_coef=0.0, bf16=False, clip_high=10, clip_low=0.9), pad_id=0)
+    prompt, good, bad = [1, 2, 3, 4], 42, 43
+
+    def prob_good() -> float:
+        with torch.no_grad():
+            return torch.softmax(model(torch.tensor([prompt])).logits[0, -1], -1)[good].item()
+
+    start = prob_good()
+    for _ in range(5):  # rollouts of one prompt: token 42 gets reward 1, token 43 reward 0 (GRPO: +1 / -1)
+        samples = [Sample(prompt, [good], [1], 1.0), Sample(prompt, [bad], [1], -1.0)]
+        metrics = learner.update(samples)
+    assert prob_good() > 2 * start
+    assert metrics["learner/grad_norm"] > 0 and metrics["learner/tokens_per_s"] > 0
+    changed = sum(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert changed > 0
+
+
+def test_bf16_autocast_keeps_small_updates_in_fp32_masters(tiny) -> None:  # noqa: ANN001
+    model, _ = tiny
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    learner = Learner(model, LearnerConfig(lr=1e-6, kl_coef=0.0, bf16=True, weight_decay=0.0), pad_id=0)
+    learner.update([Sample([1, 2, 3], [42, 43], [1, 1], 1.0), Sample([1, 2, 3], [44, 45], [1, 1], -1.0)])
+    deltas = [(v - before[k]).abs().max().item() for k, v in model.state_dict().items()]
+    assert max(deltas) > 0  # updates of ~1e-6 land
+    # the same update applied to bf16 weights would be lost: 1e-6 is far below bf16's resolution near 1e-2
+    w = torch.tensor(0.02, dtype=torch.bfloat16)
+    assert (w + torch.tensor(1e-6, dtype=torch.bfloat16)) == w
+
+
+def test_learner_refuses_bf16_weights(cfg) -> None:  # noqa: ANN001
+    model, _ = load_model("tiny-random", "bfloat16")
+    with pytest.raises(ValueError, match="fp32 master weights"):
+        Learner(model, LearnerConfig())
+
+
+def test_kl_term_and_reference(tiny) -> None:  # noqa: ANN001
+    model, _ = tiny
+    reference = copy.deepcopy(model)
+    learner = Learner(model, LearnerConfig(lr=1e-2, kl_coef=0.5, bf16=False), reference, pad_id=0)
+    samples = [Sample([1, 2, 3], [42, 43], [1, 1], 1.0), Sample([1, 2, 3], [44, 45], [1, 1], -1.0)]
+    first = learner.update(samples)
+    assert first["learner/kl"] == pytest.approx(0.0, abs=1e-6)  # identical to the reference before the update
+    second = learner.update(samples)
+    assert second["learner/kl"] > 0
+    kl = learner.token_kl(samples)
+    assert [k.shape[0] for k in kl] == [2, 2] and all((k >= 0).all() for k in kl)
+
+
+def test_micro_batching_matches_one_big_batch(cfg) -> None:  # noqa: ANN001
+    samples = [Sample([1, 2, 3, 4][: 2 + i % 3], [40 + i, 50 + i, 60 + i], [1, 0, 1], float(i % 2) - 0.5) for i in range(6)]
+    grads = []
+    for budget in (10_000, 8):
+        torch.manual_seed(0)
+        model, _ = load_model("tiny-random", "float32")
+        learner = Learner(model, LearnerConfig(lr=0.0, kl_coef=0.0, bf16=False, micro_batch_tokens=budget, grad_clip=0), pad_id=0)
+        learner.update(samples)  # the accumulated gradient of the (only) mini-batch stays in .grad
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert len(learner._index_chunks(list(range(6)), samples)) == 6  # really split into micro-batches
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)

@@ -1,0 +1,87 @@
+"""`searchplay train` end to end on the tiny model: metrics, checkpoints, resume, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "searchplay", "train", *args]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(train_cmd(*args), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def steps(run_dir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_two_steps_then_resume_with_the_same_pool(tmp_path: Path) -> None:
+    rd = tmp_path / "run"
+    run("--config", "configs/tiny-test.toml", "--run-dir", str(rd))
+    assert steps(rd) == [1, 2]
+    metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
+    for key in ("solver_update/loss", "proposer_update/grad_norm", "solver/acc", "proposer/valid_rate", "timing/step_s",
+                "eval/em", "eval/f1"):
+        assert key in metrics[1], key
+    ckpt = rd / "checkpoints" / "step-2"
+    assert (ckpt / "model" / "model.safetensors").is_file() and (ckpt / "trainer.pt").is_file()
+    state = json.loads((ckpt / "state.json").read_text())
+    pool_before = (rd / "pool.jsonl").read_bytes()
+    assert state["step"] == 2 and state["pool_events"] == len(pool_before.splitlines())
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(ckpt / "model")  # a plain HF directory
+    run("--resume", str(rd), "--steps", "3")
+    assert steps(rd) == [1, 2, 3]
+    assert (rd / "pool.jsonl").read_bytes().startswith(pool_before)  # step 3 started from the same pool
+    assert (rd / "checkpoints" / "step-3").is_dir() and (rd / "trajectories" / "step-000003.jsonl").is_file()
+
+
+def test_resume_without_checkpoint_and_reusing_a_run_dir_fail_clearly(tmp_path: Path) -> None:
+    out = subprocess.run(train_cmd("--resume", str(tmp_path)), capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "not a run directory" in out.stderr
+    rd = tmp_path / "r"
+    rd.mkdir()
+    (rd / "config.toml").write_text("")
+    out = subprocess.run(train_cmd("--resume", str(rd)), capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "no complete checkpoint" in out.stderr
+
+
+def test_sigkill_mid_step_then_resume_loses_nothing_before_the_checkpoint(tmp_path: Path) -> None:
+    rd = tmp_path / "run"
+    args = ["--config", "configs/tiny-test.toml", "--run-dir", str(rd), "--steps", "4", "--set", "trainer.save_every=2"]
+    proc = subprocess.Popen(train_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (rd / "metrics.jsonl").exists() and 3 in steps(rd):
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("training did not reach step 3")
+    time.sleep(0.5)  # inside step 4 now
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert steps(rd)[:3] == [1, 2, 3] and 4 not in steps(rd)
+    before = (rd / "metrics.jsonl").read_text().splitlines()[:2]
+    state = json.loads((rd / "checkpoints" / "step-2" / "state.json").read_text())
+    pool_at_ckpt = b"".join((rd / "pool.jsonl").read_bytes().splitlines(keepends=True)[: state["pool_events"]])
+    run("--resume", str(rd))
+    assert steps(rd) == [1, 2, 3, 4]  # step 3 replayed from the checkpoint, logged once
+    assert (rd / "metrics.jsonl").read_text().splitlines()[:2] == before
+    assert (rd / "pool.jsonl").read_bytes().startswith(pool_at_ckpt)
