@@ -40,7 +40,7 @@ assets: $(VENV)/.stamp-package $(VENV)/.stamp-assets-packages
 	$(BIN)/searchplay assets build
 
 demo: setup
-	$(BIN)/searchplay demo
+	$(BIN)/searchplay demo --config configs/cpu-smollm2.toml
 
 # pytest exits 5 when it collected no tests: treat that as the failure it is.
 test: setup

@@ -367,11 +367,109 @@ def print_run_summary(run_dir: Path, seconds: float) -> None:
     console.print(f"files: {run.metrics}, {run.trajectories}/, {run.pool}, {run.checkpoints}/", highlight=False)
 
 
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Option(help="model directory, cached HF id, 'bundled', a run directory or a checkpoint")] = "bundled",
+    data: Annotated[str, typer.Option(help="comma-separated datasets: bundled names (nq-answerable, ...) or jsonl/parquet files")] = "nq-answerable",
+    limit: Annotated[Optional[int], typer.Option(help="first N questions of each dataset")] = None,
+    retriever: Annotated[str, typer.Option(help="bm25, dense, hybrid, none (closed book) or a retrieval server URL")] = "bm25",
+    index: IndexOpt = None,
+    judge_url: Annotated[Optional[str], typer.Option("--judge", help="OpenAI-compatible judge endpoint (adds judge accuracy)")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="judge model name")] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (default)")] = 0.0,
+    max_turns: Annotated[Optional[int], typer.Option(help="agent turns (default game.solver_max_turns)")] = None,
+    field_map: Annotated[Optional[str], typer.Option(help="for other jsonl files: question=FIELD,golden_answers=FIELD")] = None,
+    batch_size: Annotated[int, typer.Option(help="episodes run together")] = 16,
+    out: Annotated[Optional[Path], typer.Option(help="output directory (default evals/<timestamp>)")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None,
+) -> None:
+    """Evaluate the solver agent on QA sets: EM, cover EM, F1 (+ judge accuracy) with 95% bootstrap intervals."""
+    import time
+
+    from searchplay.eval.data import DatasetError, load_dataset
+    from searchplay.eval.evaluate import evaluate
+    from searchplay.eval.report import dataset_report, summary_markdown, write_predictions
+    from searchplay.llm.transformers_engine import TransformersEngine
+    from searchplay.progress import progress
+    from searchplay.search.base import NoRetriever, SearchError
+    from searchplay.train.checkpoint import policy_from_run
+
+    cfg = _config(config, set_)
+    cfg.rollout.max_turns = max_turns or cfg.game.solver_max_turns
+    mapping = dict(item.split("=", 1) for item in field_map.split(",")) if field_map else None
+    try:
+        datasets = {name: load_dataset(name, mapping)[:limit] for name in data.split(",")}
+        if retriever == "none":
+            search = NoRetriever()
+            if cfg.rollout.scaffold == "guided":
+                cfg.rollout.max_turns = 1  # closed book: answer at once
+        elif retriever.startswith("http"):
+            cfg.search.url = retriever
+            from searchplay.search.resolve import open_retriever
+
+            search = open_retriever(cfg)
+        else:
+            search = _retriever_from_cli(cfg, index, retriever)
+        model_path = policy_from_run(model)
+        engine = TransformersEngine.load(model_path, cfg.model.dtype, cfg.model.threads)
+    except (DatasetError, SearchError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    judge = None
+    if judge_url:
+        from searchplay.judge.llm_judge import LLMJudge
+
+        cfg.judge.base_url, cfg.judge.model = judge_url, judge_model or cfg.judge.model or "judge"
+        judge = LLMJudge(cfg.judge)
+    out_dir = out or Path("evals") / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"model": model, "model_path": model_path, "retriever": retriever, "temperature": temperature,
+                     "scaffold": cfg.rollout.scaffold, "max_turns": cfg.rollout.max_turns, "datasets": {}}
+    for name, records in datasets.items():
+        t0 = time.perf_counter()
+        with progress(True, f"eval {name}", total=len(records)) as advance:
+            preds = evaluate(engine, search, records, cfg.rollout, cfg.search.topk, batch_size, temperature, advance)
+        judged = None
+        if judge is not None:
+            verdicts = judge.map(judge.equivalent, [(p.question, p.golden_answers, p.prediction or "") for p in preds])
+            judged = [True if p.em else (None if p.prediction is None else v.value) for p, v in zip(preds, verdicts)]
+        minutes = (time.perf_counter() - t0) / 60
+        report = dataset_report(preds, judged, cfg.judge.model if judge else "")
+        report["questions_per_minute"] = len(preds) / minutes if minutes else 0.0
+        summary["datasets"][name] = report
+        write_predictions(out_dir / f"predictions-{name}.jsonl", preds, judged)
+        err.print(f"{name}: EM {100 * report['em']:.1f}  F1 {100 * report['f1']:.1f}  ({len(preds)} questions, "
+                  f"{report['questions_per_minute']:.1f}/min)")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "summary.md").write_text(summary_markdown(summary, f"Evaluation of {model}"))
+    print((out_dir / "summary.md").read_text())
+    console.print(f"written to {out_dir}", highlight=False)
+
+
 @app.command()
-def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """The main job on the embedded default (for now: build the assets and print their summary)."""
+def compare(
+    eval_a: Annotated[Path, typer.Argument(help="baseline evaluation directory")],
+    eval_b: Annotated[Path, typer.Argument(help="evaluation directory to compare against it")],
+) -> None:
+    """Per dataset and metric: B - A with a paired bootstrap 95% interval and questions won/lost."""
+    from searchplay.eval.report import compare as compare_dirs
+
+    for d in (eval_a, eval_b):
+        if not (d / "summary.json").is_file():
+            _fail(f"{d} is not an evaluation directory (no summary.json); create one with searchplay eval --out")
+    print(compare_dirs(eval_a, eval_b))
+
+
+@app.command()
+def demo(
+    config: Annotated[Path, typer.Option("--config", "-c", help="training config of the demo")] = Path("configs/cpu-smollm2.toml"),
+    run_dir: RunDirOpt = None, set_: SetOpt = None,
+) -> None:
+    """The main job on the embedded default: build the assets, then a short self-play training run."""
+    if not config.is_file():
+        _fail(f"demo config {config} not found; run from the repository root or pass --config")
     assets_build(None, False, config, set_)
     print_asset_summary(_config(config, set_))
+    train(run_dir=run_dir, resume=None, steps=None, config=config, set_=set_)
 
 
 def main() -> None:  # pragma: no cover - console entry point

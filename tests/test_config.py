@@ -83,3 +83,9 @@ def test_to_toml_round_trips_with_help_comments(tmp_path: Path) -> None:
     f = tmp_path / "resolved.toml"
     f.write_text(text)
     assert load_config(f) == cfg
+
+
+@pytest.mark.parametrize("name", ["tiny-test", "cpu-smollm2", "paper-qwen2.5-7b"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml")
+    assert cfg.trainer.steps >= 1

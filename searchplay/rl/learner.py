@@ -3,7 +3,8 @@
 One update, in order:
 1. pack the sequences (prompt + response) and their loss masks;
 2. compute old log-probs with the current weights (and reference log-probs if kl_coef > 0),
-   before any weight changes;
+   before any weight changes; with one epoch over one mini-batch the update is on-policy and the
+   old log-probs are taken, detached, from the training forward pass itself;
 3. for each PPO epoch and mini-batch: split into micro-batches by a padded-token budget,
    forward + backward each (gradient accumulation; normalisers count the whole mini-batch),
    clip the gradient norm, step AdamW and the LR schedule.
@@ -125,7 +126,10 @@ class Learner:
         # old (and reference) log-probs, before the update, keyed by sample index
         groups = [[samples[i] for i in chunk] for chunk in self._index_chunks(order, samples)]
         flat_idx = [i for chunk in self._index_chunks(order, samples) for i in chunk]
-        old = self._per_sample(self._score(self.model, groups), groups, flat_idx)
+        # One epoch over one mini-batch is exactly on-policy: the old log-probs are the current ones,
+        # so they come from the training forward pass itself (detached) instead of an extra pass.
+        on_policy = cfg.ppo_epochs == 1 and mini_size >= len(samples)
+        old = None if on_policy else self._per_sample(self._score(self.model, groups), groups, flat_idx)
         ref = self._per_sample(self._score(self.reference, groups), groups, flat_idx) if self.reference is not None and cfg.kl_coef > 0 else None
         self.model.train()
         sums: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clipfrac": 0.0, "grad_norm": 0.0}
@@ -140,8 +144,8 @@ class Learner:
                     batch = [samples[i] for i in chunk]
                     t = self._tensors(batch)
                     width = t["mask"].shape[1]
-                    old_lp = torch.stack([_pad(old[i], width) for i in chunk])
                     logp, entropy = self._logprobs(self.model, t, with_entropy=True)
+                    old_lp = logp.detach() if old is None else torch.stack([_pad(old[i], width) for i in chunk])
                     pg, clipped = ppo_clip_loss(logp, old_lp, t["adv"], t["mask"], cfg.clip_low, cfg.clip_high, cfg.dual_clip)
                     loss = aggregate(pg, t["mask"], cfg.loss_agg, n_tokens, len(mini))
                     if ref is not None:

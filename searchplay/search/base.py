@@ -37,3 +37,10 @@ class Retriever(Protocol):
 def render_hits(hits: list[Hit]) -> str:
     """The text the agent reads inside <information>: one `Doc i (Title: ...) text` line per hit."""
     return "\n".join(f"Doc {i} (Title: {h.title}) {h.text}" for i, h in enumerate(hits, 1))
+
+
+class NoRetriever:
+    """Closed-book baseline: every search returns nothing."""
+
+    def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        return [[] for _ in queries]

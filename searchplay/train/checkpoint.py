@@ -62,3 +62,16 @@ def load_trainer_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     torch.set_rng_state(blob.pop("torch_rng"))
     random.setstate(blob.pop("python_rng"))
     return blob, json.loads((path / "state.json").read_text())
+
+
+def policy_from_run(model: str) -> str:
+    """A run directory -> its latest checkpoint's model; a checkpoint directory -> its model; else unchanged."""
+    path = Path(model)
+    if (path / "checkpoints").is_dir():
+        latest = latest_checkpoint(path / "checkpoints")
+        if latest is None:
+            raise FileNotFoundError(f"run directory {path} has no complete checkpoint yet")
+        return str(latest / "model")
+    if (path / "model" / "config.json").is_file():
+        return str(path / "model")
+    return model

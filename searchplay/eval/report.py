@@ -1,0 +1,82 @@
+"""Evaluation reports: per-dataset metrics with 95% bootstrap intervals, and side-by-side comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from searchplay.eval.evaluate import Prediction, summarize
+from searchplay.eval.stats import bootstrap_ci, paired_bootstrap
+
+ACCURACY_METRICS = ("em", "cover_em", "f1", "judge_acc")
+
+
+def dataset_report(predictions: list[Prediction], judged: list[bool | None] | None, judge_model: str = "") -> dict[str, Any]:
+    report: dict[str, Any] = summarize(predictions)
+    columns = {"em": [p.em for p in predictions], "cover_em": [p.cover_em for p in predictions], "f1": [p.f1 for p in predictions]}
+    if judged is not None:
+        columns["judge_acc"] = [1.0 if v else 0.0 for v in judged]
+        report["judge_acc"] = sum(columns["judge_acc"]) / max(len(judged), 1)
+        report["judge_unknown"] = sum(v is None for v in judged)
+        report["judge_model"] = judge_model
+    for name, values in columns.items():
+        report[f"{name}_ci"] = list(bootstrap_ci(values))
+    return report
+
+
+def write_predictions(path: Path, predictions: list[Prediction], judged: list[bool | None] | None) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for i, p in enumerate(predictions):
+            record = p.to_dict()
+            if judged is not None:
+                record["judge"] = judged[i]
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def summary_markdown(summary: dict[str, Any], title: str) -> str:
+    lines = [f"# {title}", "", "| dataset | n | EM | cover EM | F1 | judge acc | answered | searches |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in summary["datasets"].items():
+        def cell(metric: str) -> str:
+            if metric not in r:
+                return "-"
+            lo, hi = r[f"{metric}_ci"]
+            return f"{100 * r[metric]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+        lines.append(f"| {name} | {r['n']:.0f} | {cell('em')} | {cell('cover_em')} | {cell('f1')} | {cell('judge_acc')} | "
+                     f"{100 * r['answer_rate']:.0f}% | {r['searches_mean']:.2f} |")
+    judge = next((r["judge_model"] for r in summary["datasets"].values() if r.get("judge_model")), "")
+    lines += ["", f"Model: `{summary['model']}`; retriever: {summary['retriever']}; decoding: temperature "
+              f"{summary['temperature']}; scaffold: {summary['scaffold']}, {summary['max_turns']} turns. "
+              f"Brackets: 95% bootstrap intervals." + (f" Judge: `{judge}`." if judge else " No LLM judge.")]
+    return "\n".join(lines) + "\n"
+
+
+def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
+
+
+def compare(dir_a: Path, dir_b: Path) -> str:
+    """Markdown table: per dataset and metric, B - A with a paired bootstrap interval and won/lost counts."""
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (dir_a, dir_b))
+    lines = [f"# {dir_b} vs {dir_a}", "", "| dataset | metric | A | B | B - A [95% CI] | won | lost | n |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in sa["datasets"]:
+        if name not in sb["datasets"]:
+            continue
+        pa = read_predictions(dir_a / f"predictions-{name}.jsonl")
+        pb = read_predictions(dir_b / f"predictions-{name}.jsonl")
+        ids = [i for i in pa if i in pb]
+        for metric in ACCURACY_METRICS:
+            if metric == "judge_acc":
+                if not all("judge" in pa[i] and "judge" in pb[i] for i in ids):
+                    continue
+                a = [1.0 if pa[i]["judge"] else 0.0 for i in ids]
+                b = [1.0 if pb[i]["judge"] else 0.0 for i in ids]
+            else:
+                a, b = [float(pa[i][metric]) for i in ids], [float(pb[i][metric]) for i in ids]
+            r = paired_bootstrap(a, b)
+            mean_a, mean_b = sum(a) / max(len(a), 1), sum(b) / max(len(b), 1)
+            lines.append(f"| {name} | {metric} | {100 * mean_a:.1f} | {100 * mean_b:.1f} | {100 * r['diff']:+.1f} "
+                         f"[{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}] | {r['won']} | {r['lost']} | {r['n']} |")
+    return "\n".join(lines) + "\n"

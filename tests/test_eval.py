@@ -1,0 +1,110 @@
+"""Evaluation: loaders, bootstrap statistics, and `searchplay eval` / `compare` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from searchplay.eval.data import DatasetError, load_dataset
+from searchplay.eval.evaluate import score
+from searchplay.eval.stats import bootstrap_ci, paired_bootstrap
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_score_squad_edge_cases() -> None:
+    assert score("The Beatles!", ["the beatles"]) == (1.0, 1.0, 1.0)
+    assert score("  an Apple  ", ["apple"])[0] == 1.0
+    em, cover, f = score("John Lennon of the Beatles", ["John Lennon"])
+    assert (em, cover) == (0.0, 1.0) and f == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert score(None, ["x"]) == (0.0, 0.0, 0.0)
+    assert score("1,000", ["1000"])[0] == 1.0  # punctuation removed inside numbers too
+
+
+def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate() -> None:
+    rng = np.random.default_rng(123)
+    p, covered, draws = 0.3, 0, 300
+    for i in range(draws):
+        sample = (rng.random(200) < p).astype(float).tolist()
+        lo, hi = bootstrap_ci(sample, n_boot=400, seed=i)
+        covered += lo <= p <= hi
+    assert 0.90 <= covered / draws <= 0.99
+
+
+def test_paired_bootstrap_identical_and_shifted() -> None:
+    a = [1.0, 0.0, 1.0, 1.0, 0.0] * 20
+    same = paired_bootstrap(a, list(a))
+    assert same["diff"] == 0.0 and same["lo"] <= 0.0 <= same["hi"] and same["won"] == same["lost"] == 0
+    better = paired_bootstrap([0.0] * 100, [1.0] * 30 + [0.0] * 70)
+    assert better["diff"] == pytest.approx(0.3) and better["lo"] > 0 and better["won"] == 30
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_bootstrap([1.0], [1.0, 0.0])
+
+
+def test_loaders_on_each_format(tmp_path: Path) -> None:
+    rows = [{"id": "a", "question": "Q1?", "golden_answers": ["x", "y"]},
+            {"question": "Q2?", "answers": "z"},
+            {"question": "Q3?", "answer": ["w"]},
+            {"question": "Q4?", "reward_model": {"ground_truth": {"target": ["v"]}}}]
+    f = tmp_path / "d.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    recs = load_dataset(str(f))
+    assert [r["golden_answers"] for r in recs] == [["x", "y"], ["z"], ["w"], ["v"]]
+    assert recs[0]["id"] == "a" and recs[1]["id"] == "1"
+    table = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"question": ["Q?"], "golden_answers": [["p", "q"]]}), table)
+    assert load_dataset(str(table))[0]["golden_answers"] == ["p", "q"]
+    other = tmp_path / "o.jsonl"
+    other.write_text(json.dumps({"query": "Q?", "labels": ["k"]}) + "\n")
+    assert load_dataset(str(other), {"question": "query", "golden_answers": "labels"})[0]["golden_answers"] == ["k"]
+    assert len(load_dataset("nq-test")) == 3610
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"question": "Q?"}\n', r"bad\.jsonl:1: no answers"),
+    ('{"question": "Q?", "golden_answers": ["a"]}\n{"golden_answers": ["a"]}\n', r"bad\.jsonl:2: missing or empty field 'question'"),
+    ('{"question": "Q?", "golden_answers": []}\n', r"bad\.jsonl:1: answers must be"),
+    ("{oops\n", r"bad\.jsonl:1: "),
+])
+def test_malformed_files_name_file_line_and_problem(tmp_path: Path, content: str, message: str) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text(content)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(str(f))
+    with pytest.raises(DatasetError, match="neither a bundled set"):
+        load_dataset("no-such-set")
+
+
+def run_eval(out: Path, *extra: str) -> None:
+    cmd = [sys.executable, "-m", "searchplay", "eval", "--model", "tiny-random", "--data", "nq-answerable", "--limit", "10",
+           "--out", str(out), "--set", "model.dtype=float32", "--set", "rollout.max_new_tokens=6", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_eval_end_to_end_and_compare(tmp_path: Path) -> None:
+    run_eval(tmp_path / "a")
+    run_eval(tmp_path / "b", "--retriever", "none")
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    report = summary["datasets"]["nq-answerable"]
+    for key in ("em", "cover_em", "f1", "em_ci", "f1_ci", "answer_rate", "turns_mean", "searches_mean", "questions_per_minute"):
+        assert key in report
+    assert report["n"] == 10 and report["searches_mean"] > 0
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["datasets"]["nq-answerable"]["searches_mean"] == 0
+    preds = (tmp_path / "a" / "predictions-nq-answerable.jsonl").read_text().splitlines()
+    assert len(preds) == 10 and "trajectory" in json.loads(preds[0])
+    assert "| nq-answerable | 10 |" in (tmp_path / "a" / "summary.md").read_text()
+    out = subprocess.run([sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "b")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| nq-answerable | em |" in out.stdout and "| nq-answerable | f1 |" in out.stdout
+    same = subprocess.run([sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "a")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "+0.0 [+0.0, +0.0] | 0 | 0 | 10 |" in same.stdout
