@@ -257,6 +257,7 @@ def ask(
     if scaffold:
         cfg.rollout.scaffold = scaffold  # type: ignore[assignment]
     cfg.rollout.temperature = temperature
+    cfg.rollout.max_turns = cfg.game.solver_max_turns
     try:
         retriever = _retriever_from_cli(cfg, index, kind)
         engine = TransformersEngine.load(model or cfg.model.path, cfg.model.dtype, cfg.model.threads)

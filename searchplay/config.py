@@ -73,7 +73,7 @@ class ModelConfig:
 @dataclass
 class RolloutConfig:
     scaffold: Literal["free", "guided"] = _f("guided", "free: the model writes the tags (paper); guided: the loop inserts the next action's opening tag (tiny models)")
-    max_turns: int = _f(3, "model turns per episode; in guided mode the last one is the final answer/question")
+    max_turns: int = _f(3, "turns per episode when no role applies; ask/eval/play/train use game.solver_max_turns and game.proposer_max_turns")
     max_new_tokens: int = _f(64, "most tokens the model may write in one turn")
     max_total_tokens: int = _f(2048, "most tokens of prompt + response; an episode that reaches it stops with 'length'")
     temperature: float = _f(1.0, "sampling temperature for training rollouts; 0 = greedy")

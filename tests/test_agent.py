@@ -157,3 +157,18 @@ def test_seeded_episodes_are_reproducible(tiny_engine, bundled_bm25) -> None:  #
     a = run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), cfg)
     b = run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), cfg)
     assert [t.response_ids for t in a] == [t.response_ids for t in b]
+
+
+@pytest.mark.slow
+def test_searchplay_ask_with_the_bundled_model() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "searchplay", "ask", "What is the capital of France?", "--json",
+                          "--set", "rollout.max_new_tokens=16", "--set", "game.solver_max_turns=3"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    traj = json.loads(out.stdout.strip().splitlines()[-1])
+    assert traj["stop_reason"] in ("answer", "max_turns", "length")
+    assert traj["turns"] and traj["turns"][0]["hits"] and traj["seconds"] > 0
+    assert "paris" in json.dumps(traj["turns"]).lower()  # the bundled index finds Paris for this question
