@@ -32,7 +32,7 @@ from common import peak_rss_mib, print_table  # noqa: E402
 def make_batch(model: str, n: int, path: Path) -> None:
     from searchplay.agent.rollout import chat_prompt_ids, run_episodes
     from searchplay.assets import asset_file
-    from searchplay.assets.qa import read_jsonl
+    from searchplay.jsonl import read_jsonl
     from searchplay.config import RolloutConfig
     from searchplay.game.prompts import solver_messages
     from searchplay.llm.transformers_engine import TransformersEngine

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss_mib, print_table, run_child, timed  # noqa: E402
 
 from searchplay.assets import asset_file  # noqa: E402
-from searchplay.assets.qa import read_jsonl  # noqa: E402
+from searchplay.jsonl import read_jsonl  # noqa: E402
 from searchplay.search.bm25 import Bm25Retriever, build_bm25_index, clean_query  # noqa: E402
 from searchplay.search.corpus import read_passages  # noqa: E402
 

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from searchplay.agent.rollout import chat_prompt_ids, run_episodes  # noqa: E402
 from searchplay.assets import asset_file  # noqa: E402
-from searchplay.assets.qa import read_jsonl  # noqa: E402
+from searchplay.jsonl import read_jsonl  # noqa: E402
 from searchplay.config import RolloutConfig  # noqa: E402
 from searchplay.game.prompts import solver_messages  # noqa: E402
 from searchplay.llm.base import SamplingParams  # noqa: E402

@@ -23,6 +23,7 @@ from searchplay.assets import qa as qa_mod
 from searchplay.assets import seeds as seeds_mod
 from searchplay.assets.sources import MissingSourceError, SourceFile, package_file
 from searchplay.config import Config, searchplay_home
+from searchplay.jsonl import write_jsonl
 
 __all__ = ["ASSETS", "MissingSourceError", "AssetMissingError", "asset_dir", "asset_file", "build_assets", "asset_info"]
 
@@ -64,7 +65,7 @@ def _qa_builder(name: str, answerable: bool) -> Callable[[Path, Config, Path], d
             answers = [a for r in records for a in r["golden_answers"]]
             found = qa_mod.answer_locations(answers, asset_file("wiki", cfg))
             records = qa_mod.answerable_subset(records, found)
-        counts["questions"] = qa_mod.write_jsonl(records, out / "data.jsonl")
+        counts["questions"] = write_jsonl(records, out / "data.jsonl")
         return counts
 
     return build
@@ -75,7 +76,7 @@ def _build_seeds(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
     titles = seeds_mod.entity_titles(asset_file("wiki", cfg))
     seeds = seeds_mod.draw_seeds(titles, a.seed_count, a.seed_hops_min, a.seed_hops_max, a.seed)
     hist = {str(h): sum(1 for s in seeds if s["hops"] == h) for h in range(a.seed_hops_min, a.seed_hops_max + 1)}
-    return {"seeds": qa_mod.write_jsonl(seeds, out / "seeds.jsonl"), "entities": len(titles), "hops": hist}
+    return {"seeds": write_jsonl(seeds, out / "seeds.jsonl"), "entities": len(titles), "hops": hist}
 
 
 def _build_bm25(out: Path, cfg: Config, home: Path) -> dict[str, Any]:

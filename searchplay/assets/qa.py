@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import csv
 import io
-import json
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -95,19 +94,3 @@ def answerable_subset(records: list[dict[str, Any]], found: dict[str, str]) -> l
         if hit is not None:
             subset.append({**r, "evidence_id": hit})
     return subset
-
-
-def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
-    return n
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -37,7 +37,7 @@ def write_predictions(path: Path, predictions: list[Prediction], judged: list[bo
 def summary_markdown(summary: dict[str, Any], title: str) -> str:
     lines = [f"# {title}", "", "| dataset | n | EM | cover EM | F1 | judge acc | answered | searches |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in summary["datasets"].items():
-        def cell(metric: str) -> str:
+        def cell(metric: str, r: dict[str, Any] = r) -> str:
             if metric not in r:
                 return "-"
             lo, hi = r[f"{metric}_ci"]

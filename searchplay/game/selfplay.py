@@ -25,7 +25,7 @@ from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAIL
 from searchplay.game.pool import PoolQuestion, QuestionPool
 from searchplay.game.prompts import proposer_messages, solver_messages
 from searchplay.game.rewards import proposer_reward, solver_reward, success_rate
-from searchplay.game.seeds import Seed, SeedSampler
+from searchplay.game.seeds import SeedSampler
 from searchplay.game.verify import verify_questions
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.judge.match import exact_match

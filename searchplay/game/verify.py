@@ -90,7 +90,7 @@ def verify_questions(questions: list[tuple[str, Seed, Trajectory]], batch: list[
         raise ValueError(f"unknown verifier {verifier!r}")
     results = []
     pending: list[int] = []
-    for i, ((question, seed, _), answer) in enumerate(zip(questions, answers)):
+    for i, ((_, seed, _), answer) in enumerate(zip(questions, answers)):
         ev, noisy = evidence_sets[i]
         if answer is None:
             results.append(Verification(False, None, "verifier_error", ev, noisy))

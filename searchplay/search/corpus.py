@@ -125,12 +125,7 @@ def read_passages(path: str | Path, skip_bad_lines: bool = False, stats: CorpusS
 
 
 def write_search_r1_jsonl(passages: Iterator[Passage] | list[Passage], path: Path) -> int:
-    """Write passages in the wiki-18 format; returns the count. Written to a temp file, then renamed."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for p in passages:
-            f.write(json.dumps(p.to_search_r1(), ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
-    return n
+    """Write passages in the wiki-18 format (atomically); returns the count."""
+    from searchplay.jsonl import write_jsonl
+
+    return write_jsonl((p.to_search_r1() for p in passages), path)

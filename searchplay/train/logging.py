@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from searchplay.config import Config, TrainerConfig
+from searchplay.config import Config
 from searchplay.train.run_dir import RunDir
 
 KEY_METRICS = (("solver/acc", "solver acc"), ("proposer/valid_rate", "valid q"), ("proposer/reward_mean", "prop reward"),
