@@ -311,7 +311,7 @@ def play(
     for step in range(start + 1, start + rounds + 1):
         result = play_round(parts.engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
         run.write_trajectories(step, result.proposer + result.solver, parts.engine.tokenizer)
-        run.append_jsonl(run.metrics, {"step": step, **result.metrics, "pool/size": len(parts.pool)})
+        run.append_jsonl(run.metrics, {"step": step, **result.metrics, "pool/size": len(parts.pool), **parts.search_metrics()})
         m = result.metrics
         console.print(f"round {step}: valid questions {m['proposer/valid_rate']:.2f}, solver acc {m['solver/acc']:.2f}, "
                       f"solver questions {m['solver/questions']:.0f} ({m['pool/reused']:.0f} reused), pool {len(parts.pool)}, "

@@ -149,13 +149,13 @@ class LearnerConfig:
 class RoleConfig:
     adv_estimator: Literal["grpo", "rloo", "reinforce_pp"] = _f("grpo", "advantage estimator of this role")
     norm_std: bool = _f(True, "grpo: divide by the group's reward std")
+    warmup_steps: int = _f(0, "steps during which this role is played but not updated")
 
 
 @dataclass
 class TrainerConfig:
     steps: int = _f(10, "self-play steps (rounds + updates)")
     combine_update: bool = _f(False, "one update over solver and proposer samples together instead of two")
-    proposer_warmup_steps: int = _f(0, "steps during which the proposer is not updated")
     dynamic_sampling: bool = _f(False, "drop groups whose rewards all agree (no learning signal)")
     eval_every: int = _f(0, "evaluate every this many steps (0 = never)")
     eval_data: str = _f("nq-answerable", "QA set for periodic evaluation")

@@ -35,7 +35,7 @@ def test_train_two_steps_then_resume_with_the_same_pool(tmp_path: Path) -> None:
     assert steps(rd) == [1, 2]
     metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
     for key in ("solver_update/loss", "proposer_update/grad_norm", "solver/acc", "proposer/valid_rate", "timing/step_s",
-                "eval/em", "eval/f1"):
+                "eval/em", "eval/f1", "search/cache_hits", "pool/size"):
         assert key in metrics[1], key
     ckpt = rd / "checkpoints" / "step-2"
     assert (ckpt / "model" / "model.safetensors").is_file() and (ckpt / "trainer.pt").is_file()

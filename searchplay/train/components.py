@@ -21,6 +21,11 @@ class Components:
     sampler: SeedSampler
     pool: QuestionPool
 
+    def search_metrics(self) -> dict[str, float]:
+        """Cumulative retrieval cache counters (when the cache is on)."""
+        stats = getattr(self.retriever, "stats", None)
+        return {f"search/{k}": float(v) for k, v in stats().items()} if callable(stats) else {}
+
 
 def build_components(cfg: Config, pool_path: str | None, engine: TransformersEngine | None = None) -> Components:
     engine = engine or TransformersEngine.load(cfg.model.path, cfg.model.dtype, cfg.model.threads)

@@ -3,7 +3,7 @@
     for each step:
         play_round                      proposer rollouts -> verification -> solver rollouts -> rewards
         update the solver               advantages per solver.adv_estimator over question groups
-        update the proposer             (after proposer_warmup_steps) over seed groups
+        update the proposer             (after proposer.warmup_steps) over seed groups
         log                             metrics.jsonl (+ TensorBoard / wandb), sampled trajectories
         evaluate every eval_every       a fixed slice of a QA set, greedy, EM/F1 (eval/evaluate.py)
         pool maintenance                every pool_clear_interval steps keep the newest keep_ratio
@@ -122,10 +122,12 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
             result = play_round(engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
             metrics = dict(result.metrics)
             t1 = time.perf_counter()
-            solver = role_samples(result.solver, result.solver_rewards, result.solver_groups, cfg.solver.adv_estimator,
-                                  cfg.solver.norm_std, cfg.trainer.dynamic_sampling, learner, cfg.learner.kl_in_reward_coef)
+            solver: list[Sample] = []
+            if step > cfg.solver.warmup_steps:
+                solver = role_samples(result.solver, result.solver_rewards, result.solver_groups, cfg.solver.adv_estimator,
+                                      cfg.solver.norm_std, cfg.trainer.dynamic_sampling, learner, cfg.learner.kl_in_reward_coef)
             proposer: list[Sample] = []
-            if step > cfg.trainer.proposer_warmup_steps:
+            if step > cfg.proposer.warmup_steps:
                 proposer = role_samples(result.proposer, result.proposer_rewards, result.proposer_groups,
                                         cfg.proposer.adv_estimator, cfg.proposer.norm_std, cfg.trainer.dynamic_sampling,
                                         learner, cfg.learner.kl_in_reward_coef)
@@ -143,6 +145,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
             if cfg.game.pool_clear_interval and step % cfg.game.pool_clear_interval == 0:
                 metrics["pool/cleared"] = float(parts.pool.clear(cfg.game.keep_ratio, step))
             metrics["pool/size"] = float(len(parts.pool))
+            metrics.update(parts.search_metrics())
             metrics["timing/step_s"] = time.perf_counter() - t0
             run.write_trajectories(step, _sample_trajectories(result, cfg.trainer.trajectories_per_step), tokenizer)
             logger.log(step, metrics)
