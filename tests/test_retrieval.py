@@ -38,8 +38,9 @@ def test_bm25_finds_entities_and_is_robust_to_query_syntax(bm25: Bm25Retriever) 
     assert bm25.search(["Who wrote Hamlet?"], 1)[0][0].id == "sum:Hamlet"
     top = [h.title for h in bm25.search(["capital city of France Paris"], 3)[0]]
     assert "Paris" in top
-    weird = bm25.search(['title:"Paris AND (', "", "???"], 3)
-    assert weird[1] == [] and weird[2] == [] and len(weird[0]) == 3
+    weird = bm25.search(['title:"Paris AND (', "", "???", "the of and", "- not -"], 3)
+    assert weird[1] == weird[2] == weird[3] == [] and len(weird[0]) == 3  # stop words only: no hits, no error
+    assert isinstance(weird[4], list)
 
 
 def test_index_build_and_corpus_mismatch_refused(tmp_path: Path) -> None:

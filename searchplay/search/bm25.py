@@ -142,7 +142,10 @@ class Bm25Retriever:
         words = clean_query(query)
         if not words:
             return []
-        parsed = self._index.parse_query(words, ["title", "body"])
+        try:
+            parsed = self._index.parse_query(words, ["title", "body"])
+        except ValueError:  # every word was a stop word: nothing to search for
+            return []
         hits = []
         for score, address in self._searcher.search(parsed, k).hits:
             doc = self._searcher.doc(address)
