@@ -38,7 +38,7 @@ def make_batch(model: str, n: int, path: Path) -> None:
     from searchplay.llm.transformers_engine import TransformersEngine
     from searchplay.search.bm25 import Bm25Retriever
 
-    engine = TransformersEngine.load(model, "bfloat16", threads=2)
+    engine = TransformersEngine.load(model, "bfloat16", threads=0)
     questions = [r["question"] for r in read_jsonl(asset_file("nq-answerable"))[:n]]
     prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in questions]
     trajs = run_episodes(engine, Bm25Retriever(asset_file("wiki-bm25")), prompts,
@@ -132,10 +132,10 @@ def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) ->
             "model": resolve_model_path(model) if isinstance(model, str) else "loaded"}
 
 
-def child(method: str, model: str, batch_file: str, updates: int, checkpointing: bool) -> None:
+def child(method: str, model: str, batch_file: str, updates: int, checkpointing: bool, threads: int) -> None:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     batch = json.loads(Path(batch_file).read_text())
     fn = run_ours if method == "ours" else run_trl
     result = fn(model, batch, updates, checkpointing)
@@ -148,11 +148,12 @@ def main() -> None:
     ap.add_argument("--model", default="bundled")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--updates", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", nargs=4, metavar=("METHOD", "MODEL", "BATCH_FILE", "CHECKPOINTING"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         method, model, batch_file, ckpt = args.child
-        child(method, model, batch_file, args.updates, ckpt == "1")
+        child(method, model, batch_file, args.updates, ckpt == "1", args.threads)
         return
     with tempfile.TemporaryDirectory() as tmp:
         batch_file = Path(tmp) / "batch.json"
@@ -165,7 +166,8 @@ def main() -> None:
         for ckpt in ("0", "1"):
             results = {}
             for method in ("ours", "trl"):
-                out = subprocess.run([sys.executable, __file__, "--updates", str(args.updates), "--child", method, args.model,
+                out = subprocess.run([sys.executable, __file__, "--updates", str(args.updates), "--threads", str(args.threads),
+                                      "--child", method, args.model,
                                       str(batch_file), ckpt], capture_output=True, text=True)
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)
