@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
@@ -24,3 +26,17 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def parse_jsonl(path: Path, parse: Callable[[Any, int], T], error: type[Exception]) -> list[T]:
+    """Parse each non-empty line with `parse(record, index)`; a bad line raises `error` naming file and line."""
+    out: list[T] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(parse(json.loads(line), len(out)))
+            except (json.JSONDecodeError, ValueError) as e:
+                raise error(f"{path}:{lineno}: {e}") from None
+    return out

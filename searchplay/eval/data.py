@@ -8,9 +8,10 @@ Every problem names the file, the line (or row) and the field.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from searchplay.jsonl import parse_jsonl
 
 BUNDLED = ("nq-test", "triviaqa-test", "nq-answerable", "triviaqa-answerable")
 
@@ -69,15 +70,7 @@ def load_dataset(name_or_path: str, field_map: dict[str, str] | None = None) -> 
             except ValueError as e:
                 raise DatasetError(f"{path}: row {i + 1}: {e}") from None
         return out
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(normalize_record(json.loads(line), len(out), field_map))
-            except (json.JSONDecodeError, ValueError) as e:
-                raise DatasetError(f"{path}:{lineno}: {e}") from None
+    out = parse_jsonl(path, lambda record, i: normalize_record(record, i, field_map), DatasetError)
     if not out:
         raise DatasetError(f"{path} holds no questions")
     return out

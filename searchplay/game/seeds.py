@@ -8,11 +8,12 @@ Sampling is seeded and without replacement within an epoch, so a run is reproduc
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from searchplay.jsonl import parse_jsonl
 
 
 class SeedError(ValueError):
@@ -73,15 +74,7 @@ def load_seeds(source: str) -> list[Seed]:
         path = Path(source)
         if not path.is_file():
             raise SeedError(f"seeds file {path} does not exist")
-    seeds = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                seeds.append(seed_from_record(json.loads(line)))
-            except (json.JSONDecodeError, ValueError) as e:
-                raise SeedError(f"{path}:{lineno}: {e}") from None
+    seeds = parse_jsonl(path, lambda record, _: seed_from_record(record), SeedError)
     if not seeds:
         raise SeedError(f"seeds file {path} holds no seeds")
     return seeds
