@@ -115,7 +115,8 @@ def test_play_round_shapes_and_metrics(tiny_engine, bundled_bm25, tmp_path: Path
     assert result.solver_groups == [k for k in range(len(result.tasks)) for _ in range(g.solver_n)]
     assert len(pool) == len(kept) == result.metrics["solver/questions"] - result.metrics["pool/reused"]
     m = result.metrics
-    for key in ("proposer/valid_rate", "proposer/reward_mean", "proposer/reward_std", "verify/pass_rate", "solver/acc",
+    assert "verify/pass_rate" not in result.metrics  # verifier off: no made-up pass rate
+    for key in ("proposer/valid_rate", "proposer/reward_mean", "proposer/reward_std", "solver/acc",
                 "solver/success_rate_0", "solver/success_rate_mid", "solver/success_rate_1", "proposer/searches_mean",
                 "solver/generated_tokens_mean", "timing/proposer_s", "timing/verify_s", "timing/solver_s",
                 "proposer/reject_no_question_tag", "pool/reused"):
@@ -136,7 +137,7 @@ def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bun
     result = play_round(tiny_engine, bundled_bm25, SeedSampler(load_seeds("bundled"), 1), QuestionPool(), cfg, 1,
                         random.Random(0))
     m = result.metrics
-    assert m["verify/candidates"] >= 0 and m["pool/reused"] == 0
+    assert m["verify/candidates"] >= 0 and m["pool/reused"] == 0 and 0 <= m["verify/pass_rate"] <= 1
     assert len(result.solver) == len(result.tasks) * cfg.game.solver_n
 
 

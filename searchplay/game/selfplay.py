@@ -141,6 +141,8 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     metrics.update(_round_metrics(proposer, proposer_rewards, solver, solver_rewards, tasks, rates, rejections,
                                   len(candidates), len(verified), verdicts, judge))
     metrics.update(timing)
+    if g.verifier == "off":  # nothing was verified: a pass rate would be a made-up 1.0
+        metrics.pop("verify/pass_rate")
     return RoundResult(proposer, proposer_rewards, proposer_groups, solver, solver_rewards, solver_groups, tasks, metrics)
 
 
