@@ -110,9 +110,14 @@ class Learner:
         return logp, torch.zeros_like(t["mask"]).masked_scatter(where, entropy_from_logits(logits))
 
     @torch.no_grad()
-    def _score(self, model: Any, batches: list[list[Sample]]) -> list[torch.Tensor]:
+    def _score(self, model: Any, chunks: list[list[int]], samples: list[Sample]) -> dict[int, torch.Tensor]:
+        """Log-probs of every sample under `model`, keyed by sample index."""
         model.eval()
-        return [self._logprobs(model, self._tensors(b))[0] for b in batches]
+        scored: dict[int, torch.Tensor] = {}
+        for chunk in chunks:
+            rows = self._logprobs(model, self._tensors([samples[i] for i in chunk]))[0]
+            scored.update(zip(chunk, rows))
+        return scored
 
     def update(self, samples: list[Sample]) -> dict[str, float]:
         """One PPO update over `samples`; returns learner metrics."""
@@ -124,13 +129,12 @@ class Learner:
         mini_size = cfg.mini_batch_size or len(samples)
         order = list(range(len(samples)))
         # old (and reference) log-probs, before the update, keyed by sample index
-        groups = [[samples[i] for i in chunk] for chunk in self._index_chunks(order, samples)]
-        flat_idx = [i for chunk in self._index_chunks(order, samples) for i in chunk]
+        chunks = self._index_chunks(order, samples)
         # One epoch over one mini-batch is exactly on-policy: the old log-probs are the current ones,
         # so they come from the training forward pass itself (detached) instead of an extra pass.
         on_policy = cfg.ppo_epochs == 1 and mini_size >= len(samples)
-        old = None if on_policy else self._per_sample(self._score(self.model, groups), groups, flat_idx)
-        ref = self._per_sample(self._score(self.reference, groups), groups, flat_idx) if self.reference is not None and cfg.kl_coef > 0 else None
+        old = None if on_policy else self._score(self.model, chunks, samples)
+        ref = self._score(self.reference, chunks, samples) if self.reference is not None and cfg.kl_coef > 0 else None
         self.model.train()
         sums: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clipfrac": 0.0, "grad_norm": 0.0}
         tokens_seen, optimizer_steps = 0, 0
@@ -207,11 +211,6 @@ class Learner:
         if current:
             out.append(current)
         return out
-
-    @staticmethod
-    def _per_sample(scored: list[torch.Tensor], groups: list[list[Sample]], flat_idx: list[int]) -> dict[int, torch.Tensor]:
-        rows = [row for block in scored for row in block]
-        return {i: row for i, row in zip(flat_idx, rows)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": self.rng.getstate()}

@@ -63,11 +63,15 @@ def corpus_checksum(path: Path) -> str:
     return sha256_file(path)
 
 
-def read_index_meta(index_dir: Path) -> dict[str, Any]:
+def read_index_meta(index_dir: Path, kind: str | None = None) -> dict[str, Any]:
+    """The index's metadata; with `kind`, refuse an index of another kind."""
     path = Path(index_dir) / META_FILE
     if not path.is_file():
         raise SearchError(f"{index_dir} is not a searchplay index (no {META_FILE}); build one with: searchplay index build")
-    return json.loads(path.read_text())
+    meta = json.loads(path.read_text())
+    if kind is not None and meta.get("kind") != kind:
+        raise SearchError(f"{index_dir} is a {meta.get('kind')} index, not {kind}")
+    return meta
 
 
 def check_corpus(index_dir: Path, corpus: Path) -> None:
@@ -126,9 +130,7 @@ class Bm25Retriever:
         import tantivy
 
         self.index_dir = Path(index_dir)
-        self.meta = read_index_meta(self.index_dir)
-        if self.meta.get("kind") != "bm25":
-            raise SearchError(f"{index_dir} is a {self.meta.get('kind')} index, not bm25")
+        self.meta = read_index_meta(self.index_dir, "bm25")
         if corpus is not None:
             check_corpus(self.index_dir, Path(corpus))
         self._index = tantivy.Index.open(str(self.index_dir))

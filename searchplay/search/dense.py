@@ -156,9 +156,7 @@ class DenseRetriever:
         import torch
 
         self.index_dir = Path(index_dir)
-        self.meta = read_index_meta(self.index_dir)
-        if self.meta.get("kind") != "dense":
-            raise SearchError(f"{index_dir} is a {self.meta.get('kind')} index, not dense")
+        self.meta = read_index_meta(self.index_dir, "dense")
         if corpus is not None:
             check_corpus(self.index_dir, Path(corpus))
         self.corpus = Path(self.meta["corpus_path"])
