@@ -1,9 +1,20 @@
 """Rollout benchmark: generated tokens/s of run_episodes vs plain batched generate vs one at a time.
 
-Run: .venv/bin/python benchmarks/rollout.py [--batches 8 16] [--threads 2]
-The bundled SmolLM2-135M (bf16 weights) with the bundled BM25 index, guided scaffold, 3 turns.
-(a) the ceiling: the same engine's plain batched generate of the same number of new tokens per
-sequence, no searches; (b) the same episodes run one at a time.
+Run: .venv/bin/python benchmarks/rollout.py [--batches 8 16] [--threads 2 1]
+The bundled SmolLM2-135M (bf16 weights) with the bundled BM25 index, guided scaffold, 3 turns,
+NQ questions, greedy by default (so that every column does the same work: sampled runs write
+different numbers of tokens per episode from run to run; `--temperature 1` measures that too).
+Measured side by side, per thread setting and batch:
+
+- `run_episodes` as shipped (each episode's keys/values kept between turns), and with
+  `keep_kv_mib = 0` (every turn re-encodes the whole episode), to show what keeping them buys;
+- the ceiling: the same engine's plain batched generate of the same number of new tokens per
+  sequence from the same prompts (`min_new_tokens`, so no row stops early), no searches (in a `keep_kv()` block too, so the shared system
+  prompt is encoded once there as well);
+- the same episodes run one at a time.
+
+The second table splits each measurement into encoding the prompt/new context (the first forward
+of each generate call) and decoding, which is where the gap to the ceiling comes from.
 """
 
 from __future__ import annotations
@@ -20,20 +31,28 @@ import torch  # noqa: E402
 
 from searchplay.agent.rollout import chat_prompt_ids, run_episodes  # noqa: E402
 from searchplay.assets import asset_file  # noqa: E402
-from searchplay.jsonl import read_jsonl  # noqa: E402
 from searchplay.config import RolloutConfig  # noqa: E402
 from searchplay.game.prompts import solver_messages  # noqa: E402
+from searchplay.jsonl import read_jsonl  # noqa: E402
 from searchplay.llm.base import SamplingParams  # noqa: E402
 from searchplay.llm.transformers_engine import TransformersEngine  # noqa: E402
 from searchplay.search.bm25 import Bm25Retriever  # noqa: E402
 
+STATS = ("generated_tokens", "prefill_tokens", "prefill_seconds")
 
-def measure(engine, retriever, prompts, cfg) -> tuple[float, int, float]:  # noqa: ANN001
+
+def measured(engine: TransformersEngine, fn) -> dict[str, float]:  # noqa: ANN001
+    """Run fn and return its seconds and the engine counters it moved."""
+    before = {k: engine.stats[k] for k in STATS}
     t0 = time.perf_counter()
-    trajs = run_episodes(engine, retriever, prompts, cfg, "answer", 3)
-    seconds = time.perf_counter() - t0
-    tokens = sum(t.generated_tokens for t in trajs)
-    return tokens / seconds, tokens, seconds
+    fn()
+    out = {k: engine.stats[k] - before[k] for k in STATS}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: a.get(k, 0.0) + b[k] for k in b}
 
 
 def main() -> None:
@@ -41,31 +60,52 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--temperature", type=float, default=0.0)
     args = ap.parse_args()
     questions = [r["question"] for r in read_jsonl(asset_file("nq-answerable"))]
     retriever = Bm25Retriever(asset_file("wiki-bm25"))
-    rows = []
+    cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=args.max_new_tokens,
+                         temperature=args.temperature, seed=0)
+    rows, split = [], []
     for threads in args.threads:
         engine = TransformersEngine.load("bundled", "bfloat16", threads=threads)
-        cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=0)
-        measure(engine, retriever, [chat_prompt_ids(engine.tokenizer, *solver_messages(questions[0]))], cfg)  # warm-up
+        kept_bytes = engine.keep_kv_bytes
+        episodes = lambda ps: run_episodes(engine, retriever, ps, cfg, "answer", 3)  # noqa: E731
+        episodes([chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in questions[:2]])  # warm-up
         for batch in args.batches:
             prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in questions[:batch]]
-            episodes_tps, tokens, seconds = measure(engine, retriever, prompts, cfg)
-            per_seq = max(1, tokens // batch)
-            t0 = time.perf_counter()
-            outs = engine.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=per_seq, seed=0))
-            ceiling_tps = sum(len(g.token_ids) for g in outs) / (time.perf_counter() - t0)
-            single_tokens, single_seconds = 0, 0.0
+            kept = measured(engine, lambda: episodes(prompts))
+            engine.keep_kv_bytes = 0
+            re_encoded = measured(engine, lambda: episodes(prompts))
+            engine.keep_kv_bytes = kept_bytes
+            per_seq = max(1, int(kept["generated_tokens"]) // batch)
+
+            def plain() -> None:
+                with engine.keep_kv():
+                    engine.generate(prompts, SamplingParams(temperature=args.temperature, max_new_tokens=per_seq,
+                                                             min_new_tokens=per_seq, seed=0))
+
+            ceiling = measured(engine, plain)
+            single: dict[str, float] = {}
             for p in prompts:
-                _, n, s = measure(engine, retriever, [p], cfg)
-                single_tokens, single_seconds = single_tokens + n, single_seconds + s
-            single_tps = single_tokens / single_seconds
-            rows.append({"threads": threads, "batch": batch, "episodes tok/s": episodes_tps,
-                         "plain generate tok/s (ceiling)": ceiling_tps, "one at a time tok/s": single_tps,
-                         "vs ceiling": episodes_tps / ceiling_tps, "vs one at a time": episodes_tps / single_tps,
-                         "episode tokens": tokens, "episode s": seconds})
-    print_table(f"Agent rollouts (SmolLM2-135M bf16, bundled BM25, guided, 3 turns, <= {args.max_new_tokens} tokens/turn)", rows)
+                single = add(single, measured(engine, lambda: episodes([p])))
+            tps = {name: m["generated_tokens"] / m["seconds"] for name, m in
+                   (("kept", kept), ("re", re_encoded), ("ceiling", ceiling), ("single", single))}
+            rows.append({"threads": threads, "batch": batch, "run_episodes tok/s": tps["kept"],
+                         "re-encoding each turn tok/s": tps["re"], "plain generate (ceiling) tok/s": tps["ceiling"],
+                         "one at a time tok/s": tps["single"], "vs ceiling": tps["kept"] / tps["ceiling"],
+                         "vs one at a time": tps["kept"] / tps["single"], "vs re-encoding": tps["kept"] / tps["re"]})
+            for name, m in (("run_episodes", kept), ("re-encoding each turn", re_encoded), ("plain generate", ceiling),
+                            ("one at a time", single)):
+                decode_s = m["seconds"] - m["prefill_seconds"]
+                split.append({"threads": threads, "batch": batch, "measure": name, "generated": int(m["generated_tokens"]),
+                              "encoded (prefill) tokens": int(m["prefill_tokens"]), "total s": m["seconds"],
+                              "prefill s": m["prefill_seconds"], "prefill tok/s": m["prefill_tokens"] / max(m["prefill_seconds"], 1e-9),
+                              "decode + loop s": decode_s, "decode tok/s": m["generated_tokens"] / decode_s})
+    title = (f"SmolLM2-135M bf16, bundled BM25 top-3, guided, 3 turns, <= {args.max_new_tokens} new tokens/turn, "
+             f"temperature {args.temperature:g}")
+    print_table(f"Agent rollouts ({title})", rows)
+    print_table("Where the time goes (prefill = first forward of each generate call)", split)
     print(f"\ntorch {torch.__version__}; peak RSS {peak_rss_mib():,.0f} MiB")
 
 

@@ -227,7 +227,7 @@ def serve_model(
 
     cfg = _config(config, set_)
     try:
-        engine = TransformersEngine.load(model, cfg.model.dtype, cfg.model.threads)
+        engine = TransformersEngine.load(model, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
     except FileNotFoundError as e:
         _fail(str(e))
     host = host or cfg.server.host
@@ -260,7 +260,7 @@ def ask(
     cfg.rollout.max_turns = cfg.game.solver_max_turns
     try:
         retriever = _retriever_from_cli(cfg, index, kind)
-        engine = TransformersEngine.load(model or cfg.model.path, cfg.model.dtype, cfg.model.threads)
+        engine = TransformersEngine.load(model or cfg.model.path, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
     except (SearchError, FileNotFoundError) as e:
         _fail(str(e))
     t0 = time.perf_counter()
@@ -412,7 +412,7 @@ def eval_command(
         else:
             search = _retriever_from_cli(cfg, index, retriever)
         model_path = policy_from_run(model)
-        engine = TransformersEngine.load(model_path, cfg.model.dtype, cfg.model.threads)
+        engine = TransformersEngine.load(model_path, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
     except (DatasetError, SearchError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     judge = None

@@ -68,6 +68,7 @@ class ModelConfig:
     path: str = _f("bundled", "policy model: local HF directory, a cached HF id, or 'bundled' (SmolLM2-135M)")
     dtype: Literal["bfloat16", "float32"] = _f("bfloat16", "compute dtype of the transformers engine")
     threads: int = _f(0, "torch CPU threads; 0 = number of cores")
+    keep_kv_mib: int = _f(2048, "memory for each episode's keys/values kept between turns, so a turn encodes only its new tokens; 0 = off")
 
 
 @dataclass

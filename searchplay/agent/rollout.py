@@ -8,6 +8,9 @@ Each turn, for every active episode:
 4. run all collected searches in one retriever call and append `<information>` as masked
    tokens. A failed search ends only the episodes whose query failed, with stop reason `error`.
 
+The turns run inside `engine.keep_kv()`, so each turn encodes only the tokens added since the
+episode's previous turn (its keys/values for the rest are kept), not the whole episode again.
+
 A free-scaffold turn with no action gets a short masked hint and the episode goes on. Budgets:
 `max_turns`, `max_new_tokens` per turn and `max_total_tokens` (prompt + response); tokens
 sampled past the total budget are dropped and the episode stops with `length`.
@@ -65,6 +68,16 @@ def run_episodes(engine: Engine, retriever: Retriever, prompts: list[list[int]],
     """Play one episode per prompt; returns trajectories in prompt order."""
     tokens = _Tokens(engine.tokenizer)
     episodes = [_Episode(Trajectory(list(p), meta=dict(metas[i]) if metas else {})) for i, p in enumerate(prompts)]
+    with engine.keep_kv():  # each turn then encodes only its new tokens, not the whole episode again
+        _play_turns(engine, retriever, episodes, cfg, final_tag, topk, tokens)
+    for e in episodes:
+        if not e.done:
+            e.traj.stop_reason = "max_turns"
+    return [e.traj for e in episodes]
+
+
+def _play_turns(engine: Engine, retriever: Retriever, episodes: list[_Episode], cfg: RolloutConfig, final_tag: FinalTag,
+                topk: int, tokens: _Tokens) -> None:
     guided = cfg.scaffold == "guided"
     for turn in range(cfg.max_turns):
         active = [e for e in episodes if not e.done]
@@ -88,10 +101,6 @@ def run_episodes(engine: Engine, retriever: Retriever, prompts: list[list[int]],
             if action is not None:
                 searches.append((e, action))
         _run_searches(searches, retriever, topk, cfg, tokens)
-    for e in episodes:
-        if not e.done:
-            e.traj.stop_reason = "max_turns"
-    return [e.traj for e in episodes]
 
 
 def _record_turn(e: _Episode, g: Generation, cfg: RolloutConfig, tokens: _Tokens, opening: str, tag: str,

@@ -9,7 +9,7 @@ the learner recomputes; sampling itself uses the configured temperature and filt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import ContextManager, Literal, Protocol
 
 FinishReason = Literal["stop", "length", "eos"]
 
@@ -22,6 +22,7 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    min_new_tokens: int = 0  # end-of-turn tokens and stop strings are ignored before this many (benchmarks)
 
 
 @dataclass
@@ -39,3 +40,9 @@ class Engine(Protocol):
     tokenizer: object
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]: ...
+
+    def keep_kv(self) -> ContextManager[None]:
+        """A block over which the engine may reuse the keys/values of earlier generations whose
+        text a later prompt extends (multi-turn episodes). Results are the same either way; an
+        engine with automatic prefix caching (vLLM) or none at all returns a no-op context."""
+        ...

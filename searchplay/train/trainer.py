@@ -98,7 +98,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     if cfg.learner.kl_coef > 0:
         reference, _ = load_model(cfg.model.path, "float32")
         reference.requires_grad_(False)
-    engine = TransformersEngine(model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16")
+    engine = TransformersEngine(model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16",
+                                keep_kv_mib=cfg.model.keep_kv_mib)
     updates_per_step = (1 if cfg.trainer.combine_update else 2) * cfg.learner.ppo_epochs
     learner = Learner(model, cfg.learner, reference, cfg.trainer.steps * updates_per_step, engine.pad_id)
     rng = random.Random(cfg.game.seed)
