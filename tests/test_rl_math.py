@@ -9,6 +9,7 @@ import torch
 
 from searchplay.rl.advantages import compute_advantages, grpo, reinforce_pp, rloo
 from searchplay.rl.losses import aggregate, kl_penalty, ppo_clip_loss
+from searchplay.train.trainer import informative
 
 
 def test_grpo_hand_computed() -> None:
@@ -67,3 +68,10 @@ def test_aggregation_modes() -> None:
     assert aggregate(values, mask, "token-mean", 3, 2).item() == pytest.approx(7 / 3)
     assert aggregate(values, mask, "seq-mean-token-mean", 3, 2).item() == pytest.approx((1.5 + 4) / 2)
     assert aggregate(values, mask, "seq-mean-token-sum", 3, 2).item() == pytest.approx((3 + 4) / 2)
+
+
+def test_dynamic_sampling_keeps_single_sample_groups_with_a_reward() -> None:
+    """Proposer groups are one rollout per seed: advantage = reward, so they must not be dropped as 'no variance'."""
+    rewards = [1.0, 1.0, 0.0, 1.0, 0.5, 0.0]
+    groups = [0, 0, 1, 1, 2, 3]  # group 0 all agree; group 1 differs; 2 and 3 are single samples
+    assert informative(rewards, groups) == [2, 3, 4]

@@ -53,18 +53,29 @@ class TrainSummary:
 
 def role_samples(trajs: list[Trajectory], rewards: list[float], groups: list[int], estimator: str, norm_std: bool,
                  dynamic_sampling: bool, learner: Learner | None = None, kl_in_reward: float = 0.0) -> list[Sample]:
-    """Samples with advantages for one role; with dynamic sampling, groups whose rewards all agree are dropped."""
+    """Samples with advantages for one role; with dynamic sampling, groups without signal are dropped."""
     if dynamic_sampling:
-        by_group: dict[int, set[float]] = {}
-        for r, g in zip(rewards, groups):
-            by_group.setdefault(g, set()).add(r)
-        keep = [i for i, g in enumerate(groups) if len(by_group[g]) > 1]
+        keep = informative(rewards, groups)
         trajs, rewards, groups = [trajs[i] for i in keep], [rewards[i] for i in keep], [groups[i] for i in keep]
     samples = [Sample.from_trajectory(t, 0.0) for t in trajs]
     token_kl = learner.token_kl(samples) if (learner is not None and kl_in_reward > 0 and estimator == "reinforce_pp") else None
     for s, adv in zip(samples, compute_advantages(estimator, rewards, groups, norm_std, token_kl, kl_in_reward)):
         s.advantage = adv
     return samples
+
+
+def informative(rewards: list[float], groups: list[int]) -> list[int]:
+    """Indices of samples in groups that carry a learning signal.
+
+    A group of several samples whose rewards all agree has none. A group of one sample (the
+    proposer with one rollout per seed) has advantage = its reward, so it is dropped only when
+    that reward is 0.
+    """
+    by_group: dict[int, list[float]] = {}
+    for r, g in zip(rewards, groups):
+        by_group.setdefault(g, []).append(r)
+    return [i for i, g in enumerate(groups)
+            if (len(by_group[g]) == 1 and by_group[g][0] != 0) or len(set(by_group[g])) > 1]
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
