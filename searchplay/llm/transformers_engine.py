@@ -199,7 +199,10 @@ class TransformersEngine:
                     continue
                 if self._store is not None:  # the cache holds the prompt and all sampled tokens but the last
                     ids = np.concatenate([prompt_arrays[i], np.asarray(out_ids[i][:-1], dtype=np.int64)])
-                    self._store.add(KeptSequence(ids, row_kv(cache, r, attention[r])))
+                    kv = row_kv(cache, r, attention[r])
+                    if kv and kv[0][0].shape[1] != len(ids):
+                        raise RuntimeError(f"KV cache row holds {kv[0][0].shape[1]} tokens, expected {len(ids)}: engine bookkeeping bug")
+                    self._store.add(KeptSequence(ids, kv))
             self.stats["generated_tokens"] += sum(1 for i in active if i >= 0)
             if not keep_rows:
                 break
