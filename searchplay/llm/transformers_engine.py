@@ -102,7 +102,7 @@ class TransformersEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eot_ids))
         self.stats = {"generate_calls": 0, "generated_tokens": 0, "generate_seconds": 0.0,
                       "prefill_tokens": 0, "reused_tokens": 0,  # prompt tokens encoded / taken from kept keys/values
-                      "prefill_seconds": 0.0}  # time of the first forward of each call (the prompts)
+                      "prefill_seconds": 0.0}  # time spent encoding prompts, up to the first new token
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # skip prefill logits
@@ -164,10 +164,9 @@ class TransformersEngine:
         out_lp: list[list[float]] = [[] for _ in prompts]
         finish: list[tuple[str, str | None]] = [("length", None)] * len(prompts)
         tail_tokens = max((len(self.tokenizer.encode(s, add_special_tokens=False)) for s in params.stop), default=0) + 2
-        can_shrink = hasattr(cache, "batch_select_indices")
         min_new = min(params.min_new_tokens, params.max_new_tokens)
         step = 0
-        while True:  # row r of the batch is prompt active[r]; -1 marks a finished row the cache could not drop
+        while True:  # row r of the batch is prompt active[r]
             logprobs = torch.log_softmax(logits, dim=-1)
             step += 1  # every row gets its step-th token now
             if step <= min_new:
@@ -181,8 +180,6 @@ class TransformersEngine:
             keep_rows: list[int] = []
             for r, i in enumerate(active):
                 tok = int(tokens[r])
-                if i < 0:
-                    continue
                 out_ids[i].append(tok)
                 out_lp[i].append(float(token_lp[r]))
                 if tok in self.eot_ids:
@@ -203,16 +200,14 @@ class TransformersEngine:
                     if kv and kv[0][0].shape[1] != len(ids):
                         raise RuntimeError(f"KV cache row holds {kv[0][0].shape[1]} tokens, expected {len(ids)}: engine bookkeeping bug")
                     self._store.add(KeptSequence(ids, kv))
-            self.stats["generated_tokens"] += sum(1 for i in active if i >= 0)
+            self.stats["generated_tokens"] += len(active)
             if not keep_rows:
                 break
-            if can_shrink and len(keep_rows) < len(active):
+            if len(keep_rows) < len(active):  # finished rows leave the batch and the cache
                 idx = torch.tensor(keep_rows, device=device)
                 cache.batch_select_indices(idx)
                 attention, positions, tokens = attention[idx], positions[idx], tokens[idx]
                 active = [active[r] for r in keep_rows]
-            elif not can_shrink:
-                active = [a if r in keep_rows else -1 for r, a in enumerate(active)]
             attention = torch.cat([attention, torch.ones((len(active), 1), dtype=attention.dtype, device=device)], dim=1)
             positions = positions[:, -1:] + 1
             logits = self._forward(tokens[:, None], attention, positions, cache)
@@ -236,8 +231,7 @@ class TransformersEngine:
         the counts differ a lot (episodes that retrieved long or short documents); several groups
         are then merged into one right-aligned decode batch.
         """
-        if self._store is not None:
-            self._keep_shared_prefix(prompts, device)
+        self._keep_shared_prefix(prompts, device)
         matches = [self._store.match(p) if self._store is not None else (None, 0) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) - matches[i][1])
         groups = []
