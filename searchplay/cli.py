@@ -345,7 +345,7 @@ def train(
         cfg.trainer.steps = steps
     try:
         summary = run_training(cfg, target, resume=resume is not None)
-    except (TrainError, SearchError, SeedError, FileNotFoundError) as e:
+    except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError) as e:
         _fail(str(e))
     print_run_summary(summary.run_dir, summary.seconds)
 
@@ -458,6 +458,26 @@ def compare(
         if not (d / "summary.json").is_file():
             _fail(f"{d} is not an evaluation directory (no summary.json); create one with searchplay eval --out")
     print(compare_dirs(eval_a, eval_b))
+
+
+@app.command()
+def plot(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories (several are overlaid)")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG file (default RUN_DIR/curves.png of the first run)")] = None,
+    smooth: Annotated[int, typer.Option(min=1, max=1000, help="moving average over this many steps (evaluations are never smoothed)")] = 1,
+    label: Annotated[Optional[list[str]], typer.Option(help="legend name per run, in order (repeatable)")] = None,
+) -> None:
+    """Draw a run's curves (solver accuracy, question validity, rewards, KL, log-prob gap, evaluation) as a PNG."""
+    from searchplay.train.plot import PlotError, plot_runs
+
+    if label and len(label) != len(run_dirs):
+        _fail(f"--label given {len(label)} times for {len(run_dirs)} run directories")
+    target = out or run_dirs[0] / "curves.png"
+    try:
+        panels = plot_runs(run_dirs, target, smooth, label)
+    except PlotError as e:
+        _fail(str(e))
+    console.print(f"wrote {target} ({', '.join(panels)})", highlight=False)
 
 
 @app.command()

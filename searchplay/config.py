@@ -98,6 +98,8 @@ class JudgeConfig:
 
 @dataclass
 class GameConfig:
+    mode: Literal["selfplay", "supervised"] = _f("selfplay", "selfplay: proposer and solver play (no QA labels); supervised: the solver alone on train_data (the control)")
+    train_data: str = _f("nq-dev-answerable", "supervised mode: labelled QA set (bundled name or jsonl/parquet file)")
     seeds: str = _f("bundled", "proposer seeds: jsonl file with answer/ground_truth and hops/search_turns, or 'bundled' (wiki-seeds)")
     batch_size: int = _f(4, "proposer seeds per round (paper: 256)")
     proposer_n: int = _f(1, "proposer rollouts per seed (paper's script: 1)")
@@ -108,7 +110,7 @@ class GameConfig:
     max_question_chars: int = _f(1000, "filter: longer questions are rejected")
     min_searches: int = _f(2, "filter: proposer episodes with fewer searches are rejected")
     reject_answer_in_query: bool = _f(False, "filter: reject when the answer appears in one of the proposer's search queries")
-    verifier: Literal["policy", "judge", "off"] = _f("policy", "who answers the question from the evidence: the policy (paper), the LLM judge (paper's code) or nobody")
+    verifier: Literal["policy", "judge", "evidence", "off"] = _f("policy", "policy / judge: answers the question from the evidence (paper / paper's code); evidence: a golden answer must occur in a retrieved document (rule-based); off: nothing is verified")
     noisy_docs: int = _f(4, "evidence blocks from other proposer trajectories mixed into the verification evidence (paper: 4)")
     failure_handling: Literal["reuse", "dummy"] = _f("reuse", "solver slot of a rejected question: a pool question (reuse) or nothing (dummy)")
     reuse_threshold: float = _f(1.0, "reuse only pool questions with success rate <= this (paper's script: 1.0)")
@@ -116,7 +118,7 @@ class GameConfig:
     proposer_reward: Literal["1-acc", "intermediate", "format_only"] = _f("1-acc", "proposer reward from the solvers' success rate s")
     reward_left: float = _f(0.0, "intermediate reward: l in 4 (l + s)(r - s)")
     reward_right: float = _f(1.0, "intermediate reward: r in 4 (l + s)(r - s)")
-    solver_judge: bool = _f(True, "when a judge is configured, it decides non-exact solver answers")
+    solver_reward: Literal["em", "f1", "cover_em", "judge"] = _f("em", "solver reward: exact match, token F1, cover EM (answer contains a golden answer) or judge (exact match, else the LLM judge; paper)")
     pool_clear_interval: int = _f(10, "every this many steps the pool is cut to its newest keep_ratio (0 = never)")
     keep_ratio: float = _f(0.0, "share of the pool kept at each clearing (paper's script: 0)")
     seed: int = _f(0, "seed of seed sampling, evidence shuffling and reuse draws")
@@ -125,9 +127,9 @@ class GameConfig:
 @dataclass
 class LearnerConfig:
     lr: float = _f(1e-6, "AdamW learning rate (paper: 1e-6)")
-    warmup_steps: int = _f(0, "optimizer steps of linear warm-up")
+    warmup_steps: int = _f(0, "linear warm-up, in optimizer steps (mini-batches x ppo_epochs x updates)")
     lr_schedule: Literal["constant", "cosine"] = _f("constant", "learning rate after warm-up")
-    total_steps: int = _f(0, "cosine schedule length in optimizer steps (0: trainer.steps x updates per step)")
+    total_steps: int = _f(0, "cosine schedule length in optimizer steps (0: the steps the run plans, see planned_optimizer_steps)")
     weight_decay: float = _f(0.01, "AdamW weight decay")
     grad_clip: float = _f(1.0, "gradient-norm clipping; 0 = off")
     micro_batch_tokens: int = _f(4096, "padded tokens per forward/backward pass (gradient accumulation above that)")
@@ -156,6 +158,7 @@ class RoleConfig:
 @dataclass
 class TrainerConfig:
     steps: int = _f(10, "self-play steps (rounds + updates)")
+    max_minutes: float = _f(0.0, "stop after the step at which training time (rounds + updates, not periodic evaluation) reaches this; 0 = no limit; counted across resumes")
     combine_update: bool = _f(False, "one update over solver and proposer samples together instead of two")
     dynamic_sampling: bool = _f(False, "drop groups whose rewards all agree (no learning signal)")
     eval_every: int = _f(0, "evaluate every this many steps (0 = never)")
@@ -275,8 +278,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"game.keep_ratio must be in [0, 1] and noisy_docs >= 0, got {g.keep_ratio}, {g.noisy_docs}")
     if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError("game.verifier = 'judge' needs judge.base_url and judge.model")
+    if g.solver_reward == "judge" and not (cfg.judge.base_url and cfg.judge.model):
+        raise ConfigError("game.solver_reward = 'judge' needs judge.base_url and judge.model; without a judge use em, f1 or cover_em")
     if cfg.server.max_topk < 1 or cfg.server.max_queries < 1:
         raise ConfigError("server.max_topk and server.max_queries must be >= 1")
+
+
+def validate_for_training(cfg: Config) -> None:
+    """Training rollouts sample from softmax(logits / temperature) exactly, as the learner scores them."""
+    r = cfg.rollout
+    if r.top_p < 1 or r.top_k > 0:
+        raise ConfigError(f"rollout.top_p = {r.top_p}, rollout.top_k = {r.top_k}: training samples without truncation "
+                          "(top_p = 1, top_k = 0) so that the learner's log-probs are those of the sampled distribution; "
+                          "lower rollout.temperature instead")
+    if r.temperature <= 0:
+        raise ConfigError("rollout.temperature must be > 0 for training (greedy rollouts give identical samples per group)")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -73,6 +73,17 @@ def test_answerable_subsets_really_have_answers_in_corpus(cfg: Config) -> None:
             assert any(f" {normalize_answer(a)} " in haystack for a in rec["golden_answers"]), rec
 
 
+def test_dev_splits_are_disjoint_from_the_test_sets(cfg: Config) -> None:
+    for dataset, dev_size in (("nq", 8757), ("triviaqa", 8837)):
+        test = {normalize_answer(r["question"]) for r in read_jsonl(asset_file(f"{dataset}-test", cfg))}
+        dev = read_jsonl(asset_file(f"{dataset}-dev", cfg))
+        answerable = read_jsonl(asset_file(f"{dataset}-dev-answerable", cfg))
+        assert dev_size - 20 < len(dev) <= dev_size and 0 < len(answerable) < len(dev)
+        assert not any(normalize_answer(r["question"]) in test for r in dev + answerable)
+        assert {r["id"] for r in answerable} <= {r["id"] for r in dev}
+        assert all(r["id"].startswith(f"{dataset}-dev-") for r in dev)
+
+
 def test_dpr_parser_handles_quoted_multiline_records_and_reports_bad_ones() -> None:
     text = 'plain question\t[\'A\']\r\n"a question\twith a tab\nand a new line"\t"[\'B\', \'C\']"\r\n'
     recs = parse_dpr_topics(text, "t.txt", "t")

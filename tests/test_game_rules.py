@@ -14,7 +14,7 @@ from searchplay.game import extract as x
 from searchplay.game.pool import PoolError, PoolQuestion, QuestionPool
 from searchplay.game.rewards import proposer_reward, solver_reward, success_rate
 from searchplay.game.seeds import Seed, SeedError, SeedSampler, load_seeds
-from searchplay.game.verify import build_evidence
+from searchplay.game.verify import build_evidence, verify_questions
 
 # --- rewards ----------------------------------------------------------------------
 
@@ -36,11 +36,26 @@ def test_solver_reward_cases() -> None:
     assert solver_reward(None, ["Paris"]) == 0.0
     assert solver_reward("the Paris.", ["Paris"]) == 1.0
     assert solver_reward("Lyon", ["Paris"]) == 0.0
-    assert solver_reward("City of Light", ["Paris"], judge_verdict=True) == 1.0
-    assert solver_reward("City of Light", ["Paris"], judge_verdict=None) == 0.0  # unknown verdict fails closed
+    assert solver_reward("City of Light", ["Paris"], "judge", judge_verdict=True) == 1.0
+    assert solver_reward("City of Light", ["Paris"], "judge", judge_verdict=None) == 0.0  # unknown verdict fails closed
+    assert solver_reward("City of Light", ["Paris"], "em", judge_verdict=True) == 0.0  # em never asks the judge
     assert solver_reward("Paris", ["Paris"], answer_tags=11) == 0.25
     assert solver_reward("Paris", ["Paris"], answer_tags=10) == 1.0
-    assert success_rate([1.0, 0.0, 0.25, 0.0, 0.0]) == 0.4 and success_rate([]) == 0.0
+    assert success_rate([1.0, 0.0, 0.25, 0.0, 0.0]) == pytest.approx(0.25) and success_rate([]) == 0.0
+
+
+@pytest.mark.parametrize(("prediction", "em", "f1", "cover"), [
+    ("Paris", 1.0, 1.0, 1.0),
+    ("It is Paris, France", 0.0, 0.4, 1.0),  # tokens: it is paris france vs paris
+    ("Lyon", 0.0, 0.0, 0.0),
+    ("the city of Paris", 0.0, 0.5, 1.0),  # city of paris vs paris: P 1/3, R 1 -> 0.5
+])
+def test_solver_reward_kinds(prediction: str, em: float, f1: float, cover: float) -> None:
+    assert solver_reward(prediction, ["Paris"], "em") == em
+    assert solver_reward(prediction, ["Paris"], "f1") == pytest.approx(f1)
+    assert solver_reward(prediction, ["Paris"], "cover_em") == cover
+    with pytest.raises(ValueError, match="unknown solver reward"):
+        solver_reward(prediction, ["Paris"], "bleu")  # type: ignore[arg-type]
 
 
 # --- filters ----------------------------------------------------------------------
@@ -91,6 +106,20 @@ def test_evidence_mixes_noisy_docs_from_other_trajectories_only() -> None:
     assert {d["id"] for d in evidence} == {"a", "b", *noisy}
     again, noisy2 = build_evidence(own, others, 2, random.Random(0))
     assert (again, noisy2) == (evidence, noisy)  # seeded
+
+
+def test_evidence_verifier_needs_the_answer_in_a_retrieved_document() -> None:
+    traj = proposer_traj(GOOD_Q, ["Mona Lisa museum", "Louvre city"])
+    traj.turns[1].hits = [{"id": "louvre", "title": "Louvre", "text": "The Louvre is a museum in Paris, France."}]
+    passed = verify_questions([(GOOD_Q, SEED, traj)], [traj], "evidence", 4, random.Random(0))[0]
+    assert passed.passed and passed.verdict == "answer_in_evidence" and passed.evidence_ids == ["louvre"]
+    alias = Seed("Lutetia", 2, aliases=("City of Light",))
+    traj.turns[1].hits[0]["text"] = "Paris is called the city of light."
+    assert verify_questions([(GOOD_Q, alias, traj)], [traj], "evidence", 4, random.Random(0))[0].passed  # aliases count
+    other = verify_questions([(GOOD_Q, Seed("Lyon", 2), traj)], [traj], "evidence", 4, random.Random(0))[0]
+    assert not other.passed and other.verdict == "answer_not_in_evidence" and not other.infra
+    traj.turns[1].hits[0]["text"] = "Parisian museums"  # word boundaries: no partial-word match
+    assert not verify_questions([(GOOD_Q, SEED, traj)], [traj], "evidence", 4, random.Random(0))[0].passed
 
 
 # --- seeds ------------------------------------------------------------------------

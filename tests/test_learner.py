@@ -53,7 +53,8 @@ def test_a_toy_reward_raises_the_favoured_tokens_probability(tiny) -> None:  # n
 
     start = prob_good()
     for _ in range(5):  # rollouts of one prompt: token 42 gets reward 1, token 43 reward 0 (GRPO: +1 / -1)
-        samples = [Sample(prompt, [good], [1], 1.0), Sample(prompt, [bad], [1], -1.0)]
+        v = learner.version  # fresh rollouts of the current weights each round
+        samples = [Sample(prompt, [good], [1], 1.0, version=v), Sample(prompt, [bad], [1], -1.0, version=v)]
         metrics = learner.update(samples)
     assert prob_good() > 2 * start
     assert metrics["learner/grad_norm"] > 0 and metrics["learner/tokens_per_s"] > 0
@@ -87,6 +88,8 @@ def test_kl_term_and_reference(tiny) -> None:  # noqa: ANN001
     samples = [Sample([1, 2, 3], [42, 43], [1, 1], 1.0), Sample([1, 2, 3], [44, 45], [1, 1], -1.0)]
     first = learner.update(samples)
     assert first["learner/kl"] == pytest.approx(0.0, abs=1e-6)  # identical to the reference before the update
+    for s in samples:
+        s.version = learner.version  # the same sequences, as if sampled again by the updated weights
     second = learner.update(samples)
     assert second["learner/kl"] > 0
     kl = learner.token_kl(samples)

@@ -26,16 +26,22 @@ def test_rloo_hand_computed() -> None:
     assert rloo([3.0], [7]) == [3.0]
 
 
-def test_reinforce_pp_whitens_over_the_batch_and_folds_kl() -> None:
-    adv = reinforce_pp([1.0, 0.0])
-    assert torch.cat(adv).tolist() == pytest.approx([1 / math.sqrt(0.5) * 0.5, -1 / math.sqrt(0.5) * 0.5], rel=1e-4)
+def test_reinforce_pp_whitens_over_trained_tokens_only_and_folds_kl() -> None:
+    # sequence 0: 3 trained tokens; sequence 1: 1 trained token among 4 masked (retrieved) ones
+    masks = [[1, 1, 1], [0, 0, 1, 0, 0]]
+    adv = reinforce_pp([1.0, 0.0], masks)
+    trained = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64)  # per-token returns at trained positions
+    expected = ((trained - trained.mean()) / trained.std()).tolist()
+    assert adv[0].tolist() == pytest.approx(expected[:3], rel=1e-4)
+    assert adv[1].tolist() == pytest.approx([0.0, 0.0, expected[3], 0.0, 0.0], rel=1e-4, abs=1e-6)
+    assert adv[0].mean() > 0 > adv[1][2]  # the baseline is the token-weighted batch mean 0.75, not 0.5
     kl = [torch.tensor([0.1, 0.2]), torch.tensor([0.0, 0.4])]
-    out = reinforce_pp([1.0, 0.0], kl, kl_coef=1.0)
+    out = reinforce_pp([1.0, 0.0], [[1, 1], [1, 1]], kl, kl_coef=1.0)
     raw = torch.tensor([1 - 0.3, 1 - 0.2, -0.4, -0.4], dtype=torch.float64)  # reward minus KL still to come
     expected = (raw - raw.mean()) / raw.std()
     assert torch.cat(out).tolist() == pytest.approx(expected.tolist(), rel=1e-4)
     with pytest.raises(ValueError, match="unknown advantage estimator"):
-        compute_advantages("ppo", [1.0], [0])
+        compute_advantages("ppo", [1.0], [0], [[1]])
 
 
 def test_ppo_clip_low_high_and_dual_clip() -> None:
@@ -75,3 +81,19 @@ def test_dynamic_sampling_keeps_single_sample_groups_with_a_reward() -> None:
     rewards = [1.0, 1.0, 0.0, 1.0, 0.5, 0.0]
     groups = [0, 0, 1, 1, 2, 3]  # group 0 all agree; group 1 differs; 2 and 3 are single samples
     assert informative(rewards, groups) == [2, 3, 4]
+
+
+def test_planned_optimizer_steps_count_mini_batches_epochs_and_updates() -> None:
+    from searchplay.config import load_config
+    from searchplay.train.trainer import planned_optimizer_steps
+
+    cfg = load_config(None, ["game.batch_size=4", "game.proposer_n=1", "game.solver_n=4", "learner.mini_batch_size=8",
+                             "learner.ppo_epochs=2", "trainer.steps=3"])
+    # per step: solver 16 samples -> 2 mini-batches, proposer 4 -> 1; x 2 epochs; x 3 steps
+    assert planned_optimizer_steps(cfg) == 3 * (2 + 1) * 2
+    cfg.proposer.warmup_steps = 1  # the proposer is not updated at step 1
+    assert planned_optimizer_steps(cfg) == (2 * 3 + 2) * 2
+    cfg.trainer.combine_update = True  # one update of 16 + 4 samples: 3 mini-batches (2 at step 1)
+    assert planned_optimizer_steps(cfg) == (2 + 3 + 3) * 2
+    cfg.game.mode = "supervised"  # no proposer: batch_size questions x solver_n
+    assert planned_optimizer_steps(cfg) == 3 * 2 * 2

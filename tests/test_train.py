@@ -85,3 +85,18 @@ def test_sigkill_mid_step_then_resume_loses_nothing_before_the_checkpoint(tmp_pa
     assert steps(rd) == [1, 2, 3, 4]  # step 3 replayed from the checkpoint, logged once
     assert (rd / "metrics.jsonl").read_text().splitlines()[:2] == before
     assert (rd / "pool.jsonl").read_bytes().startswith(pool_at_ckpt)
+
+
+def test_supervised_control_and_the_training_time_budget(tmp_path: Path) -> None:
+    rd = tmp_path / "sup"
+    run("--config", "configs/tiny-test.toml", "--run-dir", str(rd), "--steps", "5", "--set", "game.mode=supervised",
+        "--set", "game.train_data=nq-dev-answerable", "--set", "trainer.max_minutes=0.0001", "--set", "trainer.eval_every=0")
+    metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1]  # the budget ran out during step 1: stop, checkpoint, no step 2
+    assert (rd / "checkpoints" / "step-1").is_dir()
+    m = metrics[0]
+    assert m["solver/questions"] == 3 and "solver_update/loss" in m and not any(k.startswith("proposer") for k in m)
+    trajs = [json.loads(line) for line in (rd / "trajectories" / "step-000001.jsonl").read_text().splitlines()]
+    assert {t["meta"]["source"] for t in trajs} == {"labelled"} and all(t["meta"]["pool_id"].startswith("nq-dev-") for t in trajs)
+    state = json.loads((rd / "checkpoints" / "step-1" / "state.json").read_text())
+    assert state["train_seconds"] == pytest.approx(m["timing/train_s"])

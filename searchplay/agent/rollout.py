@@ -11,6 +11,12 @@ Each turn, for every active episode:
 The turns run inside `engine.keep_kv()`, so each turn encodes only the tokens added since the
 episode's previous turn (its keys/values for the rest are kept), not the whole episode again.
 
+An end-of-turn token that ends a turn before the last one is dropped from the episode (neither
+trained nor shown again): in a guided turn it ends the tag's content like a closing tag would, and
+the loop closes the tag; in a free turn the hint follows. Keeping it would train the model on a
+sequence that goes on after its end-of-turn marker (`...<|im_end|></search>`). On the last turn
+it is the real end of the episode and stays, trained like any sampled token.
+
 A free-scaffold turn with no action gets a short masked hint and the episode goes on. Budgets:
 `max_turns`, `max_new_tokens` per turn and `max_total_tokens` (prompt + response); tokens
 sampled past the total budget are dropped and the episode stops with `length`.
@@ -109,6 +115,8 @@ def _record_turn(e: _Episode, g: Generation, cfg: RolloutConfig, tokens: _Tokens
     traj = e.traj
     budget = cfg.max_total_tokens - traj.total_tokens
     ids, lps, over = g.token_ids[:budget], g.logprobs[:budget], len(g.token_ids) > budget
+    if g.finish_reason == "eos" and not over and not last_turn:
+        ids, lps = ids[:-1], lps[:-1]  # the episode goes on: an end-of-turn token inside it is dropped (module doc)
     traj.append(ids, trainable=True, logprobs=lps)
     text = engine_text(tokens.tokenizer, ids)
     turn = Turn(text=opening + text, action="none", generated_tokens=len(ids), finish_reason=g.finish_reason)
@@ -118,7 +126,7 @@ def _record_turn(e: _Episode, g: Generation, cfg: RolloutConfig, tokens: _Tokens
         return None
     if opening:  # guided: the content is the first line the model wrote before the closing tag
         content = text.split(f"</{tag}>")[0].strip().split("\n")[0].strip()
-        if f"</{tag}>" not in text:
+        if f"</{tag}>" not in text and not (last_turn and g.finish_reason == "eos"):  # nothing follows a kept end of turn
             traj.append(tokens(f"</{tag}>"), trainable=False)
         action_kind = tag if content else "none"
     else:

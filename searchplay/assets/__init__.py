@@ -57,10 +57,14 @@ def _build_corpus(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
     return corpus_mod.build_corpus(out / "passages.jsonl", cfg.assets.passage_words)
 
 
-def _qa_builder(name: str, answerable: bool) -> Callable[[Path, Config, Path], dict[str, Any]]:
+def _qa_builder(split: str, answerable: bool) -> Callable[[Path, Config, Path], dict[str, Any]]:
     def build(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
-        records = qa_mod.read_topics(qa_mod.jar_source(), name)
+        records = qa_mod.read_topics(qa_mod.jar_source(), split)
         counts: dict[str, Any] = {"questions_in_source": len(records)}
+        if split.endswith("-dev"):  # no dev question may also be a test question
+            test = qa_mod.read_topics(qa_mod.jar_source(), split.replace("-dev", "-test"))
+            records = qa_mod.without_questions_of(records, test)
+            counts["dropped_as_in_test"] = counts["questions_in_source"] - len(records)
         if answerable:
             answers = [a for r in records for a in r["golden_answers"]]
             found = qa_mod.answer_locations(answers, asset_file("wiki", cfg))
@@ -104,18 +108,18 @@ def _no_sources() -> list[SourceFile]:
 
 
 _QA_LICENCES = {
-    "nq": ("CC BY-SA 3.0 (Natural Questions, Google)", "Kwiatkowski et al. 2019; DPR test split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2"),
-    "triviaqa": ("Apache-2.0 (TriviaQA)", "Joshi et al. 2017; DPR test split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2"),
+    "nq": ("CC BY-SA 3.0 (Natural Questions, Google)", "Kwiatkowski et al. 2019; DPR {split} split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2"),
+    "triviaqa": ("Apache-2.0 (TriviaQA)", "Joshi et al. 2017; DPR {split} split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2"),
 }
 
 
-def _qa_asset(name: str, answerable: bool) -> Asset:
-    licence, attribution = _QA_LICENCES[name.split("-")[0]]
-    source = name.replace("-answerable", "-test")
+def _qa_asset(name: str, split: str, answerable: bool) -> Asset:
+    dataset, part = split.split("-")
+    licence, attribution = _QA_LICENCES[dataset]
     return Asset(
-        name=name, kind="qa", data_file="data.jsonl", licence=licence, attribution=attribution,
-        sources=lambda: [qa_mod.jar_source()], build=_qa_builder(source, answerable),
-        needs=("wiki",) if answerable else (),
+        name=name, kind="qa", data_file="data.jsonl", licence=licence, attribution=attribution.format(split=part),
+        sources=lambda: [qa_mod.jar_source()], build=_qa_builder(split, answerable),
+        needs=("wiki",) if answerable else (), version=2 if part == "dev" else 1,
     )
 
 
@@ -126,10 +130,14 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
     Asset("wiki", "corpus", "passages.jsonl", WIKI_LICENCE, WIKI_ATTRIBUTION,
           sources=corpus_mod.corpus_sources, build=_build_corpus,
           settings=lambda cfg: {"passage_words": cfg.assets.passage_words}, version=4),
-    _qa_asset("nq-test", False),
-    _qa_asset("triviaqa-test", False),
-    _qa_asset("nq-answerable", True),
-    _qa_asset("triviaqa-answerable", True),
+    _qa_asset("nq-test", "nq-test", False),
+    _qa_asset("triviaqa-test", "triviaqa-test", False),
+    _qa_asset("nq-answerable", "nq-test", True),
+    _qa_asset("triviaqa-answerable", "triviaqa-test", True),
+    _qa_asset("nq-dev", "nq-dev", False),
+    _qa_asset("triviaqa-dev", "triviaqa-dev", False),
+    _qa_asset("nq-dev-answerable", "nq-dev", True),
+    _qa_asset("triviaqa-dev-answerable", "triviaqa-dev", True),
     Asset("wiki-seeds", "seeds", "seeds.jsonl", WIKI_LICENCE, "entity titles of the bundled wiki corpus",
           sources=_no_sources, build=_build_seeds, needs=("wiki",),
           settings=lambda cfg: {k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed")}),

@@ -4,6 +4,10 @@ The jar is read as a zip (no Java). Each topic file is tab-separated with CSV qu
 quoted question may contain tabs or span lines; the second column is a Python-literal list of
 answer strings. Output: Search-R1 style jsonl `{"id", "question", "golden_answers"}`.
 
+The dev splits (`nq-dev`, `triviaqa-dev`) are for choosing settings; any dev question whose
+normalised text also occurs in the test split of the same dataset is dropped, so that nothing
+tuned on dev has seen a test question.
+
 `*-answerable` subsets keep questions with a normalised golden answer occurring (on word
 boundaries) in some normalised corpus passage; each record names that passage in
 `evidence_id`. One Aho-Corasick pass over the corpus finds all answers at once.
@@ -27,6 +31,8 @@ JAR = ("pyserini", "pyserini/resources/jars/anserini-0.16.2-fatjar.jar", "==0.19
 TOPIC_FILES = {
     "nq-test": "topics-and-qrels/topics.dpr.nq.test.txt",
     "triviaqa-test": "topics-and-qrels/topics.dpr.trivia.test.txt",
+    "nq-dev": "topics-and-qrels/topics.dpr.nq.dev.txt",
+    "triviaqa-dev": "topics-and-qrels/topics.dpr.trivia.dev.txt",
 }
 
 
@@ -62,6 +68,12 @@ def read_topics(src: SourceFile, name: str) -> list[dict[str, Any]]:
     with zipfile.ZipFile(src.path) as jar:
         text = jar.read(member).decode("utf-8")
     return parse_dpr_topics(text, f"{src.path.name}!{member}", name)
+
+
+def without_questions_of(records: list[dict[str, Any]], others: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`records` minus those whose normalised question occurs in `others`."""
+    taken = {normalize_answer(r["question"]) for r in others}
+    return [r for r in records if normalize_answer(r["question"]) not in taken]
 
 
 def _padded(text: str) -> str:

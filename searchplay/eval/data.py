@@ -13,7 +13,8 @@ from typing import Any
 
 from searchplay.jsonl import parse_jsonl
 
-BUNDLED = ("nq-test", "triviaqa-test", "nq-answerable", "triviaqa-answerable")
+BUNDLED = ("nq-test", "triviaqa-test", "nq-answerable", "triviaqa-answerable",
+           "nq-dev", "triviaqa-dev", "nq-dev-answerable", "triviaqa-dev-answerable")
 
 
 class DatasetError(ValueError):

@@ -80,6 +80,12 @@ def load_seeds(source: str) -> list[Seed]:
     return seeds
 
 
+def labelled_seeds(records: list[dict[str, Any]]) -> list[Seed]:
+    """QA records as seeds for the supervised control: the question and id ride in `extra`."""
+    return [Seed(r["golden_answers"][0], 1, tuple(r["golden_answers"][1:]), {"question": r["question"], "id": r["id"]})
+            for r in records]
+
+
 class SeedSampler:
     """Draws batches without replacement; reshuffles (seeded) when the seeds run out."""
 

@@ -1,11 +1,19 @@
-"""One round of search self-play, in the order of DESIGN.md §1.
+"""One round of search self-play, in the order of docs/method.md §1.
 
-    seeds -> proposer rollouts -> extraction + filters -> RAG verification
+    seeds -> proposer rollouts -> extraction + filters -> verification
           -> failure handling (reuse | dummy) -> solver rollouts -> rewards -> pool update
 
 `play_round` returns both roles' trajectories with rewards and GRPO group ids (proposer: the
 seed's index, solver: the question's index), ready for the learner, plus namespaced metrics.
 It performs no weight update; the trainer does that with what it returns.
+
+Infrastructure failures are not the model's: a rollout whose search failed, a solver answer the
+judge could not decide, a proposer whose question the judge could not verify, and a proposer
+whose solvers all failed that way are marked `excluded` (they leave the loss and are counted),
+and success rates are computed over the solver rollouts that did not fail.
+
+`play_supervised_round` is the supervised control: labelled questions go straight to the solver,
+with the same rollouts and rewards, and there is no proposer.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from searchplay.agent.protocol import count_tags
@@ -37,7 +45,7 @@ from searchplay.search.base import Retriever
 class SolverTask:
     question: str
     golden: list[str]
-    source: str  # "new" (verified this round) or "reuse" (from the pool)
+    source: str  # "new" (verified this round), "reuse" (from the pool) or "labelled" (supervised mode)
     pool_id: str
     proposer_index: int | None = None  # which proposer rollout produced it (new questions)
 
@@ -52,6 +60,20 @@ class RoundResult:
     solver_groups: list[int]
     tasks: list[SolverTask]
     metrics: dict[str, float] = field(default_factory=dict)
+    proposer_excluded: list[bool] = field(default_factory=list)  # infrastructure failures: not trained on
+    solver_excluded: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class Solved:
+    """The solver side of a round: `solver_n` rollouts per task, rewards, and per-task success rates."""
+
+    trajectories: list[Trajectory]
+    rewards: list[float]
+    groups: list[int]
+    excluded: list[bool]
+    rates: list[float | None]  # over the task's rollouts that did not fail; None when all failed
+    verdicts: list[bool | None]
 
 
 def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool: QuestionPool, cfg: Config,
@@ -69,6 +91,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
              for i, s in enumerate(proposer_seeds)]
     proposer = run_episodes(engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0),
                             "question", cfg.search.topk, metas)
+    proposer_excluded = [t.stop_reason == "error" for t in proposer]
     timing["timing/proposer_s"] = time.perf_counter() - t0
 
     # 3. extraction and rule filters
@@ -76,7 +99,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     rejections = Counter(e.rejection for e in extractions if e.rejection)
     candidates = [i for i, e in enumerate(extractions) if e.rejection is None]
 
-    # 4. RAG verification
+    # 4. verification
     t0 = time.perf_counter()
     verified: dict[int, Any] = {}
     if candidates and g.verifier != "off":
@@ -84,6 +107,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
                                   proposer, g.verifier, g.noisy_docs, rng, engine=engine, judge=judge, guided=guided)
         for i, v in zip(candidates, checks):
             proposer[i].meta["verification"] = {"passed": v.passed, "answer": v.answer, "verdict": v.verdict}
+            proposer_excluded[i] = proposer_excluded[i] or v.infra
             if v.passed:
                 verified[i] = v
             else:
@@ -99,34 +123,26 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
         for q in pool.sample_reusable(n_rejected, g.reuse_threshold, rng):
             tasks.append(SolverTask(q.question, [q.answer, *q.aliases], "reuse", q.id))
 
-    # 6. solver rollouts (solver_n per question; the group is the question)
+    # 6-7. solver rollouts and rewards; the proposer's reward from its question's success rate
     t0 = time.perf_counter()
-    solver_tasks = [t for t in tasks for _ in range(g.solver_n)]
-    solver_groups = [k for k in range(len(tasks)) for _ in range(g.solver_n)]
-    solver_prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(t.question)) for t in solver_tasks]
-    solver_metas = [{"role": "solver", "id": f"step{step}-s{j}", "question": t.question, "golden": t.golden,
-                     "source": t.source, "pool_id": t.pool_id} for j, t in enumerate(solver_tasks)]
-    solver = run_episodes(engine, retriever, solver_prompts, _role(cfg.rollout, g.solver_max_turns, step, 1),
-                          "answer", cfg.search.topk, solver_metas)
+    solved = solve(engine, retriever, tasks, cfg, step, judge)
     timing["timing/solver_s"] = time.perf_counter() - t0
-
-    # 7. rewards
-    verdicts = _judge_solver_answers(solver, solver_tasks, judge if g.solver_judge else None)
-    solver_rewards = [solver_reward(t.final, task.golden, count_tags("".join(x.text for x in t.turns), "answer"), v)
-                      for t, task, v in zip(solver, solver_tasks, verdicts)]
-    for t, r in zip(solver, solver_rewards):
-        t.meta["reward"] = r
-    rates = [success_rate(solver_rewards[k * g.solver_n:(k + 1) * g.solver_n]) for k in range(len(tasks))]
     proposer_rewards = [g.format_penalty] * len(proposer)
-    for task, rate in zip(tasks, rates):
-        if task.proposer_index is not None:
+    for task, rate in zip(tasks, solved.rates):
+        if task.proposer_index is None:
+            continue
+        if rate is None:  # every solver rollout failed for infrastructure reasons: no verdict on the question
+            proposer_excluded[task.proposer_index] = True
+        else:
             proposer_rewards[task.proposer_index] = proposer_reward(rate, g.proposer_reward, g.reward_left, g.reward_right)
     for t, r in zip(proposer, proposer_rewards):
         t.meta["reward"] = r
 
     # 8. pool update: new questions with provenance, new attempts of reused ones
-    for k, (task, rate) in enumerate(zip(tasks, rates)):
-        rewards = solver_rewards[k * g.solver_n:(k + 1) * g.solver_n]
+    for k, (task, rate) in enumerate(zip(tasks, solved.rates)):
+        if rate is None:
+            continue
+        rewards = [r for j, r in enumerate(solved.rewards) if solved.groups[j] == k and not solved.excluded[j]]
         if task.source == "reuse":
             pool.record_attempt(task.pool_id, step, rewards, rate)
             continue
@@ -138,18 +154,55 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
             verdict=v.verdict if v else "not_verified", solver_rewards=rewards, success_rate=rate,
             seed_extra=seed.extra))
 
-    metrics.update(_round_metrics(proposer, proposer_rewards, solver, solver_rewards, tasks, rates, rejections,
-                                  len(candidates), len(verified), verdicts, judge))
+    metrics.update(_proposer_metrics(proposer, proposer_rewards, proposer_excluded, rejections, len(candidates),
+                                     len(verified)))
+    metrics.update(_solver_metrics(solved, tasks, judge))
     metrics.update(timing)
     if g.verifier == "off":  # nothing was verified: a pass rate would be a made-up 1.0
         metrics.pop("verify/pass_rate")
-    return RoundResult(proposer, proposer_rewards, proposer_groups, solver, solver_rewards, solver_groups, tasks, metrics)
+    return RoundResult(proposer, proposer_rewards, proposer_groups, solved.trajectories, solved.rewards, solved.groups,
+                       tasks, metrics, proposer_excluded, solved.excluded)
+
+
+def play_supervised_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, cfg: Config, step: int,
+                          judge: LLMJudge | None = None) -> RoundResult:
+    """The supervised control: `batch_size` labelled questions (seeds whose extra holds the question), solver only."""
+    tasks = [SolverTask(s.extra["question"], s.golden, "labelled", str(s.extra.get("id", ""))) for s in sampler.sample(cfg.game.batch_size)]
+    t0 = time.perf_counter()
+    solved = solve(engine, retriever, tasks, cfg, step, judge)
+    metrics = {**_solver_metrics(solved, tasks, judge), "timing/solver_s": time.perf_counter() - t0}
+    return RoundResult([], [], [], solved.trajectories, solved.rewards, solved.groups, tasks, metrics, [], solved.excluded)
+
+
+def solve(engine: Engine, retriever: Retriever, tasks: list[SolverTask], cfg: Config, step: int,
+          judge: LLMJudge | None = None) -> Solved:
+    """`solver_n` rollouts per task (the group is the task) and their rewards."""
+    g = cfg.game
+    solver_tasks = [t for t in tasks for _ in range(g.solver_n)]
+    groups = [k for k in range(len(tasks)) for _ in range(g.solver_n)]
+    prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(t.question)) for t in solver_tasks]
+    metas = [{"role": "solver", "id": f"step{step}-s{j}", "question": t.question, "golden": t.golden,
+              "source": t.source, "pool_id": t.pool_id} for j, t in enumerate(solver_tasks)]
+    trajs = run_episodes(engine, retriever, prompts, _role(cfg.rollout, g.solver_max_turns, step, 1),
+                         "answer", cfg.search.topk, metas)
+    use_judge = judge if g.solver_reward == "judge" else None
+    verdicts = _judge_solver_answers(trajs, solver_tasks, use_judge)
+    rewards = [solver_reward(t.final, task.golden, g.solver_reward, count_tags("".join(x.text for x in t.turns), "answer"), v)
+               for t, task, v in zip(trajs, solver_tasks, verdicts)]
+    excluded = [t.stop_reason == "error" or (use_judge is not None and "judge" in t.meta and v is None)
+                for t, v in zip(trajs, verdicts)]
+    for t, r, x in zip(trajs, rewards, excluded):
+        t.meta["reward"] = r
+        t.meta["excluded"] = x
+    rates: list[float | None] = []
+    for k in range(len(tasks)):
+        valid = [r for j, r in enumerate(rewards) if groups[j] == k and not excluded[j]]
+        rates.append(success_rate(valid) if valid else None)
+    return Solved(trajs, rewards, groups, excluded, rates, verdicts)
 
 
 def _role(base: RolloutConfig, max_turns: int, step: int, role: int) -> RolloutConfig:
     """The rollout settings of one role: its own turn budget and a seed distinct per step and role."""
-    from dataclasses import replace
-
     return replace(base, max_turns=max_turns, seed=base.seed + 1000 * step + 100 * role)
 
 
@@ -166,30 +219,39 @@ def _judge_solver_answers(solver: list[Trajectory], tasks: list[SolverTask], jud
     return verdicts
 
 
-def _round_metrics(proposer: list[Trajectory], proposer_rewards: list[float], solver: list[Trajectory],
-                   solver_rewards: list[float], tasks: list[SolverTask], rates: list[float], rejections: Counter,
-                   n_candidates: int, n_verified: int, verdicts: list[bool | None], judge: LLMJudge | None) -> dict[str, float]:
+def _proposer_metrics(proposer: list[Trajectory], rewards: list[float], excluded: list[bool], rejections: Counter,
+                      n_candidates: int, n_verified: int) -> dict[str, float]:
     n_prop = max(len(proposer), 1)
     m: dict[str, float] = {
         "proposer/valid_rate": n_verified / n_prop,
-        "proposer/reward_mean": statistics.fmean(proposer_rewards) if proposer_rewards else 0.0,
-        "proposer/reward_std": statistics.pstdev(proposer_rewards) if len(proposer_rewards) > 1 else 0.0,
+        "proposer/reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+        "proposer/reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
+        "proposer/infra_excluded": float(sum(excluded)),
         "verify/candidates": float(n_candidates),
         "verify/pass_rate": n_verified / n_candidates if n_candidates else 0.0,
         "verify/errors": float(rejections.get(VERIFY_ERROR, 0)),
-        "pool/reused": float(sum(t.source == "reuse" for t in tasks)),
-        "solver/questions": float(len(tasks)),
-        "solver/acc": sum(r > 0 for r in solver_rewards) / len(solver_rewards) if solver_rewards else 0.0,
-        "solver/reward_mean": statistics.fmean(solver_rewards) if solver_rewards else 0.0,
-        "solver/success_rate_0": sum(r == 0 for r in rates) / max(len(rates), 1),
-        "solver/success_rate_mid": sum(0 < r < 1 for r in rates) / max(len(rates), 1),
-        "solver/success_rate_1": sum(r == 1 for r in rates) / max(len(rates), 1),
     }
     for reason in REJECTION_REASONS:
         m[f"proposer/reject_{reason}"] = float(rejections.get(reason, 0))
     m.update(rollout_metrics(proposer, "proposer"))
-    m.update(rollout_metrics(solver, "solver"))
+    return m
+
+
+def _solver_metrics(solved: Solved, tasks: list[SolverTask], judge: LLMJudge | None) -> dict[str, float]:
+    rewards, rates = solved.rewards, [r for r in solved.rates if r is not None]
+    m: dict[str, float] = {
+        "pool/reused": float(sum(t.source == "reuse" for t in tasks)),
+        "solver/questions": float(len(tasks)),
+        "solver/acc": sum(r >= 1 for r in rewards) / len(rewards) if rewards else 0.0,  # full credit
+        "solver/reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+        "solver/infra_excluded": float(sum(solved.excluded)),
+        "solver/success_rate_0": sum(r == 0 for r in rates) / max(len(rates), 1),
+        "solver/success_rate_mid": sum(0 < r < 1 for r in rates) / max(len(rates), 1),
+        "solver/success_rate_1": sum(r == 1 for r in rates) / max(len(rates), 1),
+    }
+    m.update(rollout_metrics(solved.trajectories, "solver"))
     if judge is not None:
         m.update({k: float(v) for k, v in judge.stats().items()})
-        m["solver/judge_unknown"] = float(sum(1 for t, v in zip(solver, verdicts) if "judge" in t.meta and v is None))
+        m["solver/judge_unknown"] = float(sum(1 for t, v in zip(solved.trajectories, solved.verdicts)
+                                              if "judge" in t.meta and v is None))
     return m

@@ -7,7 +7,12 @@ the seed's answer (exact match after normalisation, else the LLM judge when conf
 
 Verifiers: `policy` (the model being trained, one greedy turn) or `judge` (the external
 model). A verifier that fails — no answer, an HTTP error, an unreadable verdict — rejects the
-question and is counted; it never lets a question through.
+question and is counted; it never lets a question through. A judge that fails is an
+infrastructure failure (`Verification.infra`): the proposer's rollout then leaves the loss.
+
+`evidence` is the rule-based check for models too small to read evidence reliably: a question
+is kept only if a golden answer (or alias) occurs in a document its proposer retrieved. It keeps
+the paper's point (no question without evidence for its answer) but not its answerability test.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from searchplay.agent.protocol import last_tag
 from searchplay.agent.rollout import chat_prompt_ids
 from searchplay.agent.trajectory import Trajectory
+from searchplay.game.extract import mentions
 from searchplay.game.seeds import Seed
 from searchplay.judge.llm_judge import EVIDENCE_PROMPT, LLMJudge
 from searchplay.judge.match import exact_match
@@ -34,6 +40,13 @@ class Verification:
     evidence_ids: list[str] = field(default_factory=list)
     noisy_ids: list[str] = field(default_factory=list)
     judge_model: str = ""
+    infra: bool = False  # the judge failed (HTTP error, unreadable verdict): not the proposer's fault
+
+
+def evidence_check(seed: Seed, traj: Trajectory) -> Verification:
+    """Pass when a golden answer occurs in a retrieved document; the evidence ids are those documents."""
+    docs = [d for d in traj.retrieved if mentions(f"{d.get('title', '')} {d.get('text', '')}", seed.golden)]
+    return Verification(bool(docs), None, "answer_in_evidence" if docs else "answer_not_in_evidence", [d["id"] for d in docs])
 
 
 def build_evidence(own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_docs: int,
@@ -74,6 +87,8 @@ def verify_questions(questions: list[tuple[str, Seed, Trajectory]], batch: list[
                      noisy_docs: int, rng: random.Random, engine: Engine | None = None, judge: LLMJudge | None = None,
                      guided: bool = False) -> list[Verification]:
     """Verify each (question, seed, proposer trajectory); `batch` is every proposer trajectory of the round."""
+    if verifier == "evidence":
+        return [evidence_check(seed, traj) for _, seed, traj in questions]
     items, evidence_sets = [], []
     for question, _, traj in questions:
         others = [t.retrieved for t in batch if t is not traj]
@@ -93,7 +108,7 @@ def verify_questions(questions: list[tuple[str, Seed, Trajectory]], batch: list[
     for i, ((_, seed, _), answer) in enumerate(zip(questions, answers)):
         ev, noisy = evidence_sets[i]
         if answer is None:
-            results.append(Verification(False, None, "verifier_error", ev, noisy))
+            results.append(Verification(False, None, "verifier_error", ev, noisy, infra=verifier == "judge"))
         elif exact_match(answer, seed.golden):
             results.append(Verification(True, answer, "exact_match", ev, noisy))
         else:
@@ -106,4 +121,5 @@ def verify_questions(questions: list[tuple[str, Seed, Trajectory]], batch: list[
             r.judge_model = v.model
             r.passed = v.value is True
             r.verdict = {True: "judge_yes", False: "judge_no", None: "judge_unknown"}[v.value]
+            r.infra = v.value is None
     return results

@@ -2,8 +2,10 @@
 
 Engines take token-id prompts (never text) and return the sampled token ids, so that the
 learner trains on the very tokens the policy produced. `logprobs` are those of the sampled
-tokens under the *unmodified* policy distribution (temperature 1, no top-k/top-p), which is what
-the learner recomputes; sampling itself uses the configured temperature and filters.
+tokens under the tempered distribution softmax(logits / temperature) (temperature 1 when greedy),
+which is what the learner recomputes. Top-k/top-p truncation is not part of them: training
+rollouts run without truncation (the trainer refuses top_p < 1 or top_k > 0), so the learner's
+distribution is exactly the one sampled from (docs/method.md, "Log-probabilities").
 """
 
 from __future__ import annotations

@@ -166,8 +166,9 @@ class TransformersEngine:
         tail_tokens = max((len(self.tokenizer.encode(s, add_special_tokens=False)) for s in params.stop), default=0) + 2
         min_new = min(params.min_new_tokens, params.max_new_tokens)
         step = 0
+        scale = params.temperature if params.temperature > 0 else 1.0
         while True:  # row r of the batch is prompt active[r]
-            logprobs = torch.log_softmax(logits, dim=-1)
+            logprobs = torch.log_softmax(logits / scale, dim=-1)  # the distribution sampled from, before top-k/top-p
             step += 1  # every row gets its step-th token now
             if step <= min_new:
                 logits[:, list(self.eot_ids)] = float("-inf")

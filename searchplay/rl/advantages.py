@@ -8,8 +8,10 @@ return differ along the sequence). The Learner broadcasts scalars over response 
   `norm_std=False`. A one-sample group has no baseline: its advantage is its reward (mean 0,
   std 1). An all-equal group gets 0.
 - `rloo`: leave-one-out baseline, r_i - mean of the other rewards of the group.
-- `reinforce_pp`: REINFORCE++ — returns (optionally minus beta * the KL still to come) whitened
-  over the whole batch.
+- `reinforce_pp`: REINFORCE++ — per-token returns (the reward, optionally minus kl_coef times
+  the KL still to come) whitened over the trained tokens (loss mask 1) of the whole batch: the
+  batch mean is the baseline, each sequence weighted by its trained-token count. Masked
+  positions (prompt, retrieved documents, inserted tags) get 0 and take no part in the statistics.
 """
 
 from __future__ import annotations
@@ -54,29 +56,33 @@ def rloo(rewards: list[float], groups: list[int]) -> list[float]:
     return adv
 
 
-def reinforce_pp(rewards: list[float], token_kl: list[torch.Tensor] | None = None, kl_coef: float = 0.0) -> list[torch.Tensor]:
-    """Per-token REINFORCE++ advantages: return-to-go of (reward at the end, -kl_coef * kl per token), whitened."""
-    returns = []
-    for i, r in enumerate(rewards):
+def reinforce_pp(rewards: list[float], masks: list[list[int]], token_kl: list[torch.Tensor] | None = None,
+                 kl_coef: float = 0.0) -> list[torch.Tensor]:
+    """Per-token REINFORCE++ advantages over response positions, whitened over trained tokens only."""
+    returns, where = [], []
+    for i, (r, mask) in enumerate(zip(rewards, masks)):
+        m = torch.tensor(mask, dtype=torch.bool)
         if token_kl is not None and kl_coef > 0:
-            penalty = -kl_coef * token_kl[i].double()
-            to_go = penalty.flip(0).cumsum(0).flip(0)
-            returns.append(to_go + r)
+            penalty = -kl_coef * token_kl[i].double() * m
+            returns.append(penalty.flip(0).cumsum(0).flip(0) + r)
         else:
-            n = token_kl[i].numel() if token_kl is not None else 1
-            returns.append(torch.full((n,), float(r), dtype=torch.float64))
-    flat = torch.cat(returns)
-    mean, std = flat.mean(), flat.std() if flat.numel() > 1 else torch.tensor(1.0, dtype=torch.float64)
-    return [((x - mean) / (std + EPS)).float() for x in returns]
+            returns.append(torch.full((len(mask),), float(r), dtype=torch.float64))
+        where.append(m)
+    trained = torch.cat([x[m] for x, m in zip(returns, where)])
+    if trained.numel() == 0:
+        return [torch.zeros(len(m)) for m in masks]
+    mean = trained.mean()
+    std = trained.std() if trained.numel() > 1 else torch.tensor(1.0, dtype=torch.float64)
+    return [(((x - mean) / (std + EPS)) * m).float() for x, m in zip(returns, where)]
 
 
-def compute_advantages(kind: str, rewards: list[float], groups: list[int], norm_std: bool = True,
+def compute_advantages(kind: str, rewards: list[float], groups: list[int], masks: list[list[int]], norm_std: bool = True,
                        token_kl: list[torch.Tensor] | None = None, kl_coef: float = 0.0) -> list[torch.Tensor | float]:
-    """The configured estimator; scalars per sequence, or tensors per token (reinforce_pp)."""
+    """The configured estimator; scalars per sequence, or tensors per response token (reinforce_pp)."""
     if kind == "grpo":
         return list(grpo(rewards, groups, norm_std))
     if kind == "rloo":
         return list(rloo(rewards, groups))
     if kind == "reinforce_pp":
-        return list(reinforce_pp(rewards, token_kl, kl_coef))
+        return list(reinforce_pp(rewards, masks, token_kl, kl_coef))
     raise ValueError(f"unknown advantage estimator {kind!r}; use grpo, rloo or reinforce_pp")

@@ -2,12 +2,19 @@
 
 One update, in order:
 1. pack the sequences (prompt + response) and their loss masks;
-2. compute old log-probs with the current weights (and reference log-probs if kl_coef > 0),
-   before any weight changes; with one epoch over one mini-batch the update is on-policy and the
-   old log-probs are taken, detached, from the training forward pass itself;
+2. old log-probs: those of the weights that sampled the rollouts. Samples whose old log-probs
+   were not scored yet (`score_old`) are scored now, which is only allowed while the weights are
+   still the sampling weights (`Sample.version == Learner.version`, else `OffPolicyError`): a
+   trainer that updates the solver first must score the proposer's samples before that update.
+   With one epoch over one mini-batch the old log-probs are the current ones and come, detached,
+   from the training forward pass itself; reference log-probs are scored if kl_coef > 0;
 3. for each PPO epoch and mini-batch: split into micro-batches by a padded-token budget,
    forward + backward each (gradient accumulation; normalisers count the whole mini-batch),
-   clip the gradient norm, step AdamW and the LR schedule.
+   clip the gradient norm, step AdamW and the LR schedule (one scheduler step per optimizer step).
+
+Log-probs are those of softmax(logits / T) with T the rollout temperature, the distribution the
+engine sampled from; `learner/logprob_gap_*` reports how far the learner's old log-probs are from
+the engine's (`Trajectory.logprobs`), a training/inference mismatch check.
 
 Weights stay in fp32 (the master copy); `bf16=True` runs forward/backward under bf16 autocast.
 At lr 1e-6 a bf16 weight would round most updates away (bf16 has 8 bits of mantissa), which is
@@ -38,13 +45,20 @@ class Sample:
     response_ids: list[int]
     loss_mask: list[int]
     advantage: float | torch.Tensor  # scalar, or one value per response token
+    rollout_logprobs: list[float] | None = None  # the engine's, per response token (mismatch check)
+    version: int = 0  # Learner.version of the weights that sampled it
+    old_logprobs: torch.Tensor | None = None  # per target position (len - 1), set by Learner.score_old
 
     @classmethod
-    def from_trajectory(cls, traj: Trajectory, advantage: float | torch.Tensor) -> "Sample":
-        return cls(traj.prompt_ids, traj.response_ids, traj.loss_mask, advantage)
+    def from_trajectory(cls, traj: Trajectory, advantage: float | torch.Tensor, version: int = 0) -> "Sample":
+        return cls(traj.prompt_ids, traj.response_ids, traj.loss_mask, advantage, traj.logprobs, version)
 
     def __len__(self) -> int:
         return len(self.prompt_ids) + len(self.response_ids)
+
+
+class OffPolicyError(RuntimeError):
+    """Samples without old log-probs reached an update after the weights that sampled them changed."""
 
 
 def lr_lambda(cfg: LearnerConfig, total_steps: int) -> Any:
@@ -60,8 +74,12 @@ def lr_lambda(cfg: LearnerConfig, total_steps: int) -> Any:
 
 
 class Learner:
-    def __init__(self, model: Any, cfg: LearnerConfig, reference: Any | None = None, total_steps: int = 1000, pad_id: int = 0):
+    def __init__(self, model: Any, cfg: LearnerConfig, reference: Any | None = None, total_steps: int = 1000,
+                 pad_id: int = 0, temperature: float = 1.0):
+        """`total_steps`: planned optimizer steps (the cosine length when cfg.total_steps is 0);
+        `temperature`: the rollout temperature, so that log-probs are those of the sampled distribution."""
         self.model, self.cfg, self.reference, self.pad_id = model, cfg, reference, pad_id
+        self.temperature = temperature if temperature > 0 else 1.0
         if any(p.dtype != torch.float32 for p in model.parameters()):
             raise ValueError("the Learner keeps fp32 master weights: load the policy in float32 (bf16 is used via autocast)")
         if cfg.gradient_checkpointing:
@@ -71,6 +89,11 @@ class Learner:
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, cfg.total_steps or total_steps))
         self.rng = random.Random(cfg.seed)
+
+    @property
+    def version(self) -> int:
+        """Optimizer steps taken so far: which weights a sample was generated with."""
+        return int(self.scheduler.last_epoch)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.cfg.bf16 else contextlib.nullcontext()
@@ -102,7 +125,7 @@ class Learner:
         with self._autocast():
             hidden = model.base_model(input_ids=t["ids"], attention_mask=t["attention"], use_cache=False).last_hidden_state
             where = t["mask"].bool()
-            logits = model.get_output_embeddings()(hidden[:, :-1][where]).float()
+            logits = model.get_output_embeddings()(hidden[:, :-1][where]).float() / self.temperature
         picked = torch.log_softmax(logits, -1).gather(-1, t["ids"][:, 1:][where][:, None]).squeeze(-1)
         logp = torch.zeros_like(t["mask"]).masked_scatter(where, picked)
         if not with_entropy:
@@ -111,13 +134,22 @@ class Learner:
 
     @torch.no_grad()
     def _score(self, model: Any, chunks: list[list[int]], samples: list[Sample]) -> dict[int, torch.Tensor]:
-        """Log-probs of every sample under `model`, keyed by sample index."""
+        """Log-probs of every sample under `model`, keyed by sample index, one per target position."""
         model.eval()
         scored: dict[int, torch.Tensor] = {}
         for chunk in chunks:
             rows = self._logprobs(model, self._tensors([samples[i] for i in chunk]))[0]
-            scored.update(zip(chunk, rows))
+            scored.update((i, row[: len(samples[i]) - 1]) for i, row in zip(chunk, rows))
         return scored
+
+    def score_old(self, samples: list[Sample]) -> None:
+        """Store each sample's old log-probs; call while the weights are still those that sampled them."""
+        stale = {s.version for s in samples} - {self.version}
+        if stale:
+            raise OffPolicyError(f"samples from weights version {sorted(stale)} cannot be scored at version {self.version}")
+        scored = self._score(self.model, self._index_chunks(list(range(len(samples))), samples), samples)
+        for i, s in enumerate(samples):
+            s.old_logprobs = scored[i]
 
     def update(self, samples: list[Sample]) -> dict[str, float]:
         """One PPO update over `samples`; returns learner metrics."""
@@ -128,17 +160,23 @@ class Learner:
         cfg = self.cfg
         mini_size = cfg.mini_batch_size or len(samples)
         order = list(range(len(samples)))
-        # old (and reference) log-probs, before the update, keyed by sample index
-        chunks = self._index_chunks(order, samples)
-        # One epoch over one mini-batch is exactly on-policy: the old log-probs are the current ones,
-        # so they come from the training forward pass itself (detached) instead of an extra pass.
+        unscored = [s for s in samples if s.old_logprobs is None]
+        if any(s.version != self.version for s in unscored):
+            raise OffPolicyError("samples sampled before the last optimizer step have no old log-probs: "
+                                 "call Learner.score_old on them before the first update of the step")
+        # One epoch over one mini-batch is exactly on-policy: the old log-probs of samples not scored
+        # yet are the current ones and come from the training forward pass itself (detached).
         on_policy = cfg.ppo_epochs == 1 and mini_size >= len(samples)
-        old = None if on_policy else self._score(self.model, chunks, samples)
+        if unscored and not on_policy:
+            self.score_old(unscored)
+        chunks = self._index_chunks(order, samples)
         ref = self._score(self.reference, chunks, samples) if self.reference is not None and cfg.kl_coef > 0 else None
         self.model.train()
-        sums: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clipfrac": 0.0, "grad_norm": 0.0}
+        sums: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clipfrac": 0.0, "grad_norm": 0.0,
+                                  "ratio_dev": 0.0}
+        gap = _Gap()
         tokens_seen, optimizer_steps = 0, 0
-        for _ in range(cfg.ppo_epochs):
+        for epoch in range(cfg.ppo_epochs):
             self.rng.shuffle(order)
             for lo in range(0, len(order), mini_size):
                 mini = order[lo : lo + mini_size]
@@ -149,7 +187,10 @@ class Learner:
                     t = self._tensors(batch)
                     width = t["mask"].shape[1]
                     logp, entropy = self._logprobs(self.model, t, with_entropy=True)
-                    old_lp = logp.detach() if old is None else torch.stack([_pad(old[i], width) for i in chunk])
+                    old_lp = torch.stack([_pad(s.old_logprobs, width) if s.old_logprobs is not None else row.detach()
+                                          for s, row in zip(batch, logp)])
+                    if epoch == 0:
+                        gap.add(batch, old_lp, t["mask"])
                     pg, clipped = ppo_clip_loss(logp, old_lp, t["adv"], t["mask"], cfg.clip_low, cfg.clip_high, cfg.dual_clip)
                     loss = aggregate(pg, t["mask"], cfg.loss_agg, n_tokens, len(mini))
                     if ref is not None:
@@ -164,6 +205,7 @@ class Learner:
                     sums["pg_loss"] += float(pg.detach().sum())
                     sums["entropy"] += float((entropy.detach() * t["mask"]).sum())
                     sums["clipfrac"] += float(clipped.detach().sum())
+                    sums["ratio_dev"] += float(((logp.detach() - old_lp).exp() - 1).abs().mul(t["mask"]).sum())
                     tokens_seen += int(t["attention"].sum())
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 self.optimizer.step()
@@ -177,9 +219,10 @@ class Learner:
             "learner/samples": float(len(samples)), "learner/loss": sums["loss"] / optimizer_steps,
             "learner/pg_loss": sums["pg_loss"] / trained, "learner/kl": sums["kl"] / trained if ref is not None else 0.0,
             "learner/entropy": sums["entropy"] / trained, "learner/clipfrac": sums["clipfrac"] / trained,
+            "learner/ratio_dev": sums["ratio_dev"] / trained,
             "learner/grad_norm": sums["grad_norm"] / optimizer_steps, "learner/lr": self.scheduler.get_last_lr()[0],
             "learner/optimizer_steps": float(optimizer_steps), "learner/trained_tokens": trained,
-            "learner/tokens_per_s": tokens_seen / seconds, "learner/seconds": seconds,
+            "learner/tokens_per_s": tokens_seen / seconds, "learner/seconds": seconds, **gap.metrics(),
         }
 
     @torch.no_grad()
@@ -219,6 +262,29 @@ class Learner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng.setstate(state["rng"])
+
+
+class _Gap:
+    """|engine log-prob - learner old log-prob| over trained tokens: the training/inference mismatch."""
+
+    def __init__(self) -> None:
+        self.total, self.count, self.max = 0.0, 0, 0.0
+
+    def add(self, batch: list[Sample], old_lp: torch.Tensor, mask: torch.Tensor) -> None:
+        for k, s in enumerate(batch):
+            if not s.rollout_logprobs:
+                continue
+            start = len(s.prompt_ids) - 1
+            where = mask[k, start : start + len(s.response_ids)].bool()
+            diff = (old_lp[k, start : start + len(s.response_ids)] - torch.tensor(s.rollout_logprobs)).abs()[where]
+            if diff.numel():
+                self.total, self.count = self.total + float(diff.sum()), self.count + diff.numel()
+                self.max = max(self.max, float(diff.max()))
+
+    def metrics(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        return {"learner/logprob_gap_mean": self.total / self.count, "learner/logprob_gap_max": self.max}
 
 
 def _pad(row: torch.Tensor, width: int) -> torch.Tensor:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from searchplay.config import Config
+from searchplay.eval.data import load_dataset
 from searchplay.game.pool import QuestionPool
-from searchplay.game.seeds import SeedSampler, load_seeds
+from searchplay.game.seeds import SeedSampler, labelled_seeds, load_seeds
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.transformers_engine import TransformersEngine
 from searchplay.search.base import Retriever
@@ -30,5 +31,5 @@ class Components:
 def build_components(cfg: Config, pool_path: str | None, engine: TransformersEngine | None = None) -> Components:
     engine = engine or TransformersEngine.load(cfg.model.path, cfg.model.dtype, cfg.model.threads)
     judge = LLMJudge(cfg.judge) if cfg.judge.base_url else None
-    return Components(engine, open_retriever(cfg), judge, SeedSampler(load_seeds(cfg.game.seeds), cfg.game.seed),
-                      QuestionPool(pool_path))
+    seeds = labelled_seeds(load_dataset(cfg.game.train_data)) if cfg.game.mode == "supervised" else load_seeds(cfg.game.seeds)
+    return Components(engine, open_retriever(cfg), judge, SeedSampler(seeds, cfg.game.seed), QuestionPool(pool_path))

@@ -2,6 +2,9 @@
 
     for each step:
         play_round                      proposer rollouts -> verification -> solver rollouts -> rewards
+                                        (game.mode = "supervised": labelled questions, solver only)
+        drop infrastructure failures    failed searches / judge calls are not the model's failure
+        score the proposer's old        log-probs, before the solver update changes the weights
         update the solver               advantages per solver.adv_estimator over question groups
         update the proposer             (after proposer.warmup_steps) over seed groups
         log                             metrics.jsonl (+ TensorBoard / wandb), sampled trajectories
@@ -16,6 +19,8 @@ written after it belonged to a step that is now played again) and continues.
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -25,10 +30,11 @@ from typing import Any
 import torch
 
 from searchplay.agent.trajectory import Trajectory
-from searchplay.config import Config
+from searchplay.config import Config, validate_for_training
+from searchplay.eval.data import load_dataset
 from searchplay.eval.evaluate import evaluate, summarize
 from searchplay.game.pool import QuestionPool
-from searchplay.game.selfplay import RoundResult, play_round
+from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
 from searchplay.rl.advantages import compute_advantages
 from searchplay.rl.learner import Learner, Sample
@@ -51,17 +57,46 @@ class TrainSummary:
     seconds: float
 
 
-def role_samples(trajs: list[Trajectory], rewards: list[float], groups: list[int], estimator: str, norm_std: bool,
-                 dynamic_sampling: bool, learner: Learner | None = None, kl_in_reward: float = 0.0) -> list[Sample]:
-    """Samples with advantages for one role; with dynamic sampling, groups without signal are dropped."""
+def role_samples(trajs: list[Trajectory], rewards: list[float], groups: list[int], excluded: list[bool], estimator: str,
+                 norm_std: bool, dynamic_sampling: bool, version: int, learner: Learner | None = None,
+                 kl_in_reward: float = 0.0) -> list[Sample]:
+    """Samples with advantages for one role.
+
+    Rollouts that failed for infrastructure reasons (`excluded`) are dropped first, so they are
+    neither trained on nor part of a group's baseline; with dynamic sampling, groups without
+    signal are dropped too. `version` is the learner version that generated the rollouts.
+    """
+    keep = [i for i, x in enumerate(excluded) if not x] if excluded else list(range(len(trajs)))
     if dynamic_sampling:
-        keep = informative(rewards, groups)
-        trajs, rewards, groups = [trajs[i] for i in keep], [rewards[i] for i in keep], [groups[i] for i in keep]
-    samples = [Sample.from_trajectory(t, 0.0) for t in trajs]
+        signal = set(informative([rewards[i] for i in keep], [groups[i] for i in keep]))
+        keep = [i for k, i in enumerate(keep) if k in signal]
+    trajs, rewards, groups = [trajs[i] for i in keep], [rewards[i] for i in keep], [groups[i] for i in keep]
+    samples = [Sample.from_trajectory(t, 0.0, version) for t in trajs]
     token_kl = learner.token_kl(samples) if (learner is not None and kl_in_reward > 0 and estimator == "reinforce_pp") else None
-    for s, adv in zip(samples, compute_advantages(estimator, rewards, groups, norm_std, token_kl, kl_in_reward)):
+    masks = [t.loss_mask for t in trajs]
+    for s, adv in zip(samples, compute_advantages(estimator, rewards, groups, masks, norm_std, token_kl, kl_in_reward)):
         s.advantage = adv
     return samples
+
+
+def planned_optimizer_steps(cfg: Config) -> int:
+    """Optimizer steps a run takes when every rollout yields a sample: the LR schedule's length.
+
+    Per step and update: ceil(samples / mini_batch_size) mini-batches x ppo_epochs. Dynamic
+    sampling, rejected questions and excluded rollouts can only make the real count smaller.
+    """
+    g, lc = cfg.game, cfg.learner
+    proposer_n = 0 if g.mode == "supervised" else g.batch_size * g.proposer_n
+    solver_n = g.batch_size * g.solver_n * (1 if g.mode == "supervised" else g.proposer_n)
+
+    def batches(n: int) -> int:
+        return math.ceil(n / (lc.mini_batch_size or n)) if n else 0
+
+    total = 0
+    for step in range(1, cfg.trainer.steps + 1):
+        sizes = [solver_n if step > cfg.solver.warmup_steps else 0, proposer_n if step > cfg.proposer.warmup_steps else 0]
+        total += batches(sum(sizes)) if cfg.trainer.combine_update else sum(batches(n) for n in sizes)
+    return total * lc.ppo_epochs
 
 
 def informative(rewards: list[float], groups: list[int]) -> list[int]:
@@ -89,9 +124,29 @@ def _sample_trajectories(result: RoundResult, per_role: int) -> list[Trajectory]
 
 
 def _eval_records(cfg: Config) -> list[dict[str, Any]]:
-    from searchplay.eval.data import load_dataset
-
     return load_dataset(cfg.trainer.eval_data)[: cfg.trainer.eval_limit]
+
+
+def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, version: int) -> dict[str, float]:
+    """Both roles' updates for one round; old log-probs always come from the weights that sampled."""
+    solver: list[Sample] = []
+    if step > cfg.solver.warmup_steps:
+        solver = role_samples(result.solver, result.solver_rewards, result.solver_groups, result.solver_excluded,
+                              cfg.solver.adv_estimator, cfg.solver.norm_std, cfg.trainer.dynamic_sampling, version,
+                              learner, cfg.learner.kl_in_reward_coef)
+    proposer: list[Sample] = []
+    if step > cfg.proposer.warmup_steps:
+        proposer = role_samples(result.proposer, result.proposer_rewards, result.proposer_groups, result.proposer_excluded,
+                                cfg.proposer.adv_estimator, cfg.proposer.norm_std, cfg.trainer.dynamic_sampling, version,
+                                learner, cfg.learner.kl_in_reward_coef)
+    if cfg.trainer.combine_update:
+        return _prefixed("update", learner.update(solver + proposer))
+    if solver and proposer:  # the solver update changes the weights: score the proposer's rollouts first
+        learner.score_old(proposer)
+    metrics = _prefixed("solver_update", learner.update(solver))
+    if result.proposer:  # the supervised control has no proposer
+        metrics.update(_prefixed("proposer_update", learner.update(proposer)))
+    return metrics
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
@@ -102,6 +157,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
         raise TrainError(f"nothing to resume in {run_dir}: no complete checkpoint under {run.checkpoints}")
     if not resume and run.metrics.exists():
         raise TrainError(f"{run_dir} already holds a run; resume it with --resume or choose another --run-dir")
+    validate_for_training(cfg)
     run.create(cfg)
     torch.manual_seed(cfg.learner.seed)
     model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else cfg.model.path, "float32")
@@ -111,8 +167,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
         reference.requires_grad_(False)
     engine = TransformersEngine(model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16",
                                 keep_kv_mib=cfg.model.keep_kv_mib)
-    updates_per_step = (1 if cfg.trainer.combine_update else 2) * cfg.learner.ppo_epochs
-    learner = Learner(model, cfg.learner, reference, cfg.trainer.steps * updates_per_step, engine.pad_id)
+    learner = Learner(model, cfg.learner, reference, planned_optimizer_steps(cfg), engine.pad_id, cfg.rollout.temperature)
     rng = random.Random(cfg.game.seed)
     start = 0
     if checkpoint is not None:
@@ -128,27 +183,25 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     eval_records = _eval_records(cfg) if cfg.trainer.eval_every else []
     metrics: dict[str, Any] = {}
     saved = checkpoint
+    train_seconds = float(state.get("train_seconds", 0.0)) if checkpoint is not None else 0.0
+    budget_s = cfg.trainer.max_minutes * 60
+    done = start
     try:
         for step in range(start + 1, cfg.trainer.steps + 1):
+            if budget_s and train_seconds >= budget_s:
+                break
             t0 = time.perf_counter()
-            result = play_round(engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
+            version = learner.version
+            if cfg.game.mode == "supervised":
+                result = play_supervised_round(engine, parts.retriever, parts.sampler, cfg, step, parts.judge)
+            else:
+                result = play_round(engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
             metrics = dict(result.metrics)
             t1 = time.perf_counter()
-            solver: list[Sample] = []
-            if step > cfg.solver.warmup_steps:
-                solver = role_samples(result.solver, result.solver_rewards, result.solver_groups, cfg.solver.adv_estimator,
-                                      cfg.solver.norm_std, cfg.trainer.dynamic_sampling, learner, cfg.learner.kl_in_reward_coef)
-            proposer: list[Sample] = []
-            if step > cfg.proposer.warmup_steps:
-                proposer = role_samples(result.proposer, result.proposer_rewards, result.proposer_groups,
-                                        cfg.proposer.adv_estimator, cfg.proposer.norm_std, cfg.trainer.dynamic_sampling,
-                                        learner, cfg.learner.kl_in_reward_coef)
-            if cfg.trainer.combine_update:
-                metrics.update(_prefixed("update", learner.update(solver + proposer)))
-            else:
-                metrics.update(_prefixed("solver_update", learner.update(solver)))
-                metrics.update(_prefixed("proposer_update", learner.update(proposer)))
+            metrics.update(update_roles(learner, result, cfg, step, version))
             metrics["timing/update_s"] = time.perf_counter() - t1
+            train_seconds += time.perf_counter() - t0
+            metrics["timing/train_s"] = train_seconds  # rounds + updates so far, what trainer.max_minutes counts
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
                 t2 = time.perf_counter()
                 preds = evaluate(engine, parts.retriever, eval_records, cfg.rollout, cfg.search.topk)
@@ -161,13 +214,16 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
             metrics["timing/step_s"] = time.perf_counter() - t0
             run.write_trajectories(step, _sample_trajectories(result, cfg.trainer.trajectories_per_step), tokenizer)
             logger.log(step, metrics)
-            if step % cfg.trainer.save_every == 0 or step == cfg.trainer.steps:
-                state = {"pool_events": parts.pool.events, "sampler": parts.sampler.state(), "game_rng": rng.getstate()}
+            done = step
+            last = step == cfg.trainer.steps or bool(budget_s and train_seconds >= budget_s)
+            if step % cfg.trainer.save_every == 0 or last:
+                state = {"pool_events": parts.pool.events, "sampler": parts.sampler.state(), "game_rng": rng.getstate(),
+                         "train_seconds": train_seconds}
                 saved = save_checkpoint(run.checkpoints, step, model, tokenizer, learner.state_dict(), state, cfg,
                                         cfg.trainer.keep_checkpoints)
     finally:
         logger.close()
-    return TrainSummary(run.root, cfg.trainer.steps, metrics, saved, time.perf_counter() - t_start)
+    return TrainSummary(run.root, done, metrics, saved, time.perf_counter() - t_start)
 
 
 def _tuple_state(state: Any) -> Any:
@@ -188,8 +244,6 @@ def _cut_back(run: RunDir, state: dict[str, Any]) -> None:
 
 
 def _line_step(line: str) -> int | None:
-    import json
-
     try:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):

@@ -1,0 +1,137 @@
+"""The update is the one the rollouts call for: sampled distribution, sampling weights, infrastructure failures.
+
+All on the tiny random Llama over the real bundled BM25 index, through `run_episodes`,
+`play_round`, the `Learner` and the trainer's `update_roles`.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from searchplay.agent.rollout import chat_prompt_ids, run_episodes
+from searchplay.config import ConfigError, JudgeConfig, LearnerConfig, RolloutConfig, load_config, validate_for_training
+from searchplay.game.pool import QuestionPool
+from searchplay.game.prompts import solver_messages
+from searchplay.game.seeds import SeedSampler, load_seeds
+from searchplay.game.selfplay import play_round
+from searchplay.judge.llm_judge import LLMJudge
+from searchplay.llm.transformers_engine import TransformersEngine
+from searchplay.rl.learner import Learner, OffPolicyError, Sample
+from searchplay.train.trainer import role_samples, update_roles
+from tests.servers import free_port
+from tests.test_agent import FlakyRetriever
+from tests.test_game_play import tiny_config
+
+QUESTIONS = ["Who painted the Mona Lisa?", "What is the capital of Japan?", "Which river flows through Paris?"]
+
+
+@pytest.fixture()
+def engine(cfg):  # noqa: ANN001, ANN201 - a fresh model per test: these tests change weights
+    torch.manual_seed(0)
+    return TransformersEngine.load("tiny-random", "float32", threads=1)
+
+
+def solver_trajectories(engine: TransformersEngine, retriever, temperature: float = 0.7, seed: int = 3) -> list:  # noqa: ANN001
+    prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in QUESTIONS for _ in range(2)]
+    cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=8, temperature=temperature, seed=seed)
+    return run_episodes(engine, retriever, prompts, cfg, "answer")
+
+
+def test_learner_scores_real_trajectories_like_the_engine_at_the_rollout_temperature(engine, bundled_bm25) -> None:  # noqa: ANN001
+    trajs = solver_trajectories(engine, bundled_bm25, temperature=0.7)
+    samples = [Sample.from_trajectory(t, 1.0) for t in trajs]
+    learner = Learner(engine.model, LearnerConfig(bf16=False, kl_coef=0.0, lr=0.0), pad_id=engine.pad_id, temperature=0.7)
+    learner.score_old(samples)
+    for s, t in zip(samples, trajs):
+        start = len(t.prompt_ids) - 1
+        old = s.old_logprobs[start : start + len(t.response_ids)]
+        mask = torch.tensor(t.loss_mask, dtype=torch.bool)
+        assert mask.sum() > 0
+        assert torch.allclose(old[mask], torch.tensor(t.logprobs)[mask], atol=1e-4)
+    metrics = learner.update(samples)
+    assert metrics["learner/logprob_gap_max"] < 1e-4 and metrics["learner/logprob_gap_mean"] < 1e-5
+    # scored at temperature 1 instead, the same tokens look like another policy's: the gap check shows it
+    untempered = Learner(engine.model, LearnerConfig(bf16=False, kl_coef=0.0, lr=0.0), pad_id=engine.pad_id)
+    assert untempered.update([Sample.from_trajectory(t, 1.0) for t in trajs])["learner/logprob_gap_mean"] > 0.05
+
+
+def test_proposer_old_logprobs_come_from_the_weights_that_sampled_it(engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = tiny_config(verifier="off")
+    cfg.learner = LearnerConfig(lr=1e-2, kl_coef=0.0, bf16=False, weight_decay=0.0)
+    result = play_round(engine, bundled_bm25, SeedSampler(load_seeds("bundled"), 0), QuestionPool(), cfg, 1, random.Random(0))
+    assert result.solver and result.proposer
+    result.solver_rewards = [float(i % 2) for i in range(len(result.solver))]  # a signal in every solver group
+    result.proposer_rewards = [float(i % 2) for i in range(len(result.proposer))]
+    learner = Learner(engine.model, cfg.learner, pad_id=engine.pad_id, temperature=cfg.rollout.temperature)
+    metrics = update_roles(learner, result, cfg, step=1, version=learner.version)
+    assert metrics["solver_update/ratio_dev"] < 1e-6  # on-policy: the first update's ratio is exactly 1
+    # the proposer's rollouts were scored before the solver update moved the weights: its ratio is not forced to 1
+    assert metrics["proposer_update/ratio_dev"] > 1e-3
+    assert metrics["proposer_update/logprob_gap_max"] < 1e-4  # and its old log-probs are the sampling ones
+    # without scoring first, the learner refuses stale samples instead of silently treating them as on-policy
+    stale = role_samples(result.proposer, result.proposer_rewards, result.proposer_groups, [], "grpo", True, False, version=0)
+    with pytest.raises(OffPolicyError):
+        learner.update(stale)
+
+
+def test_lr_warmup_counts_optimizer_steps(engine) -> None:  # noqa: ANN001
+    cfg = LearnerConfig(lr=1e-3, warmup_steps=8, mini_batch_size=1, ppo_epochs=2, kl_coef=0.0, bf16=False)
+    learner = Learner(engine.model, cfg, pad_id=engine.pad_id)
+    metrics = learner.update([Sample([1, 2, 3], [42, 43], [1, 1], 1.0), Sample([1, 2, 3], [44, 45], [1, 1], -1.0)])
+    assert metrics["learner/optimizer_steps"] == 4 and learner.version == 4  # 2 mini-batches x 2 epochs
+    assert metrics["learner/lr"] == pytest.approx(1e-3 * 5 / 8)  # warm-up in the same unit
+
+
+def test_training_refuses_truncated_sampling() -> None:
+    validate_for_training(load_config(None, ["rollout.temperature=0.7"]))
+    for override in ("rollout.top_p=0.9", "rollout.top_k=20", "rollout.temperature=0"):
+        with pytest.raises(ConfigError, match="rollout"):
+            validate_for_training(load_config(None, [override]))
+
+
+def test_retriever_failures_leave_the_loss_and_are_counted(engine, bundled_bm25) -> None:  # noqa: ANN001
+    cfg = tiny_config(verifier="off")
+    flaky = FlakyRetriever(bundled_bm25, fail_from=3, only_first=True)  # 2 proposer search turns pass; one solver query fails
+    result = play_round(engine, flaky, SeedSampler(load_seeds("bundled"), 0), QuestionPool(), cfg, 1, random.Random(0))
+    failed = [t.stop_reason == "error" for t in result.solver]
+    assert any(failed) and not all(failed)
+    assert result.solver_excluded == failed
+    assert result.metrics["solver/infra_excluded"] == sum(failed)
+    samples = role_samples(result.solver, result.solver_rewards, result.solver_groups, result.solver_excluded, "grpo",
+                           True, False, version=0)
+    assert len(samples) == len(result.solver) - sum(failed)
+    kept_ids = {id(s.response_ids) for s in samples}
+    assert all(id(t.response_ids) not in kept_ids for t, f in zip(result.solver, failed) if f)
+
+
+def test_an_unreachable_judge_excludes_answers_instead_of_scoring_them_zero(engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = tiny_config(verifier="off", solver_reward="judge")
+    cfg.judge = JudgeConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="nobody", retries=0, timeout_s=2,
+                            cache=str(tmp_path / "cache.sqlite"))
+    result = play_round(engine, bundled_bm25, SeedSampler(load_seeds("bundled"), 0), QuestionPool(), cfg, 1,
+                        random.Random(0), LLMJudge(cfg.judge))
+    judged = ["judge" in t.meta for t in result.solver]
+    assert any(judged)
+    assert [x for x, j in zip(result.solver_excluded, judged) if j] == [True] * sum(judged)
+    assert result.metrics["solver/judge_unknown"] == sum(judged) == result.metrics["solver/infra_excluded"]
+
+
+def test_an_end_of_turn_token_never_stays_inside_an_episode(engine, bundled_bm25) -> None:  # noqa: ANN001
+    model = copy.deepcopy(engine.model)  # a model that ends every turn at once with <|im_end|>
+    eot = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+    head.bias.data.zero_()
+    head.bias.data[eot] = 100.0
+    model.lm_head = head
+    eager = TransformersEngine(model, engine.tokenizer)
+    trajs = solver_trajectories(eager, bundled_bm25, temperature=1.0)
+    for t in trajs:
+        assert t.response_ids.count(eot) == 1 and t.response_ids[-1] == eot  # only where the episode really ends
+        assert t.loss_mask[-1] == 1 and sum(t.loss_mask) == 1
+        assert [turn.finish_reason for turn in t.turns] == ["eos"] * len(t.turns)
