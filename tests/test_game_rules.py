@@ -120,6 +120,20 @@ def test_evidence_verifier_needs_the_answer_in_a_retrieved_document() -> None:
     assert not other.passed and other.verdict == "answer_not_in_evidence" and not other.infra
     traj.turns[1].hits[0]["text"] = "Parisian museums"  # word boundaries: no partial-word match
     assert not verify_questions([(GOOD_Q, SEED, traj)], [traj], "evidence", 4, random.Random(0))[0].passed
+    traj.turns[1].hits[0]["text"] = "The Louvre is a museum in Paris, France."
+    unrelated = verify_questions([("Where does pizza come from, and who ate it first?", SEED, traj)], [traj], "evidence",
+                                 4, random.Random(0))[0]
+    assert not unrelated.passed and unrelated.verdict == "question_not_grounded"  # shares no content word with the doc
+
+
+def test_answer_word_filter_catches_partial_leaks() -> None:
+    seed = Seed("Signal modulation", 1)
+    cfg = GameConfig(min_question_words=1, min_searches=1, reject_answer_words=True)
+    leak = proposer_traj("Which kind of signal processing is this about?", ["signal"])
+    assert x.extract_question(leak, seed, cfg).rejection == x.ANSWER_WORD_IN_QUESTION
+    assert x.extract_question(leak, seed, GameConfig(min_question_words=1, min_searches=1)).rejection is None
+    queen = proposer_traj("Which ruler of the kingdom abdicated in 1654?", ["Christina"])
+    assert x.extract_question(queen, Seed("Christina, Queen of Sweden", 1), cfg).rejection is None  # 'of' is no leak
 
 
 # --- seeds ------------------------------------------------------------------------

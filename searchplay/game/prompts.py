@@ -18,18 +18,17 @@ SOLVER_SYSTEM = (
 SOLVER_USER = "Question: {question}"
 
 PROPOSER_SYSTEM = (
-    "You write quiz questions for a known answer by searching an encyclopedia. You are given the "
-    "answer and a number of searches n. Start from the answer and work backwards: search for a fact "
-    "about it, then for a fact about what you found, one search at a time, building a chain of n "
-    "steps. Reason inside <think> and </think>; search with <search>query</search>; results come back "
-    "inside <information> and </information>. Then write one question inside <question> and "
-    "</question>. Rules for the question: use only facts you found in the search results; never "
-    "mention the answer or the intermediate entities of the chain; it must be impossible to answer "
-    "without searching; solving it must take exactly n searches; it must have exactly one correct "
-    "answer, the given one."
+    "You write a quiz question whose answer is a given entity, using an encyclopedia search. You get "
+    "the answer and a number of searches n. Search with <search>query</search>; the results come back "
+    "inside <information> and </information>. Start by searching for the answer itself, then search "
+    "for something you read in the results, one search at a time, up to n searches. You may reason "
+    "inside <think> and </think>. Then write one question inside <question> and </question>. Rules "
+    "for the question: use only facts you found in the search results; never write the answer or any "
+    "of its names; it must be impossible to answer without searching; solving it should take n "
+    "searches; it must have exactly one correct answer, the given one."
 )
 
-PROPOSER_USER = "Answer: {answer}\nNumber of searches: {hops}"
+PROPOSER_USER = "Answer: {answer}\nNumber of searches: {hops}\nBegin with <search>{answer}</search>"
 
 
 def solver_messages(question: str) -> tuple[str, str]:

@@ -83,7 +83,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
 
     # 1-2. seeds and proposer rollouts (proposer_n per seed; the group is the seed)
     t0 = time.perf_counter()
-    seeds = sampler.sample(g.batch_size)
+    seeds = [replace(s, hops=min(s.hops, g.max_hops)) if g.max_hops else s for s in sampler.sample(g.batch_size)]
     proposer_seeds = [s for s in seeds for _ in range(g.proposer_n)]
     proposer_groups = [i for i in range(len(seeds)) for _ in range(g.proposer_n)]
     prompts = [chat_prompt_ids(engine.tokenizer, *proposer_messages(s.answer, s.hops)) for s in proposer_seeds]

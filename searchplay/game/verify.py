@@ -11,8 +11,9 @@ question and is counted; it never lets a question through. A judge that fails is
 infrastructure failure (`Verification.infra`): the proposer's rollout then leaves the loss.
 
 `evidence` is the rule-based check for models too small to read evidence reliably: a question
-is kept only if a golden answer (or alias) occurs in a document its proposer retrieved. It keeps
-the paper's point (no question without evidence for its answer) but not its answerability test.
+is kept only if a golden answer (or alias) occurs in a document its proposer retrieved and that
+document shares a content word with the question. It keeps the paper's point (no question
+without evidence for its answer) but not its answerability test.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ from searchplay.agent.trajectory import Trajectory
 from searchplay.game.extract import mentions
 from searchplay.game.seeds import Seed
 from searchplay.judge.llm_judge import EVIDENCE_PROMPT, LLMJudge
-from searchplay.judge.match import exact_match
+from searchplay.judge.match import exact_match, normalize_answer
 from searchplay.llm.base import Engine, SamplingParams
 from searchplay.search.base import Hit, render_hits
+
+
+FUNCTION_WORDS = frozenset(
+    "what which where when whom whose does that this these those from with have been were they their there about "
+    "into than then them also only more most some such very other question answer name called known".split())
 
 
 @dataclass
@@ -43,10 +49,25 @@ class Verification:
     infra: bool = False  # the judge failed (HTTP error, unreadable verdict): not the proposer's fault
 
 
-def evidence_check(seed: Seed, traj: Trajectory) -> Verification:
-    """Pass when a golden answer occurs in a retrieved document; the evidence ids are those documents."""
+def content_words(text: str) -> set[str]:
+    """Normalised words of 4+ letters that are not question or function words."""
+    return {w for w in normalize_answer(text).split() if len(w) >= 4 and w not in FUNCTION_WORDS}
+
+
+def evidence_check(question: str, seed: Seed, traj: Trajectory) -> Verification:
+    """Pass when a retrieved document holds a golden answer and shares a content word with the question.
+
+    The evidence ids are those documents. The shared word is a cheap groundedness test: a question
+    about something else ("Where does pizza come from?" for the answer "Garage") fails it.
+    """
+    asked = content_words(question)
     docs = [d for d in traj.retrieved if mentions(f"{d.get('title', '')} {d.get('text', '')}", seed.golden)]
-    return Verification(bool(docs), None, "answer_in_evidence" if docs else "answer_not_in_evidence", [d["id"] for d in docs])
+    if not docs:
+        return Verification(False, None, "answer_not_in_evidence")
+    grounded = [d for d in docs if asked & content_words(f"{d.get('title', '')} {d.get('text', '')}")]
+    if not grounded:
+        return Verification(False, None, "question_not_grounded", [d["id"] for d in docs])
+    return Verification(True, None, "answer_in_evidence", [d["id"] for d in grounded])
 
 
 def build_evidence(own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_docs: int,
@@ -88,7 +109,7 @@ def verify_questions(questions: list[tuple[str, Seed, Trajectory]], batch: list[
                      guided: bool = False) -> list[Verification]:
     """Verify each (question, seed, proposer trajectory); `batch` is every proposer trajectory of the round."""
     if verifier == "evidence":
-        return [evidence_check(seed, traj) for _, seed, traj in questions]
+        return [evidence_check(question, seed, traj) for question, seed, traj in questions]
     items, evidence_sets = [], []
     for question, _, traj in questions:
         others = [t.retrieved for t in batch if t is not traj]
