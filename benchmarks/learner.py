@@ -65,6 +65,8 @@ def run_ours(model: str, batch: list[dict], updates: int, checkpointing: bool) -
     learner.update(samples)  # warm-up
     t0 = time.perf_counter()
     for _ in range(updates):
+        for s in samples:  # the same batch, as if sampled again by the current weights (one on-policy update)
+            s.version = learner.version
         learner.update(samples)
     seconds = (time.perf_counter() - t0) / updates
     return {"seconds_per_update": seconds, "trained_tokens": sum(sum(b["loss_mask"]) for b in batch)}

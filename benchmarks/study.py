@@ -26,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from searchplay.config import load_config
 from searchplay.eval.data import load_dataset
 from searchplay.eval.report import compare
 from searchplay.eval.stats import paired_bootstrap
@@ -34,7 +35,6 @@ from searchplay.train.plot import plot_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("nq-answerable", "triviaqa-answerable")
-CONFIG = "configs/cpu-smollm2.toml"
 SUPERVISED_SETS = ("nq-dev-answerable", "triviaqa-dev-answerable")
 
 
@@ -44,7 +44,7 @@ def searchplay(*args: str) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def evaluate(name: str, model: str, out: Path, limit: int) -> None:
+def evaluate(name: str, model: str, out: Path, limit: int, config: Path) -> None:
     for dataset in DATASETS:
         target = out / "evals" / f"{name}-{dataset}"
         if (target / "summary.json").is_file():
@@ -53,7 +53,7 @@ def evaluate(name: str, model: str, out: Path, limit: int) -> None:
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)  # ours: an evaluation that was interrupted
         searchplay("eval", "--model", model, "--data", dataset, "--limit", str(limit), "--retriever", "bm25",
-                   "--config", CONFIG, "--out", str(partial))
+                   "--config", str(config), "--out", str(partial))
         partial.rename(target)
 
 
@@ -68,7 +68,7 @@ def supervised_data(work: Path) -> Path:
     return path
 
 
-def train(name: str, work: Path, minutes: float, extra: list[str]) -> Path:
+def train(name: str, work: Path, minutes: float, config: Path, extra: list[str]) -> Path:
     run = work / name
     done = run / "STUDY_DONE"
     if done.is_file():
@@ -81,7 +81,7 @@ def train(name: str, work: Path, minutes: float, extra: list[str]) -> Path:
         searchplay("train", "--resume", str(run), "--steps", "100000")
     else:
         shutil.rmtree(run, ignore_errors=True)  # ours: a run killed before its first checkpoint
-        searchplay("train", "--config", CONFIG, "--run-dir", str(run), *settings)
+        searchplay("train", "--config", str(config), "--run-dir", str(run), *settings)
     done.write_text("finished\n")
     return run
 
@@ -130,16 +130,20 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="first N questions of each test set")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "study", help="results (committed)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "study", help="run directories with checkpoints")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-smollm2.toml",
+                        help="training and evaluation config; its model.path is the base model")
     args = parser.parse_args()
     if args.minutes <= 0 or args.limit < 1:
         parser.error("--minutes must be > 0 and --limit >= 1")
-    evaluate("base", "bundled", args.out, args.limit)
-    selfplay = train("selfplay", args.work, args.minutes, [])
-    evaluate("selfplay", str(selfplay), args.out, args.limit)
+    config = args.config.resolve()
+    base = load_config(config).model.path
+    evaluate("base", base, args.out, args.limit, config)
+    selfplay = train("selfplay", args.work, args.minutes, config, [])
+    evaluate("selfplay", str(selfplay), args.out, args.limit, config)
     data = supervised_data(args.work)
-    supervised = train("supervised", args.work, args.minutes, ["--set", "game.mode=supervised",
-                                                                "--set", f"game.train_data={data}"])
-    evaluate("supervised", str(supervised), args.out, args.limit)
+    supervised = train("supervised", args.work, args.minutes, config,
+                       ["--set", "game.mode=supervised", "--set", f"game.train_data={data}"])
+    evaluate("supervised", str(supervised), args.out, args.limit, config)
     report(args.out, {"selfplay": selfplay, "supervised": supervised})
 
 

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     ("solver", [("solver/acc", "accuracy (full credit)"), ("solver/reward_mean", "reward")]),
@@ -73,11 +74,14 @@ def plot_runs(run_dirs: list[Path], out: Path, window: int = 1, labels: list[str
                     continue
                 steps, values = zip(*points)
                 window_here = 1 if key.startswith("eval/") else window
-                ax.plot(steps, smooth(list(values), window_here), STYLES[s % len(STYLES)], color=colours[r % len(colours)],
+                # one run: a colour per series; several: a colour per run and a line style per series
+                colour = colours[(r if len(runs) > 1 else s) % len(colours)]
+                ax.plot(steps, smooth(list(values), window_here), STYLES[s % len(STYLES)], color=colour,
                         marker="o" if len(points) < 30 else None, markersize=3,
                         label=f"{label}" + (f" ({name})" if len(runs) > 1 else ""))
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:

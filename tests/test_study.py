@@ -1,0 +1,54 @@
+"""`searchplay plot` and the study script (`make study`) end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def searchplay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "searchplay", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_plot_draws_the_panels_present_and_refuses_a_non_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "solver/acc": s / 10, "proposer/valid_rate": 0.1 * s, "verify/pass_rate": 0.5,
+             "solver_update/kl": 0.001 * s, "solver_update/logprob_gap_mean": 0.02} for s in range(1, 8)]
+    rows[-1].update({"eval/em": 0.1, "eval/cover_em": 0.2, "eval/f1": 0.15})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = searchplay("plot", str(run), str(run), "--smooth", "3", "--label", "a", "--label", "b")
+    assert out.returncode == 0, out.stderr
+    png = (run / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    said = " ".join(out.stdout.split())  # the console wraps long lines
+    for panel in ("solver", "questions", "KL to reference", "log-prob gap", "periodic evaluation"):
+        assert panel in said
+    assert "rewards" not in said  # no reward series in these metrics: no empty panel
+    bad = searchplay("plot", str(tmp_path))
+    assert bad.returncode == 2 and "no metrics.jsonl" in bad.stderr
+    mismatch = searchplay("plot", str(run), "--label", "a", "--label", "b")
+    assert mismatch.returncode == 2 and "--label" in mismatch.stderr
+
+
+def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) -> None:
+    out, work = tmp_path / "study", tmp_path / "work"
+    cmd = [sys.executable, "benchmarks/study.py", "--config", "configs/tiny-test.toml", "--minutes", "0.001",
+           "--limit", "3", "--out", str(out), "--work", str(work)]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in ("base", "selfplay", "supervised"):
+        for dataset in ("nq-answerable", "triviaqa-answerable"):
+            summary = json.loads((out / "evals" / f"{name}-{dataset}" / "summary.json").read_text())
+            assert summary["datasets"][dataset]["n"] == 3
+    assert [json.loads(line)["step"] for line in (out / "runs" / "supervised" / "metrics.jsonl").read_text().splitlines()] == [1]
+    table = (out / "table.md").read_text()
+    assert table.count("| nq-answerable |") == 3 and "+selfplay" in table and "+supervised" in table
+    assert (out / "curves.png").is_file() and (out / "curves-selfplay.png").is_file()
+    assert "questions won/lost" not in table and "B - A" in (out / "compare.md").read_text()
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0 and "$ searchplay" not in again.stdout  # every phase was already done
