@@ -5,7 +5,7 @@ learner trains on the very tokens the policy produced. `logprobs` are those of t
 tokens under the tempered distribution softmax(logits / temperature) (temperature 1 when greedy),
 which is what the learner recomputes. Top-k/top-p truncation is not part of them: training
 rollouts run without truncation (the trainer refuses top_p < 1 or top_k > 0), so the learner's
-distribution is exactly the one sampled from (docs/method.md, "Log-probabilities").
+distribution is exactly the one sampled from (docs/method.md, "Updates").
 """
 
 from __future__ import annotations
