@@ -295,7 +295,7 @@ def play(
     import random
 
     from searchplay.game.seeds import SeedError
-    from searchplay.game.selfplay import play_round
+    from searchplay.game.selfplay import play_round, play_supervised_round
     from searchplay.search.base import SearchError
     from searchplay.train.components import build_components
     from searchplay.train.run_dir import RunDir, default_run_dir
@@ -309,13 +309,17 @@ def play(
     rng = random.Random(cfg.game.seed)
     start = max((m["step"] for m in run.read_metrics()), default=0)
     for step in range(start + 1, start + rounds + 1):
-        result = play_round(parts.engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
+        if cfg.game.mode == "supervised":
+            result = play_supervised_round(parts.engine, parts.retriever, parts.sampler, cfg, step, parts.judge)
+        else:
+            result = play_round(parts.engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
         run.write_trajectories(step, result.proposer + result.solver, parts.engine.tokenizer)
         run.append_jsonl(run.metrics, {"step": step, **result.metrics, "pool/size": len(parts.pool), **parts.search_metrics()})
         m = result.metrics
-        console.print(f"round {step}: valid questions {m['proposer/valid_rate']:.2f}, solver acc {m['solver/acc']:.2f}, "
-                      f"solver questions {m['solver/questions']:.0f} ({m['pool/reused']:.0f} reused), pool {len(parts.pool)}, "
-                      f"{m['timing/proposer_s'] + m['timing/verify_s'] + m['timing/solver_s']:.0f} s", highlight=False)
+        seconds = sum(v for k, v in m.items() if k.startswith("timing/"))
+        console.print(f"round {step}: valid questions {m.get('proposer/valid_rate', 0):.2f}, solver acc {m['solver/acc']:.2f}, "
+                      f"solver reward {m['solver/reward_mean']:.2f}, solver questions {m['solver/questions']:.0f} "
+                      f"({m['pool/reused']:.0f} reused), pool {len(parts.pool)}, {seconds:.0f} s", highlight=False)
     console.print(f"run directory: {run.root}")
 
 

@@ -23,21 +23,34 @@ class ConfigError(ValueError):
     """A configuration file or override that cannot be used; the message says why."""
 
 
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with a help line (mutable defaults become factories)."""
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None) -> Any:
+    """A dataclass field with a help line and, for numbers, its valid range [lo, hi] (None: unbounded)."""
+    metadata = {"help": help, "range": (lo, hi)}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_ranges(cfg: Any) -> None:
+    """Every numeric field within the range its definition declares; the error names field, value and range."""
+    for sec in dataclasses.fields(cfg):
+        section = getattr(cfg, sec.name)
+        for f in dataclasses.fields(section):
+            lo, hi = f.metadata.get("range", (None, None))
+            value = getattr(section, f.name)
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                shown = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                raise ConfigError(f"{sec.name}.{f.name}: value {value!r} is out of range {shown} ({f.metadata['help']})")
 
 
 @dataclass
 class AssetsConfig:
     home: str = _f("", "cache directory of built assets; empty = $SEARCHPLAY_HOME or ~/.cache/searchplay")
-    seed_hops_min: int = _f(1, "smallest hop count drawn for the bundled proposer seeds")
-    seed_hops_max: int = _f(3, "largest hop count drawn for the bundled proposer seeds")
-    seed_count: int = _f(5000, "number of bundled proposer seeds (entity titles) to draw")
-    seed: int = _f(0, "random seed of the bundled seed draw")
-    passage_words: int = _f(100, "target words per passage when splitting full articles")
+    seed_hops_min: int = _f(1, "smallest hop count drawn for the bundled proposer seeds", 1, 100)
+    seed_hops_max: int = _f(3, "largest hop count drawn for the bundled proposer seeds", 1, 100)
+    seed_count: int = _f(5000, "number of bundled proposer seeds (entity titles) to draw", 1, 10000000)
+    seed: int = _f(0, "random seed of the bundled seed draw", 0, None)
+    passage_words: int = _f(100, "target words per passage when splitting full articles", 10, 10000)
 
 
 @dataclass
@@ -47,40 +60,40 @@ class SearchConfig:
     dense_index: str = _f("bundled", "dense index directory (kinds dense, hybrid), or 'bundled' (MiniLM over the bundled corpus)")
     faiss: Literal["", "flat", "ivf", "hnsw"] = _f("", "dense search with faiss (needs the faiss extra); empty = exact torch search")
     url: str = _f("", "URL of a retrieval server (Search-R1 /retrieve API); overrides the in-process index when set")
-    topk: int = _f(3, "documents returned per search (paper: 3)")
-    timeout_s: float = _f(10.0, "HTTP client: seconds before one request is abandoned")
-    retries: int = _f(3, "HTTP client: attempts after the first failure before SearchError is raised")
-    cache_size: int = _f(10000, "LRU cache entries of (query, k) -> hits; 0 disables the cache")
-    rrf_k: int = _f(60, "hybrid retrieval: constant k of reciprocal rank fusion 1/(k + rank)")
+    topk: int = _f(3, "documents returned per search (paper: 3)", 1, 1000)
+    timeout_s: float = _f(10.0, "HTTP client: seconds before one request is abandoned", 0.001, 3600)
+    retries: int = _f(3, "HTTP client: attempts after the first failure before SearchError is raised", 0, 100)
+    cache_size: int = _f(10000, "LRU cache entries of (query, k) -> hits; 0 disables the cache", 0, 100000000)
+    rrf_k: int = _f(60, "hybrid retrieval: constant k of reciprocal rank fusion 1/(k + rank)", 1, 1000000)
 
 
 @dataclass
 class ServerConfig:
     host: str = _f("127.0.0.1", "address the servers bind to (loopback by default)")
-    port: int = _f(8000, "port of serve-retriever")
-    max_queries: int = _f(512, "most queries accepted in one /retrieve request")
-    max_query_chars: int = _f(2000, "most characters accepted in one query")
-    max_topk: int = _f(100, "largest topk accepted by /retrieve")
+    port: int = _f(8000, "port of serve-retriever", 1, 65535)
+    max_queries: int = _f(512, "most queries accepted in one /retrieve request", 1, 1000000)
+    max_query_chars: int = _f(2000, "most characters accepted in one query", 1, 1000000)
+    max_topk: int = _f(100, "largest topk accepted by /retrieve", 1, 10000)
 
 
 @dataclass
 class ModelConfig:
     path: str = _f("bundled", "policy model: local HF directory, a cached HF id, or 'bundled' (SmolLM2-135M)")
     dtype: Literal["bfloat16", "float32"] = _f("bfloat16", "compute dtype of the transformers engine")
-    threads: int = _f(0, "torch CPU threads; 0 = number of cores")
-    keep_kv_mib: int = _f(2048, "memory for each episode's keys/values kept between turns, so a turn encodes only its new tokens; 0 = off")
+    threads: int = _f(0, "torch CPU threads; 0 = number of cores", 0, 1024)
+    keep_kv_mib: int = _f(2048, "memory for each episode's keys/values kept between turns, so a turn encodes only its new tokens; 0 = off", 0, 10000000)
 
 
 @dataclass
 class RolloutConfig:
     scaffold: Literal["free", "guided"] = _f("guided", "free: the model writes the tags (paper); guided: the loop inserts the next action's opening tag (tiny models)")
-    max_turns: int = _f(3, "turns per episode when no role applies; ask/eval/play/train use game.solver_max_turns and game.proposer_max_turns")
-    max_new_tokens: int = _f(64, "most tokens the model may write in one turn")
-    max_total_tokens: int = _f(2048, "most tokens of prompt + response; an episode that reaches it stops with 'length'")
-    temperature: float = _f(1.0, "sampling temperature for training rollouts; 0 = greedy")
-    top_p: float = _f(1.0, "nucleus sampling threshold")
-    top_k: int = _f(0, "top-k sampling filter; 0 = off")
-    seed: int = _f(0, "base seed of rollout sampling (turn t uses seed + t)")
+    max_turns: int = _f(3, "turns per episode when no role applies; ask/eval/play/train use game.solver_max_turns and game.proposer_max_turns", 1, 1000)
+    max_new_tokens: int = _f(64, "most tokens the model may write in one turn", 1, 1000000)
+    max_total_tokens: int = _f(2048, "most tokens of prompt + response; an episode that reaches it stops with 'length'", 1, 10000000)
+    temperature: float = _f(1.0, "sampling temperature for training rollouts; 0 = greedy", 0, 10)
+    top_p: float = _f(1.0, "nucleus sampling threshold", 1e-06, 1)
+    top_k: int = _f(0, "top-k sampling filter; 0 = off", 0, 10000000)
+    seed: int = _f(0, "base seed of rollout sampling (turn t uses seed + t)", 0, None)
 
 
 @dataclass
@@ -89,10 +102,10 @@ class JudgeConfig:
     model: str = _f("", "model name sent to the endpoint (recorded with every verdict)")
     api_key: str = _f("", "API key; empty = read the environment variable named by api_key_env")
     api_key_env: str = _f("SEARCHPLAY_JUDGE_API_KEY", "environment variable holding the API key")
-    timeout_s: float = _f(60.0, "seconds before one request is abandoned")
-    retries: int = _f(3, "attempts after the first failure; then the verdict is unknown (counts as failure)")
-    concurrency: int = _f(8, "requests in flight at once")
-    max_tokens: int = _f(256, "most tokens the judge may write")
+    timeout_s: float = _f(60.0, "seconds before one request is abandoned", 0.001, 3600)
+    retries: int = _f(3, "attempts after the first failure; then the verdict is unknown (counts as failure)", 0, 100)
+    concurrency: int = _f(8, "requests in flight at once", 1, 1024)
+    max_tokens: int = _f(256, "most tokens the judge may write", 1, 1000000)
     cache: str = _f("", "sqlite cache file; empty = <SEARCHPLAY_HOME>/judge-cache.sqlite, 'off' disables")
 
 
@@ -101,74 +114,74 @@ class GameConfig:
     mode: Literal["selfplay", "supervised"] = _f("selfplay", "selfplay: proposer and solver play (no QA labels); supervised: the solver alone on train_data (the control)")
     train_data: str = _f("nq-dev-answerable", "supervised mode: labelled QA set (bundled name or jsonl/parquet file)")
     seeds: str = _f("bundled", "proposer seeds: jsonl file with answer/ground_truth and hops/search_turns, or 'bundled' (wiki-seeds)")
-    batch_size: int = _f(4, "proposer seeds per round (paper: 256)")
-    proposer_n: int = _f(1, "proposer rollouts per seed (paper's script: 1)")
-    solver_n: int = _f(5, "solver rollouts per question (paper: 5)")
-    proposer_max_turns: int = _f(4, "proposer turns per episode (searches + the final question)")
-    solver_max_turns: int = _f(4, "solver turns per episode (searches + the final answer)")
-    min_question_words: int = _f(10, "filter: questions with fewer words are rejected")
-    max_question_chars: int = _f(1000, "filter: longer questions are rejected")
-    min_searches: int = _f(2, "filter: proposer episodes with fewer searches are rejected")
+    batch_size: int = _f(4, "proposer seeds per round (paper: 256)", 1, 1000000)
+    proposer_n: int = _f(1, "proposer rollouts per seed (paper's script: 1)", 1, 1024)
+    solver_n: int = _f(5, "solver rollouts per question (paper: 5)", 1, 1024)
+    proposer_max_turns: int = _f(4, "proposer turns per episode (searches + the final question)", 1, 1000)
+    solver_max_turns: int = _f(4, "solver turns per episode (searches + the final answer)", 1, 1000)
+    min_question_words: int = _f(10, "filter: questions with fewer words are rejected", 0, 10000)
+    max_question_chars: int = _f(1000, "filter: longer questions are rejected", 1, 1000000)
+    min_searches: int = _f(2, "filter: proposer episodes with fewer searches are rejected", 0, 1000)
     reject_answer_in_query: bool = _f(False, "filter: reject when the answer appears in one of the proposer's search queries")
     reject_answer_words: bool = _f(False, "filter: reject questions holding any word of the answer (a partial leak that an F1 reward would pay for)")
-    max_hops: int = _f(0, "cap on a seed's hop count (0 = as the seed says); 1 suits a 135M model")
+    max_hops: int = _f(0, "cap on a seed's hop count (0 = as the seed says); 1 suits a 135M model", 0, 1000)
     verifier: Literal["policy", "judge", "evidence", "off"] = _f("policy", "policy / judge: answers the question from the evidence (paper / paper's code); evidence: a golden answer must occur in a retrieved document (rule-based); off: nothing is verified")
-    noisy_docs: int = _f(4, "evidence blocks from other proposer trajectories mixed into the verification evidence (paper: 4)")
+    noisy_docs: int = _f(4, "evidence blocks from other proposer trajectories mixed into the verification evidence (paper: 4)", 0, 1000)
     failure_handling: Literal["reuse", "dummy"] = _f("reuse", "solver slot of a rejected question: a pool question (reuse) or nothing (dummy)")
-    reuse_threshold: float = _f(1.0, "reuse only pool questions with success rate <= this (paper's script: 1.0)")
-    format_penalty: float = _f(0.0, "proposer reward of a rejected question (paper's script: 0)")
+    reuse_threshold: float = _f(1.0, "reuse only pool questions with success rate <= this (paper's script: 1.0)", 0, 1)
+    format_penalty: float = _f(0.0, "proposer reward of a rejected question (paper's script: 0)", -10, 10)
     proposer_reward: Literal["1-acc", "intermediate", "format_only"] = _f("1-acc", "proposer reward from the solvers' success rate s")
-    reward_left: float = _f(0.0, "intermediate reward: l in 4 (l + s)(r - s)")
-    reward_right: float = _f(1.0, "intermediate reward: r in 4 (l + s)(r - s)")
+    reward_left: float = _f(0.0, "intermediate reward: l in 4 (l + s)(r - s)", 0, 1)
+    reward_right: float = _f(1.0, "intermediate reward: r in 4 (l + s)(r - s)", 0, 1)
     solver_reward: Literal["em", "f1", "cover_em", "judge"] = _f("em", "solver reward: exact match, token F1, cover EM (answer contains a golden answer) or judge (exact match, else the LLM judge; paper)")
-    pool_clear_interval: int = _f(10, "every this many steps the pool is cut to its newest keep_ratio (0 = never)")
-    keep_ratio: float = _f(0.0, "share of the pool kept at each clearing (paper's script: 0)")
-    seed: int = _f(0, "seed of seed sampling, evidence shuffling and reuse draws")
+    pool_clear_interval: int = _f(10, "every this many steps the pool is cut to its newest keep_ratio (0 = never)", 0, 1000000)
+    keep_ratio: float = _f(0.0, "share of the pool kept at each clearing (paper's script: 0)", 0, 1)
+    seed: int = _f(0, "seed of seed sampling, evidence shuffling and reuse draws", 0, None)
 
 
 @dataclass
 class LearnerConfig:
-    lr: float = _f(1e-6, "AdamW learning rate (paper: 1e-6)")
-    warmup_steps: int = _f(0, "linear warm-up, in optimizer steps (mini-batches x ppo_epochs x updates)")
+    lr: float = _f(1e-6, "AdamW learning rate (paper: 1e-6)", 0, 1)
+    warmup_steps: int = _f(0, "linear warm-up, in optimizer steps (mini-batches x ppo_epochs x updates)", 0, 100000000)
     lr_schedule: Literal["constant", "cosine"] = _f("constant", "learning rate after warm-up")
-    total_steps: int = _f(0, "cosine schedule length in optimizer steps (0: the steps the run plans, see planned_optimizer_steps)")
-    weight_decay: float = _f(0.01, "AdamW weight decay")
-    grad_clip: float = _f(1.0, "gradient-norm clipping; 0 = off")
-    micro_batch_tokens: int = _f(4096, "padded tokens per forward/backward pass (gradient accumulation above that)")
-    mini_batch_size: int = _f(0, "sequences per optimizer step; 0 = the whole batch (paper: 128 of 256)")
-    ppo_epochs: int = _f(1, "passes over the batch per update")
-    clip_low: float = _f(0.2, "PPO clip range below 1 (paper: 0.2)")
-    clip_high: float = _f(0.285, "PPO clip range above 1 (paper: 0.285)")
-    dual_clip: float = _f(0.0, "dual-clip constant c > 1 for negative advantages; 0 = off")
-    kl_coef: float = _f(0.01, "KL-to-reference loss coefficient (paper: 0.01); 0 = no reference model loaded")
+    total_steps: int = _f(0, "cosine schedule length in optimizer steps (0: the steps the run plans, see planned_optimizer_steps)", 0, 1000000000)
+    weight_decay: float = _f(0.01, "AdamW weight decay", 0, 1)
+    grad_clip: float = _f(1.0, "gradient-norm clipping; 0 = off", 0, 1000000)
+    micro_batch_tokens: int = _f(4096, "padded tokens per forward/backward pass (gradient accumulation above that)", 1, 1000000000)
+    mini_batch_size: int = _f(0, "sequences per optimizer step; 0 = the whole batch (paper: 128 of 256)", 0, 10000000)
+    ppo_epochs: int = _f(1, "passes over the batch per update", 1, 100)
+    clip_low: float = _f(0.2, "PPO clip range below 1 (paper: 0.2)", 0, 0.999)
+    clip_high: float = _f(0.285, "PPO clip range above 1 (paper: 0.285)", 0, 100)
+    dual_clip: float = _f(0.0, "dual-clip constant c > 1 for negative advantages; 0 = off", 0, 1000)
+    kl_coef: float = _f(0.01, "KL-to-reference loss coefficient (paper: 0.01); 0 = no reference model loaded", 0, 100)
     kl_estimator: Literal["k1", "k2", "k3", "low_var_kl"] = _f("low_var_kl", "KL estimator (low_var_kl = k3)")
-    kl_in_reward_coef: float = _f(0.0, "reinforce_pp only: KL penalty folded into the returns (needs kl_coef > 0 for the reference)")
-    entropy_coef: float = _f(0.0, "entropy bonus coefficient (paper: 0)")
+    kl_in_reward_coef: float = _f(0.0, "reinforce_pp only: KL penalty folded into the returns (needs kl_coef > 0 for the reference)", 0, 100)
+    entropy_coef: float = _f(0.0, "entropy bonus coefficient (paper: 0)", -10, 10)
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = _f("token-mean", "loss aggregation")
     bf16: bool = _f(True, "bf16 autocast for forward/backward over fp32 master weights")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, more time)")
-    seed: int = _f(0, "torch seed")
+    seed: int = _f(0, "torch seed", 0, None)
 
 
 @dataclass
 class RoleConfig:
     adv_estimator: Literal["grpo", "rloo", "reinforce_pp"] = _f("grpo", "advantage estimator of this role")
     norm_std: bool = _f(True, "grpo: divide by the group's reward std")
-    warmup_steps: int = _f(0, "steps during which this role is played but not updated")
+    warmup_steps: int = _f(0, "steps during which this role is played but not updated", 0, 100000000)
 
 
 @dataclass
 class TrainerConfig:
-    steps: int = _f(10, "self-play steps (rounds + updates)")
-    max_minutes: float = _f(0.0, "stop after the step at which training time (rounds + updates, not periodic evaluation) reaches this; 0 = no limit; counted across resumes")
+    steps: int = _f(10, "self-play steps (rounds + updates)", 1, 100000000)
+    max_minutes: float = _f(0.0, "stop after the step at which training time (rounds + updates, not periodic evaluation) reaches this; 0 = no limit; counted across resumes", 0, 10000000)
     combine_update: bool = _f(False, "one update over solver and proposer samples together instead of two")
     dynamic_sampling: bool = _f(False, "drop groups whose rewards all agree (no learning signal)")
-    eval_every: int = _f(0, "evaluate every this many steps (0 = never)")
+    eval_every: int = _f(0, "evaluate every this many steps (0 = never)", 0, 100000000)
     eval_data: str = _f("nq-answerable", "QA set for periodic evaluation")
-    eval_limit: int = _f(32, "questions of the fixed evaluation slice")
-    save_every: int = _f(5, "checkpoint every this many steps (and at the end)")
-    keep_checkpoints: int = _f(2, "checkpoints kept (older ones are deleted)")
-    trajectories_per_step: int = _f(16, "trajectories per role written to trajectories/ each step (0 = all)")
+    eval_limit: int = _f(32, "questions of the fixed evaluation slice", 1, 10000000)
+    save_every: int = _f(5, "checkpoint every this many steps (and at the end)", 1, 100000000)
+    keep_checkpoints: int = _f(2, "checkpoints kept (older ones are deleted)", 1, 10000)
+    trajectories_per_step: int = _f(16, "trajectories per role written to trajectories/ each step (0 = all)", 0, 10000000)
     tensorboard: bool = _f(False, "also log to TensorBoard (extra 'tensorboard')")
     wandb: bool = _f(False, "also log to Weights & Biases (extra 'wandb'; WANDB_MODE=offline works)")
 
@@ -260,36 +273,24 @@ def _nest(parts: list[str], value: Any) -> dict[str, Any]:
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks that a type alone cannot express."""
+    """Ranges of every numeric field, then cross-field checks that a range alone cannot express."""
+    check_ranges(cfg)
     a = cfg.assets
-    if not 1 <= a.seed_hops_min <= a.seed_hops_max:
-        raise ConfigError(f"assets.seed_hops_min/max: need 1 <= min <= max, got {a.seed_hops_min}..{a.seed_hops_max}")
-    if cfg.search.topk < 1:
-        raise ConfigError(f"search.topk: must be >= 1, got {cfg.search.topk}")
-    if cfg.search.retries < 0:
-        raise ConfigError(f"search.retries: must be >= 0, got {cfg.search.retries}")
-    r = cfg.rollout
-    if r.max_turns < 1 or r.max_new_tokens < 1 or r.max_total_tokens < 1:
-        raise ConfigError("rollout.max_turns, max_new_tokens and max_total_tokens must be >= 1")
-    if not 0 < r.top_p <= 1 or r.temperature < 0:
-        raise ConfigError(f"rollout.top_p must be in (0, 1] and temperature >= 0, got {r.top_p}, {r.temperature}")
+    if a.seed_hops_min > a.seed_hops_max:
+        raise ConfigError(f"assets.seed_hops_min/max: need min <= max, got {a.seed_hops_min}..{a.seed_hops_max}")
     g = cfg.game
-    if min(g.batch_size, g.proposer_n, g.solver_n, g.proposer_max_turns, g.solver_max_turns) < 1:
-        raise ConfigError("game.batch_size, proposer_n, solver_n and the max_turns must be >= 1")
-    if g.max_hops < 0:
-        raise ConfigError(f"game.max_hops must be >= 0 (0 = no cap), got {g.max_hops}")
-    if not 0 <= g.keep_ratio <= 1 or g.noisy_docs < 0:
-        raise ConfigError(f"game.keep_ratio must be in [0, 1] and noisy_docs >= 0, got {g.keep_ratio}, {g.noisy_docs}")
     if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError("game.verifier = 'judge' needs judge.base_url and judge.model")
     if g.solver_reward == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError("game.solver_reward = 'judge' needs judge.base_url and judge.model; without a judge use em, f1 or cover_em")
-    if cfg.server.max_topk < 1 or cfg.server.max_queries < 1:
-        raise ConfigError("server.max_topk and server.max_queries must be >= 1")
+    if g.reward_left > g.reward_right:
+        raise ConfigError(f"game.reward_left/right: need left <= right, got {g.reward_left}, {g.reward_right}")
 
 
 def validate_for_training(cfg: Config) -> None:
-    """Training rollouts sample from softmax(logits / temperature) exactly, as the learner scores them."""
+    """All of `validate` (values may have changed since loading), and training rollouts that sample from
+    softmax(logits / temperature) exactly, as the learner scores them."""
+    validate(cfg)
     r = cfg.rollout
     if r.top_p < 1 or r.top_k > 0:
         raise ConfigError(f"rollout.top_p = {r.top_p}, rollout.top_k = {r.top_k}: training samples without truncation "
@@ -325,7 +326,9 @@ def to_toml(cfg: Any) -> str:
         section = getattr(cfg, sec.name)
         lines.append(f"[{sec.name}]  # {sec.metadata.get('help', '')}")
         for f in dataclasses.fields(section):
-            lines.append(f"# {f.metadata.get('help', '')}")
+            lo, hi = f.metadata.get("range", (None, None))
+            bounds = "" if lo is None and hi is None else f" [range {lo if lo is not None else '-inf'} .. {hi if hi is not None else 'inf'}]"
+            lines.append(f"# {f.metadata.get('help', '')}{bounds}")
             lines.append(tomli_w.dumps({f.name: getattr(section, f.name)}).rstrip())
         lines.append("")
     return "\n".join(lines)

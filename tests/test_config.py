@@ -1,8 +1,10 @@
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
-from searchplay.config import Config, ConfigError, load_config, parse_override, to_toml
+from searchplay.config import Config, ConfigError, load_config, parse_override, to_toml, validate_for_training
 
 
 def test_defaults_and_toml_file(tmp_path: Path) -> None:
@@ -65,8 +67,10 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_cross_field_validation() -> None:
     with pytest.raises(ConfigError, match="seed_hops_min/max"):
         load_config(None, ["assets.seed_hops_min=4", "assets.seed_hops_max=2"])
-    with pytest.raises(ConfigError, match="search.topk: must be >= 1"):
+    with pytest.raises(ConfigError, match=re.escape("search.topk: value 0 is out of range [1, 1000]")):
         load_config(None, ["search.topk=0"])
+    with pytest.raises(ConfigError, match="game.reward_left/right"):
+        load_config(None, ["game.reward_left=0.8", "game.reward_right=0.2"])
 
 
 def test_override_syntax() -> None:
@@ -89,3 +93,34 @@ def test_to_toml_round_trips_with_help_comments(tmp_path: Path) -> None:
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.toml")
     assert cfg.trainer.steps >= 1
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("learner.clip_low=1.5", "learner.clip_low: value 1.5 is out of range [0, 0.999]"),
+    ("learner.ppo_epochs=0", "learner.ppo_epochs: value 0 is out of range [1, 100]"),
+    ("learner.mini_batch_size=-1", "learner.mini_batch_size: value -1"),
+    ("trainer.save_every=0", "trainer.save_every: value 0"),
+    ("trainer.steps=-5", "trainer.steps: value -5"),
+    ("game.keep_ratio=1.5", "game.keep_ratio: value 1.5"),
+    ("rollout.top_p=0", "rollout.top_p: value 0"),
+])
+def test_numeric_fields_have_ranges_checked_before_any_work(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+def test_every_numeric_field_declares_a_range_shown_by_config_show() -> None:
+    cfg = Config()
+    for sec in dataclasses.fields(cfg):
+        for f in dataclasses.fields(getattr(cfg, sec.name)):
+            if isinstance(getattr(getattr(cfg, sec.name), f.name), (int, float)) and not isinstance(
+                    getattr(getattr(cfg, sec.name), f.name), bool):
+                assert f.metadata["range"] != (None, None), f"{sec.name}.{f.name} has no range"
+    assert "# PPO clip range below 1 (paper: 0.2) [range 0 .. 0.999]" in to_toml(cfg)
+
+
+def test_training_checks_values_changed_after_loading() -> None:
+    cfg = load_config(None, ["rollout.temperature=0.7"])
+    cfg.trainer.steps = -5  # what `searchplay train --steps -5` does
+    with pytest.raises(ConfigError, match="trainer.steps"):
+        validate_for_training(cfg)
