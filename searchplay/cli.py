@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from searchplay.config import Config, ConfigError, load_config, to_toml
+from searchplay.outdir import OutputDirError, check_output_dir
 
 app = typer.Typer(help="Search self-play: train LLM search agents without human supervision.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -140,7 +141,7 @@ def index_build(
                                      skip_bad_lines=skip_bad_lines, threads=cfg.model.threads)
         else:
             _fail(f"--kind must be bm25 or dense, got {kind!r} (hybrid combines a bm25 and a dense index at search time)")
-    except (CorpusError, SearchError, FileNotFoundError) as e:
+    except (CorpusError, SearchError, FileNotFoundError, OutputDirError) as e:
         _fail(str(e))
     skipped = f", {meta['skipped_lines']} bad lines skipped" if meta.get("skipped_lines") else ""
     err.print(f"{kind} index of {meta['passages']:,} passages written to {out}{skipped}")
@@ -386,12 +387,13 @@ def eval_command(
     field_map: Annotated[Optional[str], typer.Option(help="for other jsonl files: question=FIELD,golden_answers=FIELD")] = None,
     batch_size: Annotated[int, typer.Option(help="episodes run together")] = 16,
     out: Annotated[Optional[Path], typer.Option(help="output directory (default evals/<timestamp>)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an evaluation already in --out")] = False,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Evaluate the solver agent on QA sets: EM, cover EM, F1 (+ judge accuracy) with 95% bootstrap intervals."""
     import time
 
-    from searchplay.eval.data import DatasetError, load_dataset
+    from searchplay.eval.data import DatasetError, dataset_label, load_dataset
     from searchplay.eval.evaluate import evaluate
     from searchplay.eval.report import dataset_report, summary_markdown, write_predictions
     from searchplay.llm.transformers_engine import TransformersEngine
@@ -402,8 +404,19 @@ def eval_command(
     cfg = _config(config, set_)
     cfg.rollout.max_turns = max_turns or cfg.game.solver_max_turns
     mapping = dict(item.split("=", 1) for item in field_map.split(",")) if field_map else None
+    names = data.split(",")
+    labels = [dataset_label(n) for n in names]
+    if len(set(labels)) < len(labels):
+        _fail(f"--data names two datasets that would share a report name: {', '.join(labels)}; rename one file")
+    out_dir = out or Path("evals") / time.strftime("%Y%m%d-%H%M%S")
     try:
-        datasets = {name: load_dataset(name, mapping)[:limit] for name in data.split(",")}
+        check_output_dir(out_dir, ("summary.json",), "evaluation")
+    except OutputDirError as e:
+        _fail(str(e))
+    if (out_dir / "summary.json").exists() and not overwrite:
+        _fail(f"{out_dir} already holds an evaluation; pass --overwrite to replace it, or choose another --out")
+    try:
+        datasets = {label: load_dataset(name, mapping)[:limit] for name, label in zip(names, labels)}
         if retriever == "none":
             search = NoRetriever()
             if cfg.rollout.scaffold == "guided":
@@ -425,7 +438,6 @@ def eval_command(
 
         cfg.judge.base_url, cfg.judge.model = judge_url, judge_model or cfg.judge.model or "judge"
         judge = LLMJudge(cfg.judge)
-    out_dir = out or Path("evals") / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict = {"model": model, "model_path": model_path, "retriever": retriever, "temperature": temperature,
                      "scaffold": cfg.rollout.scaffold, "max_turns": cfg.rollout.max_turns, "datasets": {}}

@@ -46,9 +46,11 @@ def test_hybrid_fuses_bm25_and_dense(cfg: Config) -> None:
 
 def test_interrupted_build_resumes_to_the_same_embeddings(small_corpus: Path, tmp_path: Path) -> None:
     partial = build_dense_index(small_corpus, tmp_path / "a", chunk_rows=32, progress=False, stop_after_rows=64)
-    assert partial["interrupted"] and json.loads((tmp_path / "a" / PROGRESS).read_text())["done"] == 64
+    building = tmp_path / "a.building"  # written beside the target, swapped in when complete
+    assert partial["interrupted"] and json.loads((building / PROGRESS).read_text())["done"] == 64
+    assert not (tmp_path / "a").exists()
     with pytest.raises(SearchError, match="not a searchplay index"):
-        DenseRetriever(tmp_path / "a")  # an unfinished index cannot be opened
+        DenseRetriever(building)  # an unfinished index cannot be opened
     meta = build_dense_index(small_corpus, tmp_path / "a", chunk_rows=32, progress=False)
     fresh = build_dense_index(small_corpus, tmp_path / "b", chunk_rows=1000, progress=False)
     assert meta["passages"] == fresh["passages"] == 120
@@ -58,6 +60,7 @@ def test_interrupted_build_resumes_to_the_same_embeddings(small_corpus: Path, tm
     assert np.abs(np.linalg.norm(a.astype(np.float32), axis=1) - 1).max() < 1e-2  # normalised
     r = DenseRetriever(tmp_path / "a", corpus=small_corpus)
     assert r.search(["capital of France"], 2)[0][0].id in ("sum:Paris", "sum:France")
+    assert not building.exists() and not (tmp_path / "a" / PROGRESS).exists()
 
 
 def test_prefixes_are_recorded_and_used(small_corpus: Path, tmp_path: Path) -> None:

@@ -108,3 +108,27 @@ def test_eval_end_to_end_and_compare(tmp_path: Path) -> None:
     same = subprocess.run([sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "a")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "+0.0 [+0.0, +0.0] | 0 | 0 | 10 |" in same.stdout
+
+
+def test_eval_outputs_are_checked_before_any_work_and_named_by_dataset_stem(tmp_path: Path) -> None:
+    data = tmp_path / "sets" / "my set.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps({"id": str(i), "question": f"Who wrote Hamlet {i}?", "answers": ["Shakespeare"]}) + "\n"
+                            for i in range(2)))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep")
+    base = [sys.executable, "-m", "searchplay", "eval", "--config", "configs/tiny-test.toml", "--model", "tiny-random",
+            "--data", str(data)]
+    refused = subprocess.run([*base, "--out", str(notes)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert refused.returncode == 2 and "holds no evaluation written by searchplay" in refused.stderr
+    assert sorted(p.name for p in notes.iterdir()) == ["mine.txt"]
+    out = tmp_path / "ev"
+    done = subprocess.run([*base, "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]  # an absolute path: predictions named by the file's stem
+    assert (out / "predictions-my set.jsonl").is_file() and "my set" in json.loads((out / "summary.json").read_text())["datasets"]
+    again = subprocess.run([*base, "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    twins = subprocess.run([*base[:-1], f"{data},{tmp_path / 'my set.jsonl'}", "--out", str(tmp_path / "x")],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert twins.returncode == 2 and "share a report name" in twins.stderr and not (tmp_path / "x").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import httpx
 import pytest
 
 from searchplay.config import Config, ServerConfig
+from searchplay.outdir import OutputDirError
 from searchplay.search.base import Hit, SearchError, render_hits
 from searchplay.search.bm25 import META_FILE, Bm25Retriever, IndexMismatchError, build_bm25_index
 from searchplay.search.cache import CachedRetriever
@@ -55,6 +58,28 @@ def test_index_build_and_corpus_mismatch_refused(tmp_path: Path) -> None:
         Bm25Retriever(tmp_path / "idx", corpus=other)
     with pytest.raises(SearchError, match="not a searchplay index"):
         Bm25Retriever(tmp_path)
+
+
+def test_index_build_never_destroys_what_it_did_not_write(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "title": f"T{i}", "text": f"apple {i}"}) + "\n" for i in range(20)))
+    notes = tmp_path / "work"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    for target in (notes, tmp_path):  # a user's folder, and the folder holding the corpus itself
+        with pytest.raises(OutputDirError, match="holds no index written by searchplay"):
+            build_bm25_index(corpus, target, progress=False)
+    assert (notes / "notes.txt").read_text() == "mine" and corpus.is_file()
+    with pytest.raises(OutputDirError, match="not a directory"):
+        build_bm25_index(corpus, corpus, progress=False)
+    build_bm25_index(corpus, tmp_path / "idx", progress=False)
+    corpus.write_text(corpus.read_text() + json.dumps({"id": "new", "title": "N", "text": "pear"}) + "\n")
+    assert build_bm25_index(corpus, tmp_path / "idx", progress=False)["passages"] == 21  # ours: replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "idx", "work"]  # nothing left beside it
+    result = subprocess.run([sys.executable, "-m", "searchplay", "index", "build", "--corpus", str(corpus), "--out", str(notes)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "holds no index written by searchplay" in result.stderr
+    assert (notes / "notes.txt").read_text() == "mine"
 
 
 def test_render_hits() -> None:

@@ -51,6 +51,11 @@ def normalize_record(record: Any, index: int, field_map: dict[str, str] | None =
     return {"id": str(record.get("id", index)), "question": question.strip(), "golden_answers": _answers(record)}
 
 
+def dataset_label(name_or_path: str) -> str:
+    """The name a dataset goes by in reports and file names: a bundled name, or a file's stem."""
+    return name_or_path if name_or_path in BUNDLED else Path(name_or_path).stem
+
+
 def load_dataset(name_or_path: str, field_map: dict[str, str] | None = None) -> list[dict[str, Any]]:
     if name_or_path in BUNDLED:
         from searchplay.assets import asset_file

@@ -21,11 +21,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from searchplay.outdir import check_output_dir, replace_dir
 from searchplay.progress import progress as progress_counter
 from searchplay.search.base import Hit, SearchError
 from searchplay.search.corpus import CorpusStats, read_passages
 
 META_FILE = "searchplay-index.json"
+BUILDING_MARKER = "searchplay-building"  # in an index directory still being written
 ANALYZER = "en_stop_stem"
 _NON_WORD = re.compile(r"[^\w]+")
 
@@ -92,9 +94,12 @@ def build_bm25_index(corpus: Path, out_dir: Path, progress: bool = True, skip_ba
     import tantivy
 
     corpus, out_dir = Path(corpus), Path(out_dir)
+    check_output_dir(out_dir, (META_FILE,), "index")
     tmp = out_dir.with_name(out_dir.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
+    check_output_dir(tmp, (BUILDING_MARKER,), "index build")
+    shutil.rmtree(tmp, ignore_errors=True)  # ours: an earlier build that was interrupted
     tmp.mkdir(parents=True)
+    (tmp / BUILDING_MARKER).write_text("")
     index = tantivy.Index(_schema(), path=str(tmp))
     index.register_tokenizer(ANALYZER, _analyzer())
     writer = index.writer(heap_size=heap_bytes, num_threads=threads)
@@ -113,8 +118,8 @@ def build_bm25_index(corpus: Path, out_dir: Path, progress: bool = True, skip_ba
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    (tmp / BUILDING_MARKER).unlink()
+    replace_dir(tmp, out_dir)
     return meta
 
 

@@ -97,9 +97,14 @@ def build_dense_index(corpus: Path, out_dir: Path, model: str | Path | None = No
                       stop_after_rows: int | None = None) -> dict[str, Any]:
     """Encode every passage into `out_dir`; resumes a build interrupted earlier with the same settings.
 
-    `stop_after_rows` ends the build early (as an interruption would); tests use it for resume.
+    The build is written to `<out_dir>.building` and swapped in when complete, so an index already
+    at `out_dir` stays usable until then. `stop_after_rows` ends the build early (as an
+    interruption would); tests use it for resume.
     """
-    corpus, out_dir = Path(corpus), Path(out_dir)
+    corpus, final_dir = Path(corpus), Path(out_dir)
+    check_output_dir(final_dir, (META_FILE,), "index")
+    out_dir = final_dir.with_name(final_dir.name + ".building")
+    check_output_dir(out_dir, (PROGRESS,), "index build")
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(model, threads)
     encoder_name = str(Path(model).resolve()) if model else f"{DEFAULT_ENCODER_PACKAGE[0]} (all-MiniLM-L6-v2)"
@@ -139,6 +144,8 @@ def build_dense_index(corpus: Path, out_dir: Path, model: str | Path | None = No
     meta = {**settings, "passages": count, "encode_seconds": round(seconds, 2),
             "sentence_transformers_version": metadata.version("sentence-transformers")}
     _write_json(out_dir / META_FILE, meta)
+    (out_dir / PROGRESS).unlink()
+    replace_dir(out_dir, final_dir)
     return meta
 
 
