@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,6 +29,32 @@ err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: section.field=value (repeatable)")]
+
+
+class IndexKind(str, Enum):
+    bm25 = "bm25"
+    dense = "dense"
+
+
+class RetrieverKind(str, Enum):
+    bm25 = "bm25"
+    dense = "dense"
+    hybrid = "hybrid"
+
+
+class Scaffold(str, Enum):
+    guided = "guided"
+    free = "free"
+
+
+RETRIEVER_CHOICES = ("bm25", "dense", "hybrid", "none")
+
+
+def _retriever_choice(value: str) -> str:
+    """A retriever kind, 'none', or a server URL; anything else is a typo that must not run something else."""
+    if value in RETRIEVER_CHOICES or value.startswith(("http://", "https://")):
+        return value
+    raise typer.BadParameter(f"{value!r} is not one of {', '.join(RETRIEVER_CHOICES)} nor an http(s):// URL")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -114,11 +141,11 @@ def assets_info(
 def index_build(
     corpus: Annotated[str, typer.Option(help="corpus file (wiki-18 jsonl, {id,title,text} jsonl, parquet) or 'bundled'")],
     out: Annotated[Path, typer.Option(help="index directory to write")],
-    kind: Annotated[str, typer.Option(help="bm25 or dense")] = "bm25",
+    kind: Annotated[IndexKind, typer.Option(help="index kind (hybrid combines a bm25 and a dense index at search time)")] = IndexKind.bm25,
     model: Annotated[Optional[str], typer.Option(help="dense: sentence-transformers model directory (default: bundled all-MiniLM-L6-v2)")] = None,
     query_prefix: Annotated[str, typer.Option(help="dense: text put before each query, e.g. 'query: ' for e5")] = "",
     passage_prefix: Annotated[str, typer.Option(help="dense: text put before each passage, e.g. 'passage: ' for e5")] = "",
-    batch_size: Annotated[int, typer.Option(help="dense: encoder batch size")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="dense: encoder batch size")] = 64,
     skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip and count malformed corpus lines instead of failing")] = False,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -130,29 +157,27 @@ def index_build(
     cfg = _config(config, set_)
     try:
         corpus_path = resolve_corpus(corpus, cfg)
-        if kind == "bm25":
+        if kind is IndexKind.bm25:
             from searchplay.search.bm25 import build_bm25_index
 
             meta = build_bm25_index(corpus_path, out, skip_bad_lines=skip_bad_lines)
-        elif kind == "dense":
+        else:
             from searchplay.search.dense import build_dense_index
 
             meta = build_dense_index(corpus_path, out, model, query_prefix, passage_prefix, batch_size,
                                      skip_bad_lines=skip_bad_lines, threads=cfg.model.threads)
-        else:
-            _fail(f"--kind must be bm25 or dense, got {kind!r} (hybrid combines a bm25 and a dense index at search time)")
     except (CorpusError, SearchError, FileNotFoundError, OutputDirError) as e:
         _fail(str(e))
     skipped = f", {meta['skipped_lines']} bad lines skipped" if meta.get("skipped_lines") else ""
-    err.print(f"{kind} index of {meta['passages']:,} passages written to {out}{skipped}")
+    err.print(f"{kind.value} index of {meta['passages']:,} passages written to {out}{skipped}")
 
 
-def _retriever_from_cli(cfg: Config, index: Optional[str], kind: Optional[str]):  # noqa: ANN202
+def _retriever_from_cli(cfg: Config, index: Optional[str], kind: Optional[RetrieverKind | str]):  # noqa: ANN202
     from searchplay.search.resolve import open_local_retriever
 
     s = cfg.search
     if kind:
-        s.kind = kind  # type: ignore[assignment]
+        s.kind = RetrieverKind(kind).value  # type: ignore[assignment]
     if index:
         if s.kind == "dense":
             s.dense_index = index
@@ -162,13 +187,13 @@ def _retriever_from_cli(cfg: Config, index: Optional[str], kind: Optional[str]):
 
 
 IndexOpt = Annotated[Optional[str], typer.Option(help="index directory or 'bundled' (default: search.index / search.dense_index)")]
-KindOpt = Annotated[Optional[str], typer.Option(help="bm25, dense or hybrid (default: search.kind)")]
+KindOpt = Annotated[Optional[RetrieverKind], typer.Option(help="retriever kind (default: search.kind)")]
 
 
 @app.command()
 def search(
     queries: Annotated[list[str], typer.Argument(help="one or more queries")],
-    k: Annotated[int, typer.Option("-k", help="hits per query")] = 3,
+    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="hits per query")] = 3,
     index: IndexOpt = None, kind: KindOpt = None,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -191,7 +216,7 @@ def search(
 def serve_retriever(
     index: IndexOpt = None, kind: KindOpt = None,
     host: Annotated[Optional[str], typer.Option(help="bind address (default 127.0.0.1: this machine only)")] = None,
-    port: Annotated[Optional[int], typer.Option(help="port (default server.port)")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="port (default server.port)")] = None,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Serve an index over HTTP with the Search-R1 API: POST /retrieve, GET /health."""
@@ -217,7 +242,7 @@ def serve_model(
     model: Annotated[str, typer.Option(help="model directory, cached HF id, 'bundled' or 'tiny-random'")] = "bundled",
     name: Annotated[Optional[str], typer.Option(help="model name clients send (default: the --model value)")] = None,
     host: Annotated[Optional[str], typer.Option(help="bind address (default 127.0.0.1)")] = None,
-    port: Annotated[int, typer.Option(help="port")] = 8001,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8001,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Serve a local model with an OpenAI-compatible API (/v1/chat/completions, /v1/models), e.g. as the judge."""
@@ -241,8 +266,8 @@ def ask(
     question: Annotated[str, typer.Argument(help="the question to answer")],
     model: Annotated[Optional[str], typer.Option(help="model directory, cached HF id or 'bundled' (default: model.path)")] = None,
     index: IndexOpt = None, kind: KindOpt = None,
-    scaffold: Annotated[Optional[str], typer.Option(help="guided or free (default: rollout.scaffold)")] = None,
-    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    scaffold: Annotated[Optional[Scaffold], typer.Option(help="default: rollout.scaffold")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, max=10.0, help="0 = greedy")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole trajectory as JSON")] = False,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -256,7 +281,7 @@ def ask(
 
     cfg = _config(config, set_)
     if scaffold:
-        cfg.rollout.scaffold = scaffold  # type: ignore[assignment]
+        cfg.rollout.scaffold = scaffold.value  # type: ignore[assignment]
     cfg.rollout.temperature = temperature
     cfg.rollout.max_turns = cfg.game.solver_max_turns
     try:
@@ -288,7 +313,7 @@ RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="run direct
 
 @app.command()
 def play(
-    rounds: Annotated[int, typer.Option(help="self-play rounds to run")] = 1,
+    rounds: Annotated[int, typer.Option(min=1, help="self-play rounds to run")] = 1,
     run_dir: RunDirOpt = None,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
@@ -328,7 +353,7 @@ def play(
 def train(
     run_dir: RunDirOpt = None,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="continue the run in this directory from its latest checkpoint")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="total steps (default trainer.steps; raise it to extend a resumed run)")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="total steps (default trainer.steps; raise it to extend a resumed run)")] = None,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Train by search self-play: rounds of play, then policy updates; logs, evaluates and checkpoints."""
@@ -377,15 +402,15 @@ def print_run_summary(run_dir: Path, seconds: float) -> None:
 def eval_command(
     model: Annotated[str, typer.Option(help="model directory, cached HF id, 'bundled', a run directory or a checkpoint")] = "bundled",
     data: Annotated[str, typer.Option(help="comma-separated datasets: bundled names (nq-answerable, ...) or jsonl/parquet files")] = "nq-answerable",
-    limit: Annotated[Optional[int], typer.Option(help="first N questions of each dataset")] = None,
-    retriever: Annotated[str, typer.Option(help="bm25, dense, hybrid, none (closed book) or a retrieval server URL")] = "bm25",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="first N questions of each dataset")] = None,
+    retriever: Annotated[str, typer.Option(callback=_retriever_choice, help="bm25, dense, hybrid, none (closed book) or a retrieval server URL")] = "bm25",
     index: IndexOpt = None,
     judge_url: Annotated[Optional[str], typer.Option("--judge", help="OpenAI-compatible judge endpoint (adds judge accuracy)")] = None,
     judge_model: Annotated[Optional[str], typer.Option(help="judge model name")] = None,
-    temperature: Annotated[float, typer.Option(help="0 = greedy (default)")] = 0.0,
-    max_turns: Annotated[Optional[int], typer.Option(help="agent turns (default game.solver_max_turns)")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, max=10.0, help="0 = greedy (default)")] = 0.0,
+    max_turns: Annotated[Optional[int], typer.Option(min=1, max=1000, help="agent turns (default game.solver_max_turns)")] = None,
     field_map: Annotated[Optional[str], typer.Option(help="for other jsonl files: question=FIELD,golden_answers=FIELD")] = None,
-    batch_size: Annotated[int, typer.Option(help="episodes run together")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="episodes run together")] = 16,
     out: Annotated[Optional[Path], typer.Option(help="output directory (default evals/<timestamp>)")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an evaluation already in --out")] = False,
     config: ConfigOpt = None, set_: SetOpt = None,
