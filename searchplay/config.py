@@ -126,7 +126,7 @@ class GameConfig:
     reject_answer_words: bool = _f(False, "filter: reject questions holding any word of the answer (a partial leak that an F1 reward would pay for)")
     max_hops: int = _f(0, "cap on a seed's hop count (0 = as the seed says); 1 suits a 135M model", 0, 1000)
     verifier: Literal["policy", "judge", "evidence", "off"] = _f("policy", "policy / judge: answers the question from the evidence (paper / paper's code); evidence: a golden answer must occur in a retrieved document (rule-based); off: nothing is verified")
-    noisy_docs: int = _f(4, "evidence blocks from other proposer trajectories mixed into the verification evidence (paper: 4)", 0, 1000)
+    noisy_docs: int = _f(4, "whole evidence blocks (all documents one other proposer trajectory retrieved) mixed into the verification evidence (paper: 4)", 0, 1000)
     failure_handling: Literal["reuse", "dummy"] = _f("reuse", "solver slot of a rejected question: a pool question (reuse) or nothing (dummy)")
     reuse_threshold: float = _f(1.0, "reuse only pool questions with success rate <= this (paper's script: 1.0)", 0, 1)
     format_penalty: float = _f(0.0, "proposer reward of a rejected question (paper's script: 0)", -10, 10)

@@ -98,14 +98,22 @@ def test_answer_in_query_filter_is_optional() -> None:
     assert x.extract_question(traj, SEED, GameConfig(reject_answer_in_query=True)).rejection == x.ANSWER_IN_QUERY
 
 
-def test_evidence_mixes_noisy_docs_from_other_trajectories_only() -> None:
+def test_evidence_mixes_whole_blocks_of_other_trajectories() -> None:
     own = [{"id": "a"}, {"id": "b"}]
-    others = [[{"id": "a"}, {"id": "c"}], [{"id": "d"}, {"id": "e"}, {"id": "f"}]]
-    evidence, noisy = build_evidence(own, others, 2, random.Random(0))
-    assert len(noisy) == 2 and set(noisy) <= {"c", "d", "e", "f"}
-    assert {d["id"] for d in evidence} == {"a", "b", *noisy}
-    again, noisy2 = build_evidence(own, others, 2, random.Random(0))
-    assert (again, noisy2) == (evidence, noisy)  # seeded
+    others = [[{"id": "a"}, {"id": "c"}], [{"id": "d"}, {"id": "e"}, {"id": "f"}], [], [{"id": "g"}]]
+    for seed in range(20):
+        evidence, noisy = build_evidence(own, others, 2, random.Random(seed))
+        ids = [d["id"] for d in evidence]
+        assert len(ids) == len(set(ids)) and {"a", "b"} <= set(ids)  # own documents once each
+        blocks = [{"c"}, {"d", "e", "f"}, {"g"}]  # a's block contributes only c; the empty block never counts
+        picked = [b for b in blocks if b & set(noisy)]
+        assert len(picked) == 2 and set(noisy) == set().union(*picked)  # two whole blocks, never a part of one
+        for b in picked:  # each block stays contiguous in the evidence
+            positions = sorted(ids.index(i) for i in b)
+            assert positions == list(range(positions[0], positions[0] + len(b)))
+    again = build_evidence(own, others, 2, random.Random(3))
+    assert again == build_evidence(own, others, 2, random.Random(3))  # seeded
+    assert build_evidence(own, others, 10, random.Random(0))[1] and len(build_evidence(own, others, 10, random.Random(0))[1]) == 5
 
 
 def test_evidence_verifier_needs_the_answer_in_a_retrieved_document() -> None:

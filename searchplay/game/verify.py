@@ -1,7 +1,8 @@
 """RAG verification of proposed questions (DESIGN.md §1 step 4).
 
-The evidence for a question is every document its proposer retrieved plus `noisy_docs`
-documents drawn from *other* proposer trajectories of the batch, shuffled with a seeded RNG.
+The evidence for a question is the block of documents its proposer retrieved plus `noisy_docs`
+whole blocks drawn from *other* proposer trajectories of the batch, the blocks in a seeded
+shuffled order (as the paper's reference code does).
 A verifier answers from that evidence alone; the question is kept only if the answer matches
 the seed's answer (exact match after normalisation, else the LLM judge when configured).
 
@@ -70,15 +71,27 @@ def evidence_check(question: str, seed: Seed, traj: Trajectory) -> Verification:
     return Verification(True, None, "answer_in_evidence", [d["id"] for d in grounded])
 
 
-def build_evidence(own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_docs: int,
+def build_evidence(own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_blocks: int,
                    rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
-    """Own documents + up to `noisy_docs` documents from other trajectories, shuffled."""
+    """The own block plus up to `noisy_blocks` whole blocks of other trajectories, in shuffled block order.
+
+    A block is everything one trajectory retrieved, in its order (the paper's reference code mixes
+    evidence this way). Documents already in the evidence are not repeated; returns the evidence
+    and the ids of the documents that came from other trajectories.
+    """
+    candidates = [block for block in others if block]
+    chosen = rng.sample(candidates, min(noisy_blocks, len(candidates)))
+    blocks = [list(own), *chosen]
+    rng.shuffle(blocks)
     own_ids = {d["id"] for d in own}
-    pool = {d["id"]: d for docs in others for d in docs if d["id"] not in own_ids}
-    noisy = rng.sample(sorted(pool.values(), key=lambda d: d["id"]), min(noisy_docs, len(pool)))
-    evidence = list(own) + noisy
-    rng.shuffle(evidence)
-    return evidence, [d["id"] for d in noisy]
+    evidence: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for block in blocks:
+        for d in block:
+            if d["id"] not in seen:
+                seen.add(d["id"])
+                evidence.append(d)
+    return evidence, [d["id"] for d in evidence if d["id"] not in own_ids]
 
 
 def render_evidence(docs: list[dict[str, Any]]) -> str:
