@@ -94,6 +94,8 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling threshold", 1e-06, 1)
     top_k: int = _f(0, "top-k sampling filter; 0 = off", 0, 10000000)
     seed: int = _f(0, "base seed of rollout sampling (turn t uses seed + t)", 0, None)
+    on_no_action: Literal["hint", "end"] = _f("hint", "a turn without a search or final tag: insert a hint and go on, or end the episode (paper's code)")
+    on_search_error: Literal["end", "show"] = _f("end", "a failed search: end the episode, or show the error in <information> and go on (paper's code); never trained on either way")
 
 
 @dataclass

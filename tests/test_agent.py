@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -136,6 +137,26 @@ def test_retriever_failure_ends_only_affected_episodes(tiny_engine, bundled_bm25
     partial = run_episodes(tiny_engine, FlakyRetriever(bundled_bm25, fail_from=2, only_first=True), ps, cfg, "answer")
     reasons = [t.stop_reason for t in partial]
     assert reasons[0] == "error" and "error" not in reasons[1:]
+
+
+def test_search_errors_can_be_shown_to_the_model_and_are_still_counted(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+    cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=6, seed=4, on_search_error="show")
+    trajs = run_episodes(tiny_engine, FlakyRetriever(bundled_bm25, fail_from=2), solver_prompts(tiny_engine), cfg, "answer")
+    failed = [t for t in trajs if t.search_errors]
+    assert failed and all(t.stop_reason != "error" and len(t.turns) == 3 for t in failed)  # the episode went on
+    for t in failed:
+        masked = tiny_engine.tokenizer.decode([i for i, m in zip(t.response_ids, t.loss_mask) if m == 0])
+        assert "<information>Search failed: retrieval server unavailable</information>" in masked
+    assert rollout_metrics(trajs)["rollout/retriever_errors"] == sum(t.search_errors for t in trajs) > 0
+
+
+def test_a_turn_without_action_can_end_the_episode(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+    free = RolloutConfig(scaffold="free", max_turns=3, max_new_tokens=6, seed=2, on_no_action="end")
+    trajs = run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), free, "answer")
+    assert {t.stop_reason for t in trajs} == {"no_action"} and all(len(t.turns) == 1 for t in trajs)  # random text: no tags
+    hinted = run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), replace(free, on_no_action="hint"), "answer")
+    assert all(len(t.turns) == 3 and t.stop_reason == "max_turns" for t in hinted)
+    assert rollout_metrics(trajs)["rollout/stop_no_action"] == 1.0
 
 
 def test_training_tensors_rebuilt_from_a_trajectory_match_the_engine(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001

@@ -6,7 +6,10 @@ Each turn, for every active episode:
 2. generate (all active episodes in one call), append the sampled tokens as trainable;
 3. parse the action: a final tag ends the episode; a search is collected;
 4. run all collected searches in one retriever call and append `<information>` as masked
-   tokens. A failed search ends only the episodes whose query failed, with stop reason `error`.
+   tokens. A failed search either ends only the episodes whose query failed, with stop reason
+   `error` (`rollout.on_search_error = "end"`), or shows the error text inside `<information>`
+   and goes on (`"show"`, the paper's code); either way the trajectory counts it in
+   `search_errors`, and the game keeps such episodes out of the loss.
 
 The turns run inside `engine.keep_kv()`, so each turn encodes only the tokens added since the
 episode's previous turn (its keys/values for the rest are kept), not the whole episode again.
@@ -17,7 +20,9 @@ the loop closes the tag; in a free turn the hint follows. Keeping it would train
 sequence that goes on after its end-of-turn marker (`...<|im_end|></search>`). On the last turn
 it is the real end of the episode and stays, trained like any sampled token.
 
-A free-scaffold turn with no action gets a short masked hint and the episode goes on. Budgets:
+A turn with no action (free: no complete tag; guided: empty content) either gets a short masked
+hint and the episode goes on (`rollout.on_no_action = "hint"`), or ends the episode with stop
+reason `no_action` (`"end"`, the paper's code). Budgets:
 `max_turns`, `max_new_tokens` per turn and `max_total_tokens` (prompt + response); tokens
 sampled past the total budget are dropped and the episode stops with `length`.
 """
@@ -138,7 +143,9 @@ def _record_turn(e: _Episode, g: Generation, cfg: RolloutConfig, tokens: _Tokens
         return None
     if action_kind == "search":
         return content
-    if not opening and not last_turn:
+    if not last_turn and cfg.on_no_action == "end":
+        traj.stop_reason, e.done = "no_action", True
+    elif not opening and not last_turn:
         traj.append(tokens(NO_ACTION_HINT.format(final=final_tag)), trainable=False)
     elif opening and not last_turn:  # guided turn with an empty query: tell the model, go on
         traj.append(tokens(information_text([])), trainable=False)
@@ -167,10 +174,15 @@ def _run_searches(searches: list[tuple[_Episode, str]], retriever: Retriever, to
         turn = e.traj.turns[-1]
         if isinstance(hits, SearchError):
             turn.error = str(hits)
-            e.traj.stop_reason, e.done = "error", True
-            continue
-        turn.hits = [{"id": h.id, "title": h.title, "text": h.text, "score": round(h.score, 4)} for h in hits]
-        info = list(tokens.tokenizer.encode(information_text(hits), add_special_tokens=False))
+            e.traj.search_errors += 1
+            if cfg.on_search_error == "end":
+                e.traj.stop_reason, e.done = "error", True
+                continue
+            text = f"\n<information>Search failed: {hits}</information>\n"
+        else:
+            turn.hits = [{"id": h.id, "title": h.title, "text": h.text, "score": round(h.score, 4)} for h in hits]
+            text = information_text(hits)
+        info = list(tokens.tokenizer.encode(text, add_special_tokens=False))
         if e.traj.total_tokens + len(info) > cfg.max_total_tokens:
             e.traj.stop_reason, e.done = "length", True
             continue
@@ -185,7 +197,7 @@ def rollout_metrics(trajectories: list[Trajectory], prefix: str = "rollout") -> 
            f"{prefix}/searches_mean": sum(len(t.search_queries) for t in trajectories) / n,
            f"{prefix}/generated_tokens_mean": sum(t.generated_tokens for t in trajectories) / n,
            f"{prefix}/total_tokens_mean": sum(t.total_tokens for t in trajectories) / n,
-           f"{prefix}/retriever_errors": float(reasons.get("error", 0))}
-    for r in ("answer", "question", "max_turns", "length", "error"):
+           f"{prefix}/retriever_errors": float(sum(t.search_errors for t in trajectories))}
+    for r in ("answer", "question", "max_turns", "length", "error", "no_action"):
         out[f"{prefix}/stop_{r}"] = reasons.get(r, 0) / n
     return out

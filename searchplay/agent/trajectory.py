@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-StopReason = Literal["answer", "question", "max_turns", "length", "error"]
+StopReason = Literal["answer", "question", "max_turns", "length", "error", "no_action"]
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Trajectory:
     turns: list[Turn] = field(default_factory=list)
     final: str | None = None  # content of the final <answer>/<question>
     stop_reason: StopReason | None = None
+    search_errors: int = 0  # searches that failed (infrastructure): the episode is kept out of the loss
     meta: dict[str, Any] = field(default_factory=dict)  # caller's data: question id, seed, role, ...
 
     def append(self, ids: list[int], trainable: bool, logprobs: list[float] | None = None) -> None:
@@ -64,7 +65,7 @@ class Trajectory:
 
     def summary(self) -> dict[str, Any]:
         return {"stop_reason": self.stop_reason, "final": self.final, "turns": len(self.turns),
-                "searches": len(self.search_queries), "queries": self.search_queries,
+                "searches": len(self.search_queries), "queries": self.search_queries, "search_errors": self.search_errors,
                 "generated_tokens": self.generated_tokens, "total_tokens": self.total_tokens}
 
     def to_dict(self) -> dict[str, Any]:

@@ -69,4 +69,5 @@ def summarize(predictions: list[Prediction]) -> dict[str, float]:
         "answer_rate": sum(p.prediction is not None for p in predictions) / n,
         "turns_mean": statistics.fmean(len(p.trajectory.turns) for p in predictions) if predictions else 0.0,
         "searches_mean": statistics.fmean(len(p.trajectory.search_queries) for p in predictions) if predictions else 0.0,
+        "retriever_errors": float(sum(p.trajectory.search_errors for p in predictions)),  # infrastructure, not the model
     }

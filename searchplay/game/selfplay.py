@@ -91,7 +91,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
              for i, s in enumerate(proposer_seeds)]
     proposer = run_episodes(engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0),
                             "question", cfg.search.topk, metas)
-    proposer_excluded = [t.stop_reason == "error" for t in proposer]
+    proposer_excluded = [t.search_errors > 0 for t in proposer]
     timing["timing/proposer_s"] = time.perf_counter() - t0
 
     # 3. extraction and rule filters
@@ -189,7 +189,7 @@ def solve(engine: Engine, retriever: Retriever, tasks: list[SolverTask], cfg: Co
     verdicts = _judge_solver_answers(trajs, solver_tasks, use_judge)
     rewards = [solver_reward(t.final, task.golden, g.solver_reward, count_tags("".join(x.text for x in t.turns), "answer"), v)
                for t, task, v in zip(trajs, solver_tasks, verdicts)]
-    excluded = [t.stop_reason == "error" or (use_judge is not None and "judge" in t.meta and v is None)
+    excluded = [t.search_errors > 0 or (use_judge is not None and "judge" in t.meta and v is None)
                 for t, v in zip(trajs, verdicts)]
     for t, r, x in zip(trajs, rewards, excluded):
         t.meta["reward"] = r
