@@ -177,6 +177,7 @@ class TrainerConfig:
     steps: int = _f(10, "self-play steps (rounds + updates)", 1, 100000000)
     max_minutes: float = _f(0.0, "stop after the step at which training time (rounds + updates, not periodic evaluation) reaches this; 0 = no limit; counted across resumes", 0, 10000000)
     combine_update: bool = _f(False, "one update over solver and proposer samples together instead of two")
+    update_order: Literal["solver_first", "proposer_first"] = _f("solver_first", "order of the two updates (SSP: proposer first); the second role's old log-probs are always those of the sampling weights")
     dynamic_sampling: bool = _f(False, "drop groups whose rewards all agree (no learning signal)")
     eval_every: int = _f(0, "evaluate every this many steps (0 = never)", 0, 100000000)
     eval_data: str = _f("nq-answerable", "QA set for periodic evaluation")

@@ -67,12 +67,20 @@ def test_proposer_old_logprobs_come_from_the_weights_that_sampled_it(engine, bun
     assert result.solver and result.proposer
     result.solver_rewards = [float(i % 2) for i in range(len(result.solver))]  # a signal in every solver group
     result.proposer_rewards = [float(i % 2) for i in range(len(result.proposer))]
+    before = copy.deepcopy(engine.model.state_dict())
     learner = Learner(engine.model, cfg.learner, pad_id=engine.pad_id, temperature=cfg.rollout.temperature)
     metrics = update_roles(learner, result, cfg, step=1, version=learner.version)
     assert metrics["solver_update/ratio_dev"] < 1e-6  # on-policy: the first update's ratio is exactly 1
     # the proposer's rollouts were scored before the solver update moved the weights: its ratio is not forced to 1
     assert metrics["proposer_update/ratio_dev"] > 1e-3
     assert metrics["proposer_update/logprob_gap_max"] < 1e-4  # and its old log-probs are the sampling ones
+    # SSP's order: the proposer first, then the solver, whose ratio is then the one not forced to 1
+    engine.model.load_state_dict(before)
+    cfg.trainer.update_order = "proposer_first"
+    learner = Learner(engine.model, cfg.learner, pad_id=engine.pad_id, temperature=cfg.rollout.temperature)
+    metrics = update_roles(learner, result, cfg, step=1, version=learner.version)
+    assert metrics["proposer_update/ratio_dev"] < 1e-6 and metrics["solver_update/ratio_dev"] > 1e-3
+    assert metrics["solver_update/logprob_gap_max"] < 1e-4
     # without scoring first, the learner refuses stale samples instead of silently treating them as on-policy
     stale = role_samples(result.proposer, result.proposer_rewards, result.proposer_groups, [], "grpo", True, False, version=0)
     with pytest.raises(OffPolicyError):

@@ -4,9 +4,10 @@
         play_round                      proposer rollouts -> verification -> solver rollouts -> rewards
                                         (game.mode = "supervised": labelled questions, solver only)
         drop infrastructure failures    failed searches / judge calls are not the model's failure
-        score the proposer's old        log-probs, before the solver update changes the weights
+        score the second role's old     log-probs, before the first update changes the weights
         update the solver               advantages per solver.adv_estimator over question groups
         update the proposer             (after proposer.warmup_steps) over seed groups
+                                        (trainer.update_order: solver first, or proposer first as SSP)
         log                             metrics.jsonl (+ TensorBoard / wandb), sampled trajectories
         evaluate every eval_every       a fixed slice of a QA set, greedy, EM/F1 (eval/evaluate.py)
         pool maintenance                every pool_clear_interval steps keep the newest keep_ratio
@@ -141,11 +142,16 @@ def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, 
                                 learner, cfg.learner.kl_in_reward_coef)
     if cfg.trainer.combine_update:
         return _prefixed("update", learner.update(solver + proposer))
-    if solver and proposer:  # the solver update changes the weights: score the proposer's rollouts first
-        learner.score_old(proposer)
-    metrics = _prefixed("solver_update", learner.update(solver))
-    if result.proposer:  # the supervised control has no proposer
-        metrics.update(_prefixed("proposer_update", learner.update(proposer)))
+    roles = [("solver", solver), ("proposer", proposer)]
+    if cfg.trainer.update_order == "proposer_first":
+        roles.reverse()
+    if roles[0][1] and roles[1][1]:  # the first update changes the weights: score the second role's rollouts now
+        learner.score_old(roles[1][1])
+    metrics: dict[str, float] = {}
+    for role, samples in roles:
+        if role == "proposer" and not result.proposer:  # the supervised control has no proposer
+            continue
+        metrics.update(_prefixed(f"{role}_update", learner.update(samples)))
     return metrics
 
 
