@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from searchplay.config import LearnerConfig
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner, Sample
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
@@ -108,3 +111,34 @@ def test_micro_batching_matches_one_big_batch(cfg) -> None:  # noqa: ANN001
     assert len(learner._index_chunks(list(range(6)), samples)) == 6  # really split into micro-batches
     assert grads[0].abs().sum() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_paper_config_update_equals_a_hand_computed_ssp_style_loss(tiny) -> None:  # noqa: ANN001
+    from searchplay.config import load_config
+
+    model, _ = tiny
+    cfg = load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml").learner
+    assert (cfg.loss_agg, cfg.dual_clip, cfg.clip_low, cfg.clip_high) == ("seq-mean-token-mean", 3.0, 0.2, 0.285)
+    cfg.lr, cfg.bf16, cfg.gradient_checkpointing, cfg.warmup_steps = 0.0, False, False, 0  # measure the loss, change nothing
+    learner = Learner(model, cfg, copy.deepcopy(model).requires_grad_(False), pad_id=0)
+    samples = [Sample([1, 2, 3], [40, 41, 42], [1, 1, 1], 1.0), Sample([4, 5], [43, 44, 45, 46], [1, 0, 1, 1], -1.0)]
+    shifts = [torch.tensor([0.5, -0.5, 0.0]), torch.tensor([2.0, 0.0, -0.1, 1.5])]  # log(new / old) per response token
+    expected = []
+    for s, shift in zip(samples, shifts):
+        ids = torch.tensor([s.prompt_ids + s.response_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(s.prompt_ids) - 1 : -1].float()
+        new = torch.log_softmax(logits, -1).gather(-1, torch.tensor(s.response_ids)[:, None]).squeeze(-1)
+        s.old_logprobs = torch.cat([torch.zeros(len(s.prompt_ids) - 1), new - shift])
+        per_token = []
+        for r, m in zip(shift.exp().tolist(), s.loss_mask):
+            a = s.advantage
+            loss = max(-a * r, -a * min(max(r, 1 - 0.2), 1 + 0.285))
+            if a < 0:
+                loss = min(loss, -a * 3.0)  # dual clip bounds the loss of negative advantages
+            if m:
+                per_token.append(loss)
+        expected.append(sum(per_token) / len(per_token))
+    metrics = learner.update(samples)
+    assert metrics["learner/kl"] == pytest.approx(0.0, abs=1e-7)  # identical to the reference
+    assert metrics["learner/loss"] == pytest.approx(sum(expected) / len(expected), rel=1e-4)
