@@ -130,6 +130,7 @@ class GameConfig:
     verifier: Literal["policy", "judge", "evidence", "off"] = _f("policy", "policy / judge: answers the question from the evidence (paper / paper's code); evidence: a golden answer must occur in a retrieved document (rule-based); off: nothing is verified")
     noisy_docs: int = _f(4, "whole evidence blocks (all documents one other proposer trajectory retrieved) mixed into the verification evidence (paper: 4)", 0, 1000)
     failure_handling: Literal["reuse", "dummy"] = _f("reuse", "solver slot of a rejected question: a pool question (reuse) or nothing (dummy)")
+    reuse_with_replacement: bool = _f(False, "reuse: draw independently with replacement, from the whole pool when none is under the threshold (SSP's code); false: distinct questions")
     reuse_threshold: float = _f(1.0, "reuse only pool questions with success rate <= this (paper's script: 1.0)", 0, 1)
     format_penalty: float = _f(0.0, "proposer reward of a rejected question (paper's script: 0)", -10, 10)
     proposer_reward: Literal["1-acc", "intermediate", "format_only"] = _f("1-acc", "proposer reward from the solvers' success rate s")

@@ -202,6 +202,11 @@ def test_pool_reload_reuse_and_clear(tmp_path: Path) -> None:
     assert again.questions["q2"].success_rate == 0.0 and again.questions["q2"].attempts == 2
     assert {q.id for q in again.reusable(0.3)} == {"q0", "q2", "q3"}
     assert len(again.sample_reusable(10, 0.3, random.Random(0))) == 3
+    drawn = again.sample_reusable(10, 0.3, random.Random(0), with_replacement=True)  # SSP: every slot filled
+    assert len(drawn) == 10 and {q.id for q in drawn} <= {"q0", "q2", "q3"} and len({q.id for q in drawn}) < 10
+    fallback = again.sample_reusable(5, -1.0, random.Random(0), with_replacement=True)  # none under the threshold
+    assert len(fallback) == 5 and {q.id for q in fallback} <= {"q0", "q1", "q2", "q3"}
+    assert QuestionPool().sample_reusable(3, 1.0, random.Random(0), with_replacement=True) == []  # empty pool
     assert again.clear(0.5, step=3) == 2
     assert list(QuestionPool(path).questions) == ["q2", "q3"]  # the newest half
     again.clear(0.0, step=4)

@@ -116,9 +116,13 @@ class QuestionPool:
     def reusable(self, threshold: float) -> list[PoolQuestion]:
         return [q for q in self.questions.values() if q.success_rate <= threshold]
 
-    def sample_reusable(self, n: int, threshold: float, rng: random.Random) -> list[PoolQuestion]:
-        """Up to n distinct questions with success rate <= threshold (all of them if fewer)."""
+    def sample_reusable(self, n: int, threshold: float, rng: random.Random, with_replacement: bool = False) -> list[PoolQuestion]:
+        """Up to n distinct questions with success rate <= threshold (all of them if fewer); or, with
+        replacement (SSP's code), exactly n draws, from the whole pool when none is under the threshold."""
         candidates = self.reusable(threshold)
+        if with_replacement:
+            source = candidates or list(self.questions.values())
+            return [rng.choice(source) for _ in range(n)] if source else []
         return rng.sample(candidates, min(n, len(candidates)))
 
     def clear(self, keep_ratio: float, step: int) -> int:

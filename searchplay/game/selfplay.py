@@ -120,7 +120,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     tasks = [SolverTask(extractions[i].question or "", proposer_seeds[i].golden, "new", metas[i]["id"], i) for i in verified]
     n_rejected = len(proposer) - len(verified)
     if g.failure_handling == "reuse" and n_rejected:
-        for q in pool.sample_reusable(n_rejected, g.reuse_threshold, rng):
+        for q in pool.sample_reusable(n_rejected, g.reuse_threshold, rng, g.reuse_with_replacement):
             tasks.append(SolverTask(q.question, [q.answer, *q.aliases], "reuse", q.id))
 
     # 6-7. solver rollouts and rewards; the proposer's reward from its question's success rate
