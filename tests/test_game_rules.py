@@ -12,6 +12,7 @@ from searchplay.agent.trajectory import Trajectory, Turn
 from searchplay.config import GameConfig
 from searchplay.game import extract as x
 from searchplay.game.pool import PoolError, PoolQuestion, QuestionPool
+from searchplay.game.prompts import proposer_messages, seed_examples
 from searchplay.game.rewards import proposer_reward, solver_reward, success_rate
 from searchplay.game.seeds import Seed, SeedError, SeedSampler, load_seeds
 from searchplay.game.verify import build_evidence, verify_questions
@@ -157,6 +158,20 @@ def test_seed_formats(tmp_path: Path) -> None:
     assert seeds[0] == Seed("Paris", 2)
     assert seeds[1].golden == ["Lyon", "Lugdunum"] and seeds[1].extra == {"question": "example?"}
     assert seeds[2].golden == ["Nice", "Nizza"]
+
+
+def test_seed_example_questions_reach_the_proposer_prompt(tmp_path: Path) -> None:
+    f = tmp_path / "ssp.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"ground_truth": "Lyon", "search_turns": 2, "sys_question_example": "Q1: Which river...?\nQ2: Who founded...?"},
+        {"answer": "Nice", "hops": 1, "example_questions": ["Which city hosts the carnival?", " "]},
+        {"answer": "Paris", "hops": 1},
+    ]) + "\n")
+    ssp, listed, plain = load_seeds(str(f))
+    assert "Q1: Which river...?\nQ2: Who founded...?" in proposer_messages(ssp.answer, ssp.hops, seed_examples(ssp.extra))[0]
+    assert proposer_messages(listed.answer, 1, seed_examples(listed.extra))[0].endswith("- Which city hosts the carnival?")
+    assert seed_examples(plain.extra) == "" and proposer_messages("Paris", 1)[0] == proposer_messages("Paris", 1, "")[0]
+    assert "Questions of the kind wanted" not in proposer_messages("Paris", 1)[0]
 
 
 @pytest.mark.parametrize(("line", "message"), [

@@ -35,5 +35,21 @@ def solver_messages(question: str) -> tuple[str, str]:
     return SOLVER_SYSTEM, SOLVER_USER.format(question=question)
 
 
-def proposer_messages(answer: str, hops: int) -> tuple[str, str]:
-    return PROPOSER_SYSTEM, PROPOSER_USER.format(answer=answer, hops=hops)
+EXAMPLES = "\nQuestions of the kind wanted (other answers, same style):\n{examples}"
+
+
+def seed_examples(extra: dict) -> str:
+    """Example questions a seed carries: SSP's `sys_question_example` (text) or `example_questions` (a list)."""
+    text = extra.get("sys_question_example")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    items = extra.get("example_questions")
+    if isinstance(items, list):
+        return "\n".join(f"- {q.strip()}" for q in items if isinstance(q, str) and q.strip())
+    return ""
+
+
+def proposer_messages(answer: str, hops: int, examples: str = "") -> tuple[str, str]:
+    """The proposer's prompt; a seed's example questions, when it has any, are shown in the system part (SSP)."""
+    system = PROPOSER_SYSTEM + (EXAMPLES.format(examples=examples) if examples else "")
+    return system, PROPOSER_USER.format(answer=answer, hops=hops)

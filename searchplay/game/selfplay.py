@@ -31,7 +31,7 @@ from searchplay.agent.trajectory import Trajectory
 from searchplay.config import Config, RolloutConfig
 from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAILED, extract_question
 from searchplay.game.pool import PoolQuestion, QuestionPool
-from searchplay.game.prompts import proposer_messages, solver_messages
+from searchplay.game.prompts import proposer_messages, seed_examples, solver_messages
 from searchplay.game.rewards import proposer_reward, solver_reward, success_rate
 from searchplay.game.seeds import SeedSampler
 from searchplay.game.verify import verify_questions
@@ -86,7 +86,8 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     seeds = [replace(s, hops=min(s.hops, g.max_hops)) if g.max_hops else s for s in sampler.sample(g.batch_size)]
     proposer_seeds = [s for s in seeds for _ in range(g.proposer_n)]
     proposer_groups = [i for i in range(len(seeds)) for _ in range(g.proposer_n)]
-    prompts = [chat_prompt_ids(engine.tokenizer, *proposer_messages(s.answer, s.hops)) for s in proposer_seeds]
+    prompts = [chat_prompt_ids(engine.tokenizer, *proposer_messages(s.answer, s.hops, seed_examples(s.extra)))
+               for s in proposer_seeds]
     metas = [{"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops}
              for i, s in enumerate(proposer_seeds)]
     proposer = run_episodes(engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0),
