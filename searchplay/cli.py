@@ -419,7 +419,7 @@ def eval_command(
     import time
 
     from searchplay.eval.data import DatasetError, dataset_label, load_dataset
-    from searchplay.eval.evaluate import evaluate
+    from searchplay.eval.evaluate import evaluate, judge_predictions
     from searchplay.eval.report import dataset_report, summary_markdown, write_predictions
     from searchplay.llm.transformers_engine import TransformersEngine
     from searchplay.progress import progress
@@ -470,10 +470,7 @@ def eval_command(
         t0 = time.perf_counter()
         with progress(True, f"eval {name}", total=len(records)) as advance:
             preds = evaluate(engine, search, records, cfg.rollout, cfg.search.topk, batch_size, temperature, advance)
-        judged = None
-        if judge is not None:
-            verdicts = judge.map(judge.equivalent, [(p.question, p.golden_answers, p.prediction or "") for p in preds])
-            judged = [True if p.em else (None if p.prediction is None else v.value) for p, v in zip(preds, verdicts)]
+        judged = judge_predictions(judge, preds) if judge is not None else None
         minutes = (time.perf_counter() - t0) / 60
         report = dataset_report(preds, judged, cfg.judge.model if judge else "")
         report["questions_per_minute"] = len(preds) / minutes if minutes else 0.0

@@ -100,3 +100,17 @@ def test_supervised_control_and_the_training_time_budget(tmp_path: Path) -> None
     assert {t["meta"]["source"] for t in trajs} == {"labelled"} and all(t["meta"]["pool_id"].startswith("nq-dev-") for t in trajs)
     state = json.loads((rd / "checkpoints" / "step-1" / "state.json").read_text())
     assert state["train_seconds"] == pytest.approx(m["timing/train_s"])
+
+
+def test_evaluation_before_training_on_several_sets(tmp_path: Path) -> None:
+    rd = tmp_path / "ev"
+    run("--config", "configs/tiny-test.toml", "--run-dir", str(rd), "--steps", "1", "--set", "trainer.eval_before_training=true",
+        "--set", "trainer.eval_every=1", "--set", "trainer.eval_limit=2",
+        "--set", "trainer.eval_data=nq-dev-answerable,triviaqa-dev-answerable")
+    metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 1]
+    for m in metrics:
+        for name in ("nq-dev-answerable", "triviaqa-dev-answerable"):
+            assert m[f"eval/{name}/n"] == 2
+        assert m["eval/f1"] == pytest.approx((m["eval/nq-dev-answerable/f1"] + m["eval/triviaqa-dev-answerable/f1"]) / 2)
+    assert "solver/acc" not in metrics[0] and "solver/acc" in metrics[1]

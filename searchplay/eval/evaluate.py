@@ -15,6 +15,7 @@ from searchplay.agent.rollout import chat_prompt_ids, run_episodes
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import RolloutConfig
 from searchplay.game.prompts import solver_messages
+from searchplay.judge.llm_judge import LLMJudge
 from searchplay.judge.match import exact_match, f1, substring_match
 from searchplay.llm.base import Engine
 from searchplay.search.base import Retriever
@@ -71,3 +72,18 @@ def summarize(predictions: list[Prediction]) -> dict[str, float]:
         "searches_mean": statistics.fmean(len(p.trajectory.search_queries) for p in predictions) if predictions else 0.0,
         "retriever_errors": float(sum(p.trajectory.search_errors for p in predictions)),  # infrastructure, not the model
     }
+
+
+def judge_predictions(judge: LLMJudge, predictions: list[Prediction]) -> list[bool | None]:
+    """Judge verdicts: exact matches count as correct without a call, no answer as wrong; None = unknown."""
+    verdicts: list[bool | None] = [True if p.em else False for p in predictions]
+    pending = [i for i, p in enumerate(predictions) if not p.em and p.prediction]
+    results = judge.map(judge.equivalent, [(predictions[i].question, predictions[i].golden_answers, predictions[i].prediction)
+                                           for i in pending])
+    for i, v in zip(pending, results):
+        verdicts[i] = v.value
+    return verdicts
+
+
+def judge_accuracy(verdicts: list[bool | None]) -> float:
+    return sum(v is True for v in verdicts) / max(len(verdicts), 1)

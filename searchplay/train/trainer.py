@@ -9,7 +9,8 @@
         update the proposer             (after proposer.warmup_steps) over seed groups
                                         (trainer.update_order: solver first, or proposer first as SSP)
         log                             metrics.jsonl (+ TensorBoard / wandb), sampled trajectories
-        evaluate every eval_every       a fixed slice of a QA set, greedy, EM/F1 (eval/evaluate.py)
+        evaluate every eval_every       fixed slices of QA sets, greedy, EM/cover EM/F1 (+ judge accuracy)
+                                        (eval/evaluate.py); also before training with eval_before_training
         pool maintenance                every pool_clear_interval steps keep the newest keep_ratio
         checkpoint every save_every     model + optimizer + RNG + pool position, atomically
 
@@ -32,8 +33,8 @@ import torch
 
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import Config, validate_for_training
-from searchplay.eval.data import load_dataset
-from searchplay.eval.evaluate import evaluate, summarize
+from searchplay.eval.data import dataset_label, load_dataset
+from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions, summarize
 from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
@@ -124,8 +125,26 @@ def _sample_trajectories(result: RoundResult, per_role: int) -> list[Trajectory]
     return result.proposer[:per_role] + result.solver[:per_role]
 
 
-def _eval_records(cfg: Config) -> list[dict[str, Any]]:
-    return load_dataset(cfg.trainer.eval_data)[: cfg.trainer.eval_limit]
+def eval_sets(cfg: Config) -> dict[str, list[dict[str, Any]]]:
+    """The fixed slices of the periodic evaluation, by report name."""
+    return {dataset_label(n): load_dataset(n)[: cfg.trainer.eval_limit] for n in cfg.trainer.eval_data.split(",")}
+
+
+def periodic_eval(engine: TransformersEngine, retriever: Any, sets: dict[str, list[dict[str, Any]]], cfg: Config,
+                  judge: Any | None) -> dict[str, float]:
+    """Greedy evaluation on each set: `eval/<metric>` (the mean over sets) and, for several sets, `eval/<set>/<metric>`."""
+    t0 = time.perf_counter()
+    per_set: dict[str, dict[str, float]] = {}
+    for label, records in sets.items():
+        preds = evaluate(engine, retriever, records, cfg.rollout, cfg.search.topk)
+        per_set[label] = summarize(preds)
+        if judge is not None:
+            per_set[label]["judge_acc"] = judge_accuracy(judge_predictions(judge, preds))
+    out = {f"eval/{k}": sum(m[k] for m in per_set.values()) / len(per_set) for k in next(iter(per_set.values()))}
+    if len(per_set) > 1:
+        out.update({f"eval/{label}/{k}": v for label, m in per_set.items() for k, v in m.items()})
+    out["timing/eval_s"] = time.perf_counter() - t0
+    return out
 
 
 def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, version: int) -> dict[str, float]:
@@ -186,13 +205,15 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     if checkpoint is not None:
         parts.sampler.restore(state["sampler"])
     logger = MetricsLogger(run, cfg, cfg.trainer.steps, start)
-    eval_records = _eval_records(cfg) if cfg.trainer.eval_every else []
+    sets = eval_sets(cfg) if cfg.trainer.eval_every or cfg.trainer.eval_before_training else {}
     metrics: dict[str, Any] = {}
     saved = checkpoint
     train_seconds = float(state.get("train_seconds", 0.0)) if checkpoint is not None else 0.0
     budget_s = cfg.trainer.max_minutes * 60
     done = start
     try:
+        if cfg.trainer.eval_before_training and start == 0:
+            logger.log(0, periodic_eval(engine, parts.retriever, sets, cfg, parts.judge))
         for step in range(start + 1, cfg.trainer.steps + 1):
             if budget_s and train_seconds >= budget_s:
                 break
@@ -209,10 +230,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
             train_seconds += time.perf_counter() - t0
             metrics["timing/train_s"] = train_seconds  # rounds + updates so far, what trainer.max_minutes counts
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
-                t2 = time.perf_counter()
-                preds = evaluate(engine, parts.retriever, eval_records, cfg.rollout, cfg.search.topk)
-                metrics.update({f"eval/{k}": v for k, v in summarize(preds).items()})
-                metrics["timing/eval_s"] = time.perf_counter() - t2
+                metrics.update(periodic_eval(engine, parts.retriever, sets, cfg, parts.judge))
             if cfg.game.pool_clear_interval and step % cfg.game.pool_clear_interval == 0:
                 metrics["pool/cleared"] = float(parts.pool.clear(cfg.game.keep_ratio, step))
             metrics["pool/size"] = float(len(parts.pool))
