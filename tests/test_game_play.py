@@ -163,3 +163,17 @@ def test_searchplay_play_with_the_bundled_model(tmp_path: Path) -> None:
     proposers = [t for t in trajs if t["meta"]["role"] == "proposer"]
     assert len(proposers) == 2 and all(t["turns"] and t["response_text"] for t in proposers)
     assert (run / "config.toml").is_file()
+
+
+def test_judge_predictions_calls_the_judge_only_for_inexact_answers(judge_url: str, tmp_path: Path) -> None:
+    from searchplay.agent.trajectory import Trajectory
+    from searchplay.eval.evaluate import Prediction, judge_accuracy, judge_predictions
+
+    judge = LLMJudge(judge_cfg(judge_url, tmp_path))
+    preds = [Prediction("a", "Capital of France?", ["Paris"], "Paris", 1.0, 1.0, 1.0, Trajectory([1])),
+             Prediction("b", "Capital of France?", ["Paris"], None, 0.0, 0.0, 0.0, Trajectory([1])),
+             Prediction("c", "Capital of France?", ["Paris"], "the city of light", 0.0, 0.0, 0.0, Trajectory([1]))]
+    verdicts = judge_predictions(judge, preds)
+    assert verdicts[:2] == [True, False] and 1 <= judge.calls <= 1 + judge.cfg.retries  # one answer needed the judge
+    assert verdicts[2] in (True, False, None)  # the tiny random judge: whatever it says, or unknown if unreadable
+    assert judge_accuracy(verdicts) == sum(v is True for v in verdicts) / 3
