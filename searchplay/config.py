@@ -199,7 +199,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "policy model"})
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "multi-turn agent episodes"})
     judge: JudgeConfig = field(default_factory=JudgeConfig, metadata={"help": "LLM judge (optional)"})
-    game: GameConfig = field(default_factory=GameConfig, metadata={"help": "the self-play game (DESIGN.md section 1)"})
+    game: GameConfig = field(default_factory=GameConfig, metadata={"help": "the self-play game (docs/method.md)"})
     learner: LearnerConfig = field(default_factory=LearnerConfig, metadata={"help": "policy updates"})
     solver: RoleConfig = field(default_factory=RoleConfig, metadata={"help": "solver role"})
     proposer: RoleConfig = field(default_factory=RoleConfig, metadata={"help": "proposer role"})

@@ -124,3 +124,21 @@ def test_training_checks_values_changed_after_loading() -> None:
     cfg.trainer.steps = -5  # what `searchplay train --steps -5` does
     with pytest.raises(ConfigError, match="trainer.steps"):
         validate_for_training(cfg)
+
+
+def test_paper_config_matches_ssp() -> None:
+    """The rows docs/method.md marks "same" (or "same in effect") for the paper config."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "paper-qwen2.5-7b.toml")
+    g, lr, r, t = cfg.game, cfg.learner, cfg.rollout, cfg.trainer
+    assert (g.batch_size, g.proposer_n, g.solver_n) == (256, 1, 5)
+    assert (lr.mini_batch_size, lr.ppo_epochs) == (128 * 5, 1)
+    assert (lr.lr, lr.warmup_steps) == (1e-6, 1 + 2 + 1 + 2 + 1)
+    assert (lr.kl_coef, lr.kl_estimator, lr.entropy_coef) == (0.01, "low_var_kl", 0.0)
+    assert (lr.clip_low, lr.clip_high, lr.dual_clip, lr.loss_agg) == (0.2, 0.285, 3.0, "seq-mean-token-mean")
+    assert t.update_order == "proposer_first" and not t.combine_update and not t.dynamic_sampling
+    assert (g.verifier, g.noisy_docs, g.solver_reward, g.proposer_reward, g.format_penalty) == ("judge", 4, "judge", "1-acc", 0.0)
+    assert (g.failure_handling, g.reuse_with_replacement, g.reuse_threshold) == ("reuse", True, 1.0)
+    assert (g.pool_clear_interval, g.keep_ratio) == (10, 0.0)
+    assert (r.on_no_action, r.on_search_error, r.scaffold, r.temperature) == ("end", "show", "free", 1.0)
+    assert (r.max_turns, g.solver_max_turns, g.proposer_max_turns, r.max_total_tokens) == (10, 10, 10, 4096 + 8192)
+    assert (t.eval_before_training, t.eval_every) == (True, 5) and g.seeds.endswith(".jsonl") and g.seeds != "bundled"

@@ -1,4 +1,4 @@
-"""Question extraction and the rule filters (DESIGN.md §1 step 3), each rejection named.
+"""Question extraction and the rule filters (docs/method.md §1), each rejection named.
 
 The filters run in a fixed order and the first that fails names the reason, so the counts per
 reason add up to the number of rejected rollouts.

@@ -1,4 +1,4 @@
-"""Proposer and solver prompts (our own wording of the instructions in DESIGN.md §1).
+"""Proposer and solver prompts (our own wording of the instructions in docs/method.md).
 
 Each prompt is a (system, user) pair rendered with the model's chat template; the assistant
 side is the raw tag protocol. `scaffold="guided"` prompts are the same instructions: the loop

@@ -1,4 +1,4 @@
-"""RAG verification of proposed questions (DESIGN.md §1 step 4).
+"""RAG verification of proposed questions (docs/method.md, "Verification").
 
 The evidence for a question is the block of documents its proposer retrieved plus `noisy_docs`
 whole blocks drawn from *other* proposer trajectories of the batch, the blocks in a seeded
