@@ -51,9 +51,9 @@ def evaluate(name: str, model: str, out: Path, limit: int, config: Path) -> None
             print(f"eval {name} on {dataset}: done", flush=True)
             continue
         partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)  # ours: an evaluation that was interrupted
+        resume = ["--resume"] if partial.is_dir() else []  # an evaluation that was interrupted continues
         searchplay("eval", "--model", model, "--data", dataset, "--limit", str(limit), "--retriever", "bm25",
-                   "--config", str(config), "--out", str(partial))
+                   "--config", str(config), "--out", str(partial), *resume)
         partial.rename(target)
 
 

@@ -398,6 +398,9 @@ def print_run_summary(run_dir: Path, seconds: float) -> None:
     console.print(f"files: {run.metrics}, {run.trajectories}/, {run.pool}, {run.checkpoints}/", highlight=False)
 
 
+EVAL_SETTINGS = "eval-settings.json"  # written first: marks an evaluation folder as ours, checked on --resume
+
+
 @app.command("eval")
 def eval_command(
     model: Annotated[str, typer.Option(help="model directory, cached HF id, 'bundled', a run directory or a checkpoint")] = "bundled",
@@ -413,14 +416,18 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="episodes run together")] = 16,
     out: Annotated[Optional[Path], typer.Option(help="output directory (default evals/<timestamp>)")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an evaluation already in --out")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted evaluation in --out (same settings)")] = False,
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
-    """Evaluate the solver agent on QA sets: EM, cover EM, F1 (+ judge accuracy) with 95% bootstrap intervals."""
+    """Evaluate the solver agent on QA sets: EM, cover EM, F1 (+ judge accuracy) with 95% bootstrap intervals.
+
+    Predictions are written as they come; an interrupted evaluation continues with --resume.
+    """
     import time
 
     from searchplay.eval.data import DatasetError, dataset_label, load_dataset
-    from searchplay.eval.evaluate import evaluate, judge_predictions
-    from searchplay.eval.report import dataset_report, summary_markdown, write_predictions
+    from searchplay.eval.report import summary_markdown
+    from searchplay.eval.run import EvalError, run_dataset
     from searchplay.llm.transformers_engine import TransformersEngine
     from searchplay.progress import progress
     from searchplay.search.base import NoRetriever, SearchError
@@ -433,13 +440,24 @@ def eval_command(
     labels = [dataset_label(n) for n in names]
     if len(set(labels)) < len(labels):
         _fail(f"--data names two datasets that would share a report name: {', '.join(labels)}; rename one file")
+    if resume and out is None:
+        _fail("--resume needs --out: the evaluation directory to continue")
     out_dir = out or Path("evals") / time.strftime("%Y%m%d-%H%M%S")
     try:
-        check_output_dir(out_dir, ("summary.json",), "evaluation")
+        check_output_dir(out_dir, ("summary.json", EVAL_SETTINGS), "evaluation")
     except OutputDirError as e:
         _fail(str(e))
     if (out_dir / "summary.json").exists() and not overwrite:
         _fail(f"{out_dir} already holds an evaluation; pass --overwrite to replace it, or choose another --out")
+    settings = {"model": model, "data": data, "limit": limit, "retriever": retriever, "index": index, "temperature": temperature,
+                "max_turns": cfg.rollout.max_turns, "scaffold": cfg.rollout.scaffold, "judge": judge_url, "judge_model": judge_model,
+                "topk": cfg.search.topk, "max_new_tokens": cfg.rollout.max_new_tokens}
+    saved = out_dir / EVAL_SETTINGS
+    if resume and saved.is_file() and (before := json.loads(saved.read_text())) != settings:
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        _fail(f"--resume with other settings than the evaluation in {out_dir}: {changed} (was, now)")
+    if (out_dir / EVAL_SETTINGS).exists() and not resume and not overwrite:
+        _fail(f"{out_dir} holds an unfinished evaluation; continue it with --resume, or pass --overwrite to start again")
     try:
         datasets = {label: load_dataset(name, mapping)[:limit] for name, label in zip(names, labels)}
         if retriever == "none":
@@ -464,20 +482,21 @@ def eval_command(
         cfg.judge.base_url, cfg.judge.model = judge_url, judge_model or cfg.judge.model or "judge"
         judge = LLMJudge(cfg.judge)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").unlink(missing_ok=True)  # ours (--overwrite): the new summary replaces it at the end
+    saved.write_text(json.dumps(settings, indent=2))
     summary: dict = {"model": model, "model_path": model_path, "retriever": retriever, "temperature": temperature,
                      "scaffold": cfg.rollout.scaffold, "max_turns": cfg.rollout.max_turns, "datasets": {}}
     for name, records in datasets.items():
-        t0 = time.perf_counter()
         with progress(True, f"eval {name}", total=len(records)) as advance:
-            preds = evaluate(engine, search, records, cfg.rollout, cfg.search.topk, batch_size, temperature, advance)
-        judged = judge_predictions(judge, preds) if judge is not None else None
-        minutes = (time.perf_counter() - t0) / 60
-        report = dataset_report(preds, judged, cfg.judge.model if judge else "")
-        report["questions_per_minute"] = len(preds) / minutes if minutes else 0.0
+            try:
+                report = run_dataset(engine, search, name, records, cfg.rollout, cfg.search.topk, out_dir, batch_size,
+                                     temperature, resume, judge, advance)
+            except EvalError as e:
+                _fail(str(e), code=1)
         summary["datasets"][name] = report
-        write_predictions(out_dir / f"predictions-{name}.jsonl", preds, judged)
-        err.print(f"{name}: EM {100 * report['em']:.1f}  F1 {100 * report['f1']:.1f}  ({len(preds)} questions, "
-                  f"{report['questions_per_minute']:.1f}/min)")
+        judged = f"  judge acc {100 * report['judge_acc']:.1f} ({report['judge_unknown']} unknown)" if "judge_acc" in report else ""
+        err.print(f"{name}: EM {100 * report['em']:.1f}  F1 {100 * report['f1']:.1f}{judged}  ({report['n']:.0f} questions, "
+                  f"{report['questions_per_minute']:.1f}/min, {report['retriever_errors']:.0f} retriever errors)")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "summary.md").write_text(summary_markdown(summary, f"Evaluation of {model}"))
     print((out_dir / "summary.md").read_text())

@@ -23,6 +23,17 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
     return n
 
 
+def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append records, one line each, in one write, fsynced: a crash tears at most the last line."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

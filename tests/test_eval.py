@@ -15,6 +15,7 @@ import pytest
 from searchplay.eval.data import DatasetError, load_dataset
 from searchplay.eval.evaluate import score
 from searchplay.eval.stats import bootstrap_ci, paired_bootstrap
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,3 +133,31 @@ def test_eval_outputs_are_checked_before_any_work_and_named_by_dataset_stem(tmp_
     twins = subprocess.run([*base[:-1], f"{data},{tmp_path / 'my set.jsonl'}", "--out", str(tmp_path / "x")],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert twins.returncode == 2 and "share a report name" in twins.stderr and not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_evaluation_resumes_and_a_dead_retriever_stops_it(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    base = [sys.executable, "-m", "searchplay", "eval", "--model", "tiny-random", "--data", "nq-answerable", "--limit", "6",
+            "--batch-size", "2", "--set", "model.dtype=float32", "--set", "rollout.max_new_tokens=4", "--out", str(out)]
+    full = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    reference = (out / "predictions-nq-answerable.jsonl").read_text().splitlines()
+    # as if killed after two batches, in the middle of writing the third line
+    (out / "summary.json").unlink()
+    (out / "predictions-nq-answerable.jsonl").write_text("\n".join(reference[:4]) + "\n" + reference[4][:30])
+    resumed = subprocess.run([*base, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = (out / "predictions-nq-answerable.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in again] == [json.loads(x)["id"] for x in reference]
+    assert again[:4] == reference[:4] and json.loads((out / "summary.json").read_text())["datasets"]["nq-answerable"]["n"] == 6
+    done_twice = subprocess.run([*base, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done_twice.returncode == 2 and "already holds an evaluation" in done_twice.stderr  # finished: nothing to resume
+    (out / "summary.json").unlink()
+    other = subprocess.run([*base[:-2], "--out", str(out), "--resume", "--limit", "7"], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+    assert other.returncode == 2 and "other settings" in other.stderr
+    dead = subprocess.run([*base[:-2], "--out", str(tmp_path / "dead"), "--retriever", f"http://127.0.0.1:{free_port()}",
+                           "--set", "search.retries=0", "--set", "search.timeout_s=1"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert dead.returncode == 1 and "retriever error" in dead.stderr and "--resume" in dead.stderr
+    assert not (tmp_path / "dead" / "summary.json").exists()

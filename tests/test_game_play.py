@@ -173,7 +173,7 @@ def test_judge_predictions_calls_the_judge_only_for_inexact_answers(judge_url: s
     preds = [Prediction("a", "Capital of France?", ["Paris"], "Paris", 1.0, 1.0, 1.0, Trajectory([1])),
              Prediction("b", "Capital of France?", ["Paris"], None, 0.0, 0.0, 0.0, Trajectory([1])),
              Prediction("c", "Capital of France?", ["Paris"], "the city of light", 0.0, 0.0, 0.0, Trajectory([1]))]
-    verdicts = judge_predictions(judge, preds)
+    verdicts = judge_predictions(judge, [p.to_dict() for p in preds])
     assert verdicts[:2] == [True, False] and 1 <= judge.calls <= 1 + judge.cfg.retries  # one answer needed the judge
     assert verdicts[2] in (True, False, None)  # the tiny random judge: whatever it says, or unknown if unreadable
     assert judge_accuracy(verdicts) == sum(v is True for v in verdicts) / 3

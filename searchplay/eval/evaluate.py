@@ -8,6 +8,7 @@ golden answers, plus the answer-format rate and mean turns/searches.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,7 +47,8 @@ def score(prediction: str | None, golden: list[str]) -> tuple[float, float, floa
 
 def evaluate(engine: Engine, retriever: Retriever, records: list[dict[str, Any]], rollout: RolloutConfig,
              topk: int = 3, batch_size: int = 16, temperature: float = 0.0,
-             on_batch: Any = None) -> list[Prediction]:
+             on_batch: Callable[[list[Prediction]], None] | None = None) -> list[Prediction]:
+    """Greedy (or sampled) solver episodes over `records`; `on_batch` gets each finished batch's predictions."""
     cfg = replace(rollout, temperature=temperature)
     out: list[Prediction] = []
     for lo in range(0, len(records), batch_size):
@@ -56,29 +58,31 @@ def evaluate(engine: Engine, retriever: Retriever, records: list[dict[str, Any]]
             em, cover, f = score(traj.final, r["golden_answers"])
             out.append(Prediction(str(r.get("id", len(out))), r["question"], r["golden_answers"], traj.final, em, cover, f, traj))
         if on_batch:
-            on_batch(len(batch))
+            on_batch(out[-len(batch):])
     return out
 
 
-def summarize(predictions: list[Prediction]) -> dict[str, float]:
-    n = max(len(predictions), 1)
+def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over prediction records (`Prediction.to_dict()`, or lines of a predictions file)."""
+    n = max(len(records), 1)
+    trajs = [r["trajectory"] for r in records]
     return {
-        "n": float(len(predictions)),
-        "em": sum(p.em for p in predictions) / n,
-        "cover_em": sum(p.cover_em for p in predictions) / n,
-        "f1": sum(p.f1 for p in predictions) / n,
-        "answer_rate": sum(p.prediction is not None for p in predictions) / n,
-        "turns_mean": statistics.fmean(len(p.trajectory.turns) for p in predictions) if predictions else 0.0,
-        "searches_mean": statistics.fmean(len(p.trajectory.search_queries) for p in predictions) if predictions else 0.0,
-        "retriever_errors": float(sum(p.trajectory.search_errors for p in predictions)),  # infrastructure, not the model
+        "n": float(len(records)),
+        "em": sum(r["em"] for r in records) / n,
+        "cover_em": sum(r["cover_em"] for r in records) / n,
+        "f1": sum(r["f1"] for r in records) / n,
+        "answer_rate": sum(r["prediction"] is not None for r in records) / n,
+        "turns_mean": statistics.fmean(t["turns"] for t in trajs) if trajs else 0.0,
+        "searches_mean": statistics.fmean(t["searches"] for t in trajs) if trajs else 0.0,
+        "retriever_errors": float(sum(t.get("search_errors", 0) for t in trajs)),  # infrastructure, not the model
     }
 
 
-def judge_predictions(judge: LLMJudge, predictions: list[Prediction]) -> list[bool | None]:
+def judge_predictions(judge: LLMJudge, records: list[dict[str, Any]]) -> list[bool | None]:
     """Judge verdicts: exact matches count as correct without a call, no answer as wrong; None = unknown."""
-    verdicts: list[bool | None] = [True if p.em else False for p in predictions]
-    pending = [i for i, p in enumerate(predictions) if not p.em and p.prediction]
-    results = judge.map(judge.equivalent, [(predictions[i].question, predictions[i].golden_answers, predictions[i].prediction)
+    verdicts: list[bool | None] = [bool(r["em"]) for r in records]
+    pending = [i for i, r in enumerate(records) if not r["em"] and r["prediction"]]
+    results = judge.map(judge.equivalent, [(records[i]["question"], records[i]["golden_answers"], records[i]["prediction"])
                                            for i in pending])
     for i, v in zip(pending, results):
         verdicts[i] = v.value

@@ -6,15 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from searchplay.eval.evaluate import Prediction, summarize
+from searchplay.eval.evaluate import summarize
 from searchplay.eval.stats import bootstrap_ci, paired_bootstrap
 
 ACCURACY_METRICS = ("em", "cover_em", "f1", "judge_acc")
 
 
-def dataset_report(predictions: list[Prediction], judged: list[bool | None] | None, judge_model: str = "") -> dict[str, Any]:
-    report: dict[str, Any] = summarize(predictions)
-    columns = {"em": [p.em for p in predictions], "cover_em": [p.cover_em for p in predictions], "f1": [p.f1 for p in predictions]}
+def dataset_report(records: list[dict[str, Any]], judged: list[bool | None] | None, judge_model: str = "") -> dict[str, Any]:
+    """Summary of prediction records with a 95% bootstrap interval per accuracy metric."""
+    report: dict[str, Any] = summarize(records)
+    columns = {m: [float(r[m]) for r in records] for m in ("em", "cover_em", "f1")}
     if judged is not None:
         columns["judge_acc"] = [1.0 if v else 0.0 for v in judged]
         report["judge_acc"] = sum(columns["judge_acc"]) / max(len(judged), 1)
@@ -25,17 +26,9 @@ def dataset_report(predictions: list[Prediction], judged: list[bool | None] | No
     return report
 
 
-def write_predictions(path: Path, predictions: list[Prediction], judged: list[bool | None] | None) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for i, p in enumerate(predictions):
-            record = p.to_dict()
-            if judged is not None:
-                record["judge"] = judged[i]
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
 def summary_markdown(summary: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "", "| dataset | n | EM | cover EM | F1 | judge acc | answered | searches |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"# {title}", "", "| dataset | n | EM | cover EM | F1 | judge acc | answered | searches | retriever errors |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in summary["datasets"].items():
         def cell(metric: str, r: dict[str, Any] = r) -> str:
             if metric not in r:
@@ -44,7 +37,7 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
             return f"{100 * r[metric]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
         lines.append(f"| {name} | {r['n']:.0f} | {cell('em')} | {cell('cover_em')} | {cell('f1')} | {cell('judge_acc')} | "
-                     f"{100 * r['answer_rate']:.0f}% | {r['searches_mean']:.2f} |")
+                     f"{100 * r['answer_rate']:.0f}% | {r['searches_mean']:.2f} | {r.get('retriever_errors', 0):.0f} |")
     judge = next((r["judge_model"] for r in summary["datasets"].values() if r.get("judge_model")), "")
     lines += ["", f"Model: `{summary['model']}`; retriever: {summary['retriever']}; decoding: temperature "
               f"{summary['temperature']}; scaffold: {summary['scaffold']}, {summary['max_turns']} turns. "

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import Config, to_toml
+from searchplay.jsonl import append_jsonl
 
 
 def default_run_dir() -> Path:
@@ -55,12 +55,7 @@ class RunDir:
 
     def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:
         """One line, one write, fsynced: a crash loses at most the line being written."""
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(path, [record])
 
     def write_trajectories(self, step: int, trajectories: list[Trajectory], tokenizer: Any = None) -> Path:
         path = self.trajectories / f"step-{step:06d}.jsonl"

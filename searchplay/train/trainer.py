@@ -136,7 +136,7 @@ def periodic_eval(engine: TransformersEngine, retriever: Any, sets: dict[str, li
     t0 = time.perf_counter()
     per_set: dict[str, dict[str, float]] = {}
     for label, records in sets.items():
-        preds = evaluate(engine, retriever, records, cfg.rollout, cfg.search.topk)
+        preds = [p.to_dict() for p in evaluate(engine, retriever, records, cfg.rollout, cfg.search.topk)]
         per_set[label] = summarize(preds)
         if judge is not None:
             per_set[label]["judge_acc"] = judge_accuracy(judge_predictions(judge, preds))

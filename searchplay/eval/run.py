@@ -1,0 +1,93 @@
+"""One evaluation on disk: predictions written as they come, resumable, infrastructure failures visible.
+
+For each dataset, `predictions-<name>.jsonl` grows by one line per question as each batch
+finishes, so a killed evaluation keeps what it did and `resume=True` skips the questions already
+there (a line torn by the kill is dropped). When a dataset is done, the judge (if any) decides
+the inexact answers, the file is rewritten with the verdicts, and the report is computed from it.
+If every one of the first `fail_fast_after` questions hit a retriever error, the run stops with
+`EvalError`: a retriever that is down must not produce an ordinary-looking table of zeros.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from searchplay.config import RolloutConfig
+from searchplay.eval.evaluate import Prediction, evaluate, judge_predictions
+from searchplay.eval.report import dataset_report
+from searchplay.judge.llm_judge import LLMJudge
+from searchplay.jsonl import append_jsonl, write_jsonl
+from searchplay.llm.base import Engine
+from searchplay.search.base import Retriever
+
+
+class EvalError(RuntimeError):
+    """An evaluation that cannot give a meaningful result; the message says why and what to do."""
+
+
+def predictions_path(out_dir: Path, label: str) -> Path:
+    return out_dir / f"predictions-{label}.jsonl"
+
+
+def read_done(path: Path) -> list[dict[str, Any]]:
+    """Prediction records already written; a last line torn by a kill is dropped (and cut from the file)."""
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    records, good = [], 0
+    for line in raw.splitlines(keepends=True):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line)
+    if good < len(raw):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return records
+
+
+def run_dataset(engine: Engine, retriever: Retriever, label: str, records: list[dict[str, Any]], rollout: RolloutConfig,
+                topk: int, out_dir: Path, batch_size: int = 16, temperature: float = 0.0, resume: bool = False,
+                judge: LLMJudge | None = None, advance: Callable[[int], None] | None = None,
+                fail_fast_after: int = 16) -> dict[str, Any]:
+    """Evaluate one dataset into `out_dir`; returns its report (with questions_per_minute of this session)."""
+    path = predictions_path(out_dir, label)
+    if not resume:
+        path.unlink(missing_ok=True)
+    done = read_done(path)
+    seen = {r["id"] for r in done}
+    todo = [r for r in records if str(r["id"]) not in seen]
+    if advance:
+        advance(len(records) - len(todo))
+    first = {"seen": 0, "failed": 0}
+
+    def write(batch: list[Prediction]) -> None:
+        rows = [p.to_dict() for p in batch]
+        append_jsonl(path, rows)
+        for r in rows:
+            if first["seen"] < fail_fast_after:
+                first["seen"] += 1
+                first["failed"] += r["trajectory"]["search_errors"] > 0
+        if first["seen"] == min(fail_fast_after, len(todo)) and first["failed"] == first["seen"] > 0:
+            raise EvalError(f"{label}: every one of the first {first['seen']} questions hit a retriever error "
+                            f"(see {path}); fix the retriever, then continue with --resume")
+        if advance:
+            advance(len(batch))
+
+    t0 = time.perf_counter()
+    evaluate(engine, retriever, todo, rollout, topk, batch_size, temperature, on_batch=write)
+    minutes = (time.perf_counter() - t0) / 60
+    order = {str(r["id"]): i for i, r in enumerate(records)}
+    rows = sorted(read_done(path), key=lambda r: order.get(r["id"], len(order)))
+    judged = judge_predictions(judge, rows) if judge is not None else None
+    if judged is not None:
+        rows = [{**r, "judge": v} for r, v in zip(rows, judged)]
+        write_jsonl(rows, path)
+    report = dataset_report(rows, judged, judge.cfg.model if judge else "")
+    report["questions_per_minute"] = len(todo) / minutes if minutes and todo else 0.0
+    return report
