@@ -360,6 +360,7 @@ def train(
     from searchplay.game.seeds import SeedError
     from searchplay.search.base import SearchError
     from searchplay.train.run_dir import RunDir, default_run_dir
+    from searchplay.judge.llm_judge import JudgeConfigError
     from searchplay.train.trainer import TrainError, train as run_training
 
     if resume is not None:
@@ -375,7 +376,7 @@ def train(
         cfg.trainer.steps = steps
     try:
         summary = run_training(cfg, target, resume=resume is not None)
-    except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError) as e:
+    except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError, JudgeConfigError) as e:
         _fail(str(e))
     print_run_summary(summary.run_dir, summary.seconds)
 
@@ -428,6 +429,7 @@ def eval_command(
     from searchplay.eval.data import DatasetError, dataset_label, load_dataset
     from searchplay.eval.report import summary_markdown
     from searchplay.eval.run import EvalError, run_dataset
+    from searchplay.judge.llm_judge import JudgeConfigError
     from searchplay.llm.transformers_engine import TransformersEngine
     from searchplay.progress import progress
     from searchplay.search.base import NoRetriever, SearchError
@@ -491,7 +493,7 @@ def eval_command(
             try:
                 report = run_dataset(engine, search, name, records, cfg.rollout, cfg.search.topk, out_dir, batch_size,
                                      temperature, resume, judge, advance)
-            except EvalError as e:
+            except (EvalError, JudgeConfigError) as e:
                 _fail(str(e), code=1)
         summary["datasets"][name] = report
         judged = f"  judge acc {100 * report['judge_acc']:.1f} ({report['judge_unknown']} unknown)" if "judge_acc" in report else ""

@@ -206,3 +206,32 @@ def test_concurrent_requests_all_succeed(server_url: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_client_turns_every_malformed_server_answer_into_a_search_error() -> None:
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
+    bodies = {"not-json": PlainTextResponse("<html>oops</html>"), "list": JSONResponse([1, 2]),
+              "short": JSONResponse({"result": []}), "bad-doc": JSONResponse({"result": [[{"document": {"id": 1, "contents": 5}}]]}),
+              "no-contents": JSONResponse({"result": [[{"id": "x"}]]})}
+    app = FastAPI()
+    mode = {"now": ""}
+
+    @app.post("/retrieve")
+    def retrieve() -> object:
+        return bodies[mode["now"]]
+
+    @app.get("/health")
+    def health() -> object:
+        return PlainTextResponse("fine") if mode["now"] == "not-json" else {"status": "ok"}
+
+    with running_server(app) as url:
+        client = HttpRetriever(url, timeout_s=5, retries=0)
+        for name in bodies:
+            mode["now"] = name
+            with pytest.raises(SearchError, match="retrieval server"):
+                client.search(["Paris"], 1)
+        mode["now"] = "not-json"
+        with pytest.raises(SearchError, match="not JSON"):
+            client.health()

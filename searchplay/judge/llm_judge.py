@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,11 @@ EVIDENCE_PROMPT = (
     "Answer the question using only the documents below.\n\n{evidence}\n\nQuestion: {question}\n"
     "Think briefly, then give only the answer inside <answer> and </answer>."
 )
-_VERDICT = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+_VERDICT = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)  # the whole reply is the verdict, nothing else
+
+
+class JudgeConfigError(RuntimeError):
+    """The judge endpoint refuses every request (bad key, unknown model, wrong URL)."""
 
 
 @dataclass
@@ -90,8 +95,13 @@ class LLMJudge:
         with self._lock:
             setattr(self, name, getattr(self, name) + 1)
 
-    def complete(self, prompt: str) -> str | None:
-        """One chat completion (cached); None after the retries are spent."""
+    def complete(self, prompt: str, readable: Callable[[str], bool] = lambda text: True) -> str | None:
+        """One chat completion; None after the retries are spent. Only `readable` replies are cached.
+
+        Timeouts, connection errors, 5xx, 408 and 429 are retried; another 4xx is the request's own
+        problem and is not; 401, 403 and 404 mean a misconfigured judge (key, model, URL) and raise
+        `JudgeConfigError` with the server's message, since every later call would fail the same way.
+        """
         body = {"model": self.cfg.model, "messages": [{"role": "user", "content": prompt}],
                 "temperature": 0.0, "max_tokens": self.cfg.max_tokens}
         key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -104,14 +114,22 @@ class LLMJudge:
             self._count("calls")
             try:
                 r = self._client.post(f"{self.cfg.base_url.rstrip('/')}/chat/completions", json=body)
-                if r.status_code >= 400:
-                    raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
-                text = r.json()["choices"][0]["message"]["content"]
-                if not isinstance(text, str):
-                    raise TypeError("message content is not a string")
-            except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
+            except httpx.HTTPError:
                 continue
-            if self._cache:
+            if r.status_code in (401, 403, 404):
+                raise JudgeConfigError(f"judge {self.cfg.base_url} (model {self.cfg.model!r}) refused: HTTP {r.status_code} "
+                                       f"{r.text[:300]}")
+            if r.status_code >= 500 or r.status_code in (408, 429):
+                continue
+            if r.status_code >= 400:
+                break  # this request is malformed for the server: asking again gives the same answer
+            try:
+                text = r.json()["choices"][0]["message"]["content"]
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if not isinstance(text, str):
+                continue
+            if self._cache and readable(text):
                 self._cache.put(key, self.cfg.model, text)
             return text
         self._count("errors")
@@ -119,17 +137,18 @@ class LLMJudge:
 
     def equivalent(self, question: str, golden_answers: list[str], prediction: str) -> Verdict:
         raw = self.complete(EQUIVALENCE_PROMPT.format(question=question, golden="; ".join(golden_answers),
-                                                      prediction=prediction))
+                                                      prediction=prediction), lambda text: _VERDICT.match(text) is not None)
         if raw is None:
             return Verdict(None, self.cfg.model)
-        m = _VERDICT.search(raw)
+        m = _VERDICT.match(raw)
         if m is None:
             self._count("errors")  # an answer we cannot read is an error, not a "no"
             return Verdict(None, self.cfg.model, raw)
         return Verdict(m.group(1).lower() == "yes", self.cfg.model, raw)
 
     def answer_from_evidence(self, question: str, evidence: str) -> str | None:
-        raw = self.complete(EVIDENCE_PROMPT.format(question=question, evidence=evidence))
+        raw = self.complete(EVIDENCE_PROMPT.format(question=question, evidence=evidence),
+                            lambda text: last_tag(text, "answer") is not None)
         if raw is None:
             return None
         answer = last_tag(raw, "answer")

@@ -46,7 +46,10 @@ class HttpRetriever:
             if response.status_code >= 400:
                 self.failures += 1
                 raise SearchError(f"retrieval server {self.url} refused the request: HTTP {response.status_code} {response.text[:300]}")
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:
+                raise SearchError(f"retrieval server {self.url} sent a body that is not JSON: {response.text[:200]!r}") from None
         raise SearchError(f"retrieval server {self.url} failed after {self.retries + 1} attempts; last error: {last}")
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
@@ -58,14 +61,16 @@ class HttpRetriever:
             if len(result) != len(queries):
                 raise ValueError(f"{len(result)} result lists for {len(queries)} queries")
             return [[_hit(item) for item in hits] for hits in result]
-        except (KeyError, TypeError, ValueError) as e:
-            raise SearchError(f"retrieval server {self.url} sent an unexpected response: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise SearchError(f"retrieval server {self.url} sent an unexpected response: {type(e).__name__}: {e}") from None
 
     def health(self) -> dict[str, Any]:
         try:
             return self._client.get(f"{self.url}/health").json()
         except httpx.HTTPError as e:
             raise SearchError(f"retrieval server {self.url} is not reachable: {e}") from None
+        except ValueError:
+            raise SearchError(f"retrieval server {self.url} answered /health with a body that is not JSON") from None
 
 
 def _hit(item: dict[str, Any]) -> Hit:
