@@ -376,7 +376,7 @@ def train(
         cfg.trainer.steps = steps
     try:
         summary = run_training(cfg, target, resume=resume is not None)
-    except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError, JudgeConfigError) as e:
+    except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError, JudgeConfigError, OutputDirError) as e:
         _fail(str(e))
     print_run_summary(summary.run_dir, summary.seconds)
 

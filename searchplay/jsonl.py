@@ -23,6 +23,16 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
     return n
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace a file's content all at once: written beside, fsynced, renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Append records, one line each, in one write, fsynced: a crash tears at most the last line."""
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,14 +52,27 @@ def test_train_two_steps_then_resume_with_the_same_pool(tmp_path: Path) -> None:
     assert (rd / "checkpoints" / "step-3").is_dir() and (rd / "trajectories" / "step-000003.jsonl").is_file()
 
 
-def test_resume_without_checkpoint_and_reusing_a_run_dir_fail_clearly(tmp_path: Path) -> None:
+def test_runs_that_cannot_start_leave_nothing_and_runs_without_checkpoint_restart(tmp_path: Path) -> None:
     out = subprocess.run(train_cmd("--resume", str(tmp_path)), capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and "not a run directory" in out.stderr
+    bad = tmp_path / "bad"
+    out = subprocess.run(train_cmd("--config", "configs/tiny-test.toml", "--run-dir", str(bad), "--set", "game.seeds=nowhere.jsonl"),
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "nowhere.jsonl" in out.stderr and not bad.exists()  # no half-made run folder
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    out = subprocess.run(train_cmd("--config", "configs/tiny-test.toml", "--run-dir", str(mine)), capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "holds no run written by searchplay" in out.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    # a run killed before its first checkpoint: metrics of step 1 but nothing to load
     rd = tmp_path / "r"
-    rd.mkdir()
-    (rd / "config.toml").write_text("")
-    out = subprocess.run(train_cmd("--resume", str(rd)), capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 2 and "no complete checkpoint" in out.stderr
+    run("--config", "configs/tiny-test.toml", "--run-dir", str(rd), "--steps", "1", "--set", "trainer.eval_every=0")
+    for ckpt in (rd / "checkpoints").iterdir():
+        shutil.rmtree(ckpt)
+    run("--resume", str(rd), "--steps", "2")
+    assert steps(rd) == [1, 2]  # started again from step 1, each step logged once
 
 
 def test_sigkill_mid_step_then_resume_loses_nothing_before_the_checkpoint(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@
 
 Generation and learning share one in-memory fp32 model (the engine autocasts to bf16).
 Resuming loads the latest checkpoint, cuts the pool log and metrics back to that step (events
-written after it belonged to a step that is now played again) and continues.
+written after it belonged to a step that is now played again) and continues; a run killed before
+its first checkpoint starts again from step 1. The run folder is written only once the model,
+retriever and seeds have loaded, so a run that cannot start leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions
 from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
+from searchplay.jsonl import atomic_write
+from searchplay.outdir import check_output_dir
 from searchplay.rl.advantages import compute_advantages
 from searchplay.rl.learner import Learner, Sample
 from searchplay.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
@@ -177,13 +181,12 @@ def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, 
 def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     t_start = time.perf_counter()
     run = RunDir(run_dir)
+    if not resume:
+        check_output_dir(run.root, ("config.toml",), "run")
+        if run.metrics.exists():
+            raise TrainError(f"{run_dir} already holds a run; resume it with --resume or choose another --run-dir")
     checkpoint = latest_checkpoint(run.checkpoints) if resume else None
-    if resume and checkpoint is None:
-        raise TrainError(f"nothing to resume in {run_dir}: no complete checkpoint under {run.checkpoints}")
-    if not resume and run.metrics.exists():
-        raise TrainError(f"{run_dir} already holds a run; resume it with --resume or choose another --run-dir")
     validate_for_training(cfg)
-    run.create(cfg)
     torch.manual_seed(cfg.learner.seed)
     model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else cfg.model.path, "float32")
     reference = None
@@ -201,7 +204,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
         start = state["step"]
         _cut_back(run, state)
         rng.setstate(_tuple_state(state["game_rng"]))
+    elif resume:  # killed before its first checkpoint: what it logged belongs to steps that are played again
+        _cut_back(run, {"step": -1, "pool_events": 0})
     parts = build_components(cfg, str(run.pool), engine)
+    run.create(cfg)  # only once everything loaded: a run that cannot start leaves no folder behind
     if checkpoint is not None:
         parts.sampler.restore(state["sampler"])
     logger = MetricsLogger(run, cfg, cfg.trainer.steps, start)
@@ -260,11 +266,11 @@ def _cut_back(run: RunDir, state: dict[str, Any]) -> None:
     step = state["step"]
     kept = [line for line in (run.metrics.read_text().splitlines() if run.metrics.exists() else [])
             if _line_step(line) is not None and _line_step(line) <= step]
-    run.metrics.write_text("".join(line + "\n" for line in kept))
+    atomic_write(run.metrics, "".join(line + "\n" for line in kept).encode())
     if run.pool.exists():
         QuestionPool(run.pool)  # repairs a torn last line first
         lines = run.pool.read_bytes().splitlines(keepends=True)
-        run.pool.write_bytes(b"".join(lines[: state["pool_events"]]))
+        atomic_write(run.pool, b"".join(lines[: state["pool_events"]]))
 
 
 def _line_step(line: str) -> int | None:
