@@ -258,7 +258,8 @@ def serve_model(
         _fail(str(e))
     host = host or cfg.server.host
     err.print(f"serving {model} as {name or model!r} on http://{host}:{port}/v1")
-    uvicorn.run(create_app(engine, name or model), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(engine, name or model, cfg.server), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=cfg.server.shutdown_s)
 
 
 @app.command()

@@ -74,6 +74,11 @@ class ServerConfig:
     max_queries: int = _f(512, "most queries accepted in one /retrieve request", 1, 1000000)
     max_query_chars: int = _f(2000, "most characters accepted in one query", 1, 1000000)
     max_topk: int = _f(100, "largest topk accepted by /retrieve", 1, 10000)
+    max_body_bytes: int = _f(1048576, "largest request body accepted; a larger one gets 413 before it is read whole", 1024, 1073741824)
+    max_waiting: int = _f(32, "requests that may wait behind those being served; more get 503", 0, 100000)
+    max_prompt_tokens: int = _f(8192, "serve-model: longest prompt (after the chat template) in tokens; longer gets 413", 1, 10000000)
+    max_new_tokens: int = _f(4096, "serve-model: largest max_tokens a request may ask for", 1, 10000000)
+    shutdown_s: float = _f(5.0, "seconds in-flight requests get to finish after SIGTERM", 0.0, 3600.0)
 
 
 @dataclass

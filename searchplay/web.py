@@ -21,11 +21,40 @@ class RequestError(ValueError):
         self.field, self.status = field, status
 
 
-async def read_json_body(request: Request) -> Any:
+async def read_json_body(request: Request, max_bytes: int) -> Any:
+    """The JSON body, refused with 413 past `max_bytes` (before reading it whole) and 400 when malformed,
+    nested too deeply or holding a number too long to parse."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise RequestError("body", f"request body of {int(length)} bytes; the limit is {max_bytes}", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestError("body", f"request body over {max_bytes} bytes; the limit is {max_bytes}", 413)
+        chunks.append(chunk)
     try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(b"".join(chunks))
+    except RecursionError:
+        raise RequestError("body", "malformed JSON: nested too deeply", 400) from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and integers with too many digits
         raise RequestError("body", f"malformed JSON: {e}", 400) from None
+
+
+class Admission:
+    """At most `capacity` requests served and `waiting` queued at once; one more gets 503 at the door."""
+
+    def __init__(self, capacity: int, waiting: int):
+        self.limit, self.inside = capacity + waiting, 0
+
+    def __enter__(self) -> "Admission":
+        if self.inside >= self.limit:
+            raise RequestError(None, f"server busy: {self.inside} requests in progress or waiting; retry later", 503)
+        self.inside += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inside -= 1
 
 
 def add_fallback_handlers(app: FastAPI, render: ErrorRenderer, routes_hint: str) -> None:

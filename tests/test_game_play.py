@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from searchplay.config import Config, GameConfig, JudgeConfig, RolloutConfig, load_config
+from searchplay.config import Config, GameConfig, JudgeConfig, RolloutConfig, ServerConfig, load_config
 from searchplay.game.pool import PoolQuestion, QuestionPool
 from searchplay.game.seeds import Seed, SeedSampler, load_seeds
 from searchplay.game.selfplay import play_round
@@ -24,7 +24,8 @@ from tests.test_game_rules import GOOD_Q, proposer_traj
 
 @pytest.fixture(scope="module")
 def judge_url(tiny_engine):  # noqa: ANN001
-    with running_server(create_app(tiny_engine, "tiny-judge", max_tokens_limit=64)) as url:
+    with running_server(create_app(tiny_engine, "tiny-judge", ServerConfig(max_new_tokens=64, max_prompt_tokens=2048,
+                                                                          max_body_bytes=65536, max_waiting=2))) as url:
         yield url + "/v1"
 
 
@@ -47,6 +48,42 @@ def test_serve_model_speaks_openai_and_rejects_bad_requests(judge_url: str) -> N
         assert 400 <= r.status_code < 500 and r.json()["error"]["param"] == param
     r = httpx.post(f"{judge_url}/chat/completions", content=b"{oops")
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("payload", "status", "param", "says"), [
+    ({"stream": True}, 400, "stream", "streaming is not supported"),
+    ({"n": 2}, 400, "n", "only n=1"),
+    ({"logprobs": True}, 400, "logprobs", "only logprobs=False"),
+    ({"tools": []}, 400, "tools", "unsupported field"),
+    ({"messages": [{"role": "user", "content": "word " * 3000}]}, 413, "messages", "the limit is 2048"),
+    ({"stream": False, "n": 1, "user": "me", "presence_penalty": 0}, 200, None, ""),
+])
+def test_serve_model_refuses_what_it_does_not_implement_and_bounds_the_work(judge_url: str, payload: dict, status: int,
+                                                                             param: str | None, says: str) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **payload}
+    r = httpx.post(f"{judge_url}/chat/completions", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert r.json()["error"]["param"] == param and says in r.json()["error"]["message"]
+
+
+def test_hostile_bodies_get_4xx_json_and_the_server_lives_on(judge_url: str) -> None:
+    big = httpx.post(f"{judge_url}/chat/completions", content=b"x" * 200_000, headers={"content-type": "application/json"})
+    assert big.status_code == 413 and "the limit is 65536" in big.json()["error"]["message"]
+
+    def chunks():  # no Content-Length: the limit must hold while streaming
+        for _ in range(100):
+            yield b"[" * 1000
+
+    streamed = httpx.post(f"{judge_url}/chat/completions", content=chunks())
+    assert streamed.status_code == 413
+    deep = httpx.post(f"{judge_url}/chat/completions", content=b"[" * 60_000 + b"]" * 60_000)
+    assert deep.status_code in (400, 413)
+    nested = httpx.post(f"{judge_url}/chat/completions", content=b"[" * 20_000 + b"]" * 20_000)
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]["message"]
+    huge_number = httpx.post(f"{judge_url}/chat/completions", content=b'{"seed": ' + b"9" * 10_000 + b"}")
+    assert huge_number.status_code == 400 and "malformed JSON" in huge_number.json()["error"]["message"]
+    assert httpx.get(f"{judge_url}/models").status_code == 200  # still serving
 
 
 def verification_inputs() -> tuple[list, list]:

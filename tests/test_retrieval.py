@@ -235,3 +235,13 @@ def test_client_turns_every_malformed_server_answer_into_a_search_error() -> Non
         mode["now"] = "not-json"
         with pytest.raises(SearchError, match="not JSON"):
             client.health()
+
+
+def test_retrieval_server_bounds_bodies_and_survives_hostile_json(server_url: str) -> None:
+    big = httpx.post(f"{server_url}/retrieve", content=b" " * (2 * 1024 * 1024), headers={"content-type": "application/json"})
+    assert big.status_code == 413 and big.json()["field"] == "body"
+    nested = httpx.post(f"{server_url}/retrieve", content=b"[" * 50_000 + b"]" * 50_000)
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]
+    huge_number = httpx.post(f"{server_url}/retrieve", content=b'{"queries": ["x"], "topk": ' + b"7" * 20_000 + b"}")
+    assert huge_number.status_code == 400
+    assert httpx.post(f"{server_url}/retrieve", json={"queries": ["Paris"], "topk": 1}).status_code == 200

@@ -2,8 +2,11 @@
 
 Implements `POST /v1/chat/completions` (messages, temperature, top_p, max_tokens, stop, seed;
 one choice) and `GET /v1/models`, enough to serve a judge or a trained policy with no other
-software. Invalid requests get OpenAI-style 4xx errors `{"error": {"message", "type", "param"}}`.
-Generation runs in a worker thread, one request at a time (the model is not thread-safe).
+software. Invalid requests get OpenAI-style 4xx errors `{"error": {"message", "type", "param"}}`;
+fields we do not implement (`stream: true`, `n > 1`, `logprobs`, penalties, tools, ...) are refused
+by name, never silently ignored. Generation runs in a worker thread, one request at a time (the
+model is not thread-safe); the work one request can cause is bounded by `ServerConfig`: body
+bytes, prompt tokens, max_tokens, and `max_waiting` requests queued before 503.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from searchplay.config import ServerConfig
 from searchplay.llm.base import SamplingParams
 from searchplay.llm.transformers_engine import TransformersEngine
-from searchplay.web import RequestError, add_fallback_handlers, read_json_body
+from searchplay.web import Admission, RequestError, add_fallback_handlers, read_json_body
 
 ROLES = {"system", "user", "assistant"}
 
@@ -38,17 +42,31 @@ def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: floa
     return float(value)
 
 
+# Fields OpenAI clients send that we accept: only their no-op values where they would change the answer.
+ACCEPTED = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n", "user",
+            "stream", "logprobs", "presence_penalty", "frequency_penalty"}
+NO_OP = {"stream": False, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0, "n": 1}
+
+
 def parse_chat_request(body: Any, max_tokens_limit: int) -> tuple[list[dict[str, str]], SamplingParams]:
+    """Validate a chat request; unsupported fields are refused by name instead of silently ignored."""
     if not isinstance(body, dict):
         raise RequestError("body", "request body must be a JSON object")
+    unknown = sorted(set(body) - ACCEPTED)
+    if unknown:
+        raise RequestError(unknown[0], f"unsupported field(s): {', '.join(unknown)}", 400)
+    for name, allowed in NO_OP.items():
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) != isinstance(allowed, bool) or value != allowed):
+            what = "streaming is not supported; this server answers with one JSON response" if name == "stream" else \
+                f"only {name}={allowed!r} is supported, got {value!r}"
+            raise RequestError(name, what, 400)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages", "'messages' must be a non-empty list")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise RequestError(f"messages[{i}]", "each message needs a role (system, user, assistant) and string content")
-    if body.get("n", 1) != 1:
-        raise RequestError("n", "only n=1 is supported")
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
@@ -64,28 +82,35 @@ def parse_chat_request(body: Any, max_tokens_limit: int) -> tuple[list[dict[str,
     return [{"role": m["role"], "content": m["content"]} for m in messages], params
 
 
-def create_app(engine: TransformersEngine, model_name: str, max_tokens_limit: int = 4096) -> FastAPI:
+def create_app(engine: TransformersEngine, model_name: str, limits: ServerConfig | None = None) -> FastAPI:
+    """The app; `limits` bounds body size, prompt tokens, max_tokens and the queue (ServerConfig defaults)."""
+    limits = limits or ServerConfig()
     app = FastAPI(title="searchplay model server", docs_url=None, redoc_url=None)
     lock = threading.Lock()
+    admission = Admission(1, limits.max_waiting)
 
-    def complete(messages: list[dict[str, str]], params: SamplingParams) -> tuple[str, str, int, int]:
-        out = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        prompt = list(out["input_ids"] if hasattr(out, "keys") else out)
+    def complete(prompt: list[int], params: SamplingParams) -> tuple[str, str, int]:
         with lock:
             g = engine.generate([prompt], params)[0]
         text = engine.tokenizer.decode(g.token_ids, skip_special_tokens=True)
         if g.stop_string:
             text = text.split(g.stop_string)[0]  # OpenAI semantics: the stop string is not returned
-        return text, ("length" if g.finish_reason == "length" else "stop"), len(prompt), len(g.token_ids)
+        return text, ("length" if g.finish_reason == "length" else "stop"), len(g.token_ids)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
-        body = await read_json_body(request)
-        messages, params = parse_chat_request(body, max_tokens_limit)
+        body = await read_json_body(request, limits.max_body_bytes)
+        messages, params = parse_chat_request(body, limits.max_new_tokens)
         requested = body.get("model", model_name)
         if requested not in (model_name, None, ""):
             raise RequestError("model", f"model {requested!r} is not served here; this server serves {model_name!r}", 404)
-        text, finish, n_prompt, n_out = await anyio.to_thread.run_sync(complete, messages, params)
+        out = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        prompt = list(out["input_ids"] if hasattr(out, "keys") else out)
+        if len(prompt) > limits.max_prompt_tokens:
+            raise RequestError("messages", f"prompt of {len(prompt)} tokens; the limit is {limits.max_prompt_tokens}", 413)
+        with admission:
+            text, finish, n_out = await anyio.to_thread.run_sync(complete, prompt, params)
+        n_prompt = len(prompt)
         return JSONResponse({
             "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
             "model": model_name,

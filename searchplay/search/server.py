@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from searchplay.config import ServerConfig
 from searchplay.search.base import Hit, Retriever, SearchError
-from searchplay.web import RequestError, add_fallback_handlers, read_json_body
+from searchplay.web import Admission, RequestError, add_fallback_handlers, read_json_body
 
 
 def error_response(message: str, field: str | None, status: int) -> JSONResponse:
@@ -68,13 +68,15 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
     app = FastAPI(title="searchplay retrieval server", docs_url=None, redoc_url=None)
     stats = {"requests": 0, "queries": 0, "errors": 0}
     limiter = anyio.CapacityLimiter(4)
+    admission = Admission(4, limits.max_waiting)
 
     @app.post("/retrieve")
     async def retrieve(request: Request) -> JSONResponse:
         stats["requests"] += 1
         try:
-            queries, topk, return_scores = parse_retrieve_request(await read_json_body(request), limits)
-            results = await anyio.to_thread.run_sync(retriever.search, queries, topk, limiter=limiter)
+            with admission:
+                queries, topk, return_scores = parse_retrieve_request(await read_json_body(request, limits.max_body_bytes), limits)
+                results = await anyio.to_thread.run_sync(retriever.search, queries, topk, limiter=limiter)
         except RequestError as e:
             stats["errors"] += 1
             return error_response(str(e), e.field, e.status)
@@ -95,4 +97,5 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
 def serve(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(retriever, limits, info), host=limits.host, port=limits.port, log_level="warning")
+    uvicorn.run(create_app(retriever, limits, info), host=limits.host, port=limits.port, log_level="warning",
+                timeout_graceful_shutdown=limits.shutdown_s)
