@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from enum import Enum
@@ -368,7 +369,16 @@ def train(
         saved = RunDir(resume).config
         if not saved.is_file():
             _fail(f"{resume} is not a run directory (no config.toml)")
-        cfg = _config(config or saved, set_)
+        cfg = _config(saved, set_)
+        if config is not None and to_toml(_config(config, set_)) != to_toml(cfg):
+            ours, theirs = _config(saved, set_), _config(config, set_)
+            diff = [f"{sec.name}.{f.name}: {getattr(getattr(ours, sec.name), f.name)!r} -> {getattr(getattr(theirs, sec.name), f.name)!r}"
+                    for sec in dataclasses.fields(ours) for f in dataclasses.fields(getattr(ours, sec.name))
+                    if getattr(getattr(ours, sec.name), f.name) != getattr(getattr(theirs, sec.name), f.name)]
+            _fail(f"--config {config} differs from the run's own config ({'; '.join(diff[:8])}); a resumed run keeps its "
+                  "config: change a field on purpose with --set section.field=value")
+        if set_:
+            err.print(f"resuming with changes on purpose: {', '.join(set_)}", highlight=False)
         target = resume
     else:
         cfg = _config(config, set_)

@@ -34,3 +34,19 @@ def replace_dir(new: Path, target: Path) -> None:
         target.rename(old)
     new.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file below `path`, and the directories themselves, to disk (before a rename publishes them)."""
+    for p in sorted(Path(path).rglob("*"), reverse=True):
+        flags = os.O_RDONLY | (os.O_DIRECTORY if p.is_dir() else 0)
+        fd = os.open(p, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -73,6 +73,9 @@ def test_runs_that_cannot_start_leave_nothing_and_runs_without_checkpoint_restar
         shutil.rmtree(ckpt)
     run("--resume", str(rd), "--steps", "2")
     assert steps(rd) == [1, 2]  # started again from step 1, each step logged once
+    other = subprocess.run(train_cmd("--resume", str(rd), "--config", "configs/cpu-smollm2.toml"), capture_output=True,
+                           text=True, cwd=ROOT, timeout=120)
+    assert other.returncode == 2 and "differs from the run's own config" in other.stderr and "model.path" in other.stderr
 
 
 def test_sigkill_mid_step_then_resume_loses_nothing_before_the_checkpoint(tmp_path: Path) -> None:

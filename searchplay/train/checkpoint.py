@@ -5,8 +5,9 @@
     checkpoints/step-N/state.json    step, pool events count, seed sampler state, metrics lines
     checkpoints/step-N/config.toml   resolved config
 
-A crash while saving leaves only `step-N.tmp`, which is never taken for a checkpoint; the
-newest `step-N` is "latest". Only the newest `keep` checkpoints are kept.
+A crash while saving leaves only `step-N.tmp`, which is never taken for a checkpoint; the files
+are fsynced before the rename publishes them, and an existing `step-N` is replaced only once the
+new one is in place. The newest `step-N` is "latest". Only the newest `keep` checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from searchplay.config import Config, to_toml
+from searchplay.outdir import fsync_tree, replace_dir
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -36,8 +38,8 @@ def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, learner_s
     torch.save({**learner_state, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
     (tmp / "config.toml").write_text(to_toml(cfg))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    fsync_tree(tmp)
+    replace_dir(tmp, final)  # an older step-N (a replayed step) is removed only after the new one is in place
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
     return final
