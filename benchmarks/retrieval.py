@@ -99,7 +99,7 @@ def server_section(queries: list[str], clients: int = 16, per_client: int = 100)
     from searchplay.config import ServerConfig
     from searchplay.search.server import create_app
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.servers import running_server
+    from searchplay.web import running_server
 
     retriever = Bm25Retriever(asset_file("wiki-bm25"))
     with running_server(create_app(retriever, ServerConfig())) as url:

@@ -1,11 +1,20 @@
-"""What our HTTP servers share: a request error naming its field, JSON body parsing, and JSON
-answers (never an HTML page or a traceback) for unknown routes, wrong methods and crashes."""
+"""What our HTTP servers share: a request error naming its field, bounded JSON body parsing, an
+admission limit, JSON answers (never an HTML page or a traceback) for unknown routes, wrong
+methods and crashes, and `running_server` to run an app on a free loopback port in a thread
+(tests, benchmarks, notebooks)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import httpx
+import uvicorn
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -73,3 +82,33 @@ def add_fallback_handlers(app: FastAPI, render: ErrorRenderer, routes_hint: str)
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         return render(f"internal error: {type(exc).__name__}: {exc}", None, 500)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(app: object, health_path: str = "/health") -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 in a daemon thread until the block ends; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 20
+    while True:
+        try:
+            httpx.get(url + health_path, timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.time() > deadline:
+                raise RuntimeError("test server did not start") from None
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
