@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from searchplay.jsonl import append_jsonl
+
 
 @dataclass
 class PoolQuestion:
@@ -99,13 +101,7 @@ class QuestionPool:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(event, ensure_ascii=False) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_jsonl(self.path, [event])
 
     def add(self, q: PoolQuestion) -> None:
         self._append({"type": "question", **asdict(q)})
