@@ -522,12 +522,15 @@ def compare(
     eval_b: Annotated[Path, typer.Argument(help="evaluation directory to compare against it")],
 ) -> None:
     """Per dataset and metric: B - A with a paired bootstrap 95% interval and questions won/lost."""
-    from searchplay.eval.report import compare as compare_dirs
+    from searchplay.eval.report import CompareError, compare as compare_dirs
 
     for d in (eval_a, eval_b):
         if not (d / "summary.json").is_file():
             _fail(f"{d} is not an evaluation directory (no summary.json); create one with searchplay eval --out")
-    print(compare_dirs(eval_a, eval_b))
+    try:
+        print(compare_dirs(eval_a, eval_b))
+    except CompareError as e:
+        _fail(str(e))
 
 
 @app.command()

@@ -161,3 +161,24 @@ def test_an_interrupted_evaluation_resumes_and_a_dead_retriever_stops_it(tmp_pat
                           cwd=ROOT, timeout=300)
     assert dead.returncode == 1 and "retriever error" in dead.stderr and "--resume" in dead.stderr
     assert not (tmp_path / "dead" / "summary.json").exists()
+
+
+def test_compare_warns_on_few_shared_questions_and_refuses_none(tmp_path: Path) -> None:
+    from searchplay.eval.report import CompareError, compare
+
+    def fake_eval(d: Path, ids: list[str], name: str = "set") -> None:  # evaluation folders as `eval` writes them
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({"datasets": {name: {}}}))
+        (d / f"predictions-{name}.jsonl").write_text("".join(json.dumps({"id": i, "em": 1.0, "cover_em": 1.0, "f1": 1.0}) + "\n"
+                                                            for i in ids))
+
+    fake_eval(tmp_path / "a", [str(i) for i in range(10)])
+    fake_eval(tmp_path / "b", ["1", "2", "3"])
+    fake_eval(tmp_path / "c", ["x", "y"])
+    fake_eval(tmp_path / "d", ["1"], name="other")
+    assert "only 3 shared questions (10 in A, 3 in B)" in compare(tmp_path / "a", tmp_path / "b")
+    assert "warning" not in compare(tmp_path / "a", tmp_path / "a")
+    with pytest.raises(CompareError, match="share no question ids"):
+        compare(tmp_path / "a", tmp_path / "c")
+    with pytest.raises(CompareError, match="no dataset in both"):
+        compare(tmp_path / "a", tmp_path / "d")

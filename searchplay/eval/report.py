@@ -45,6 +45,10 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+class CompareError(ValueError):
+    """Two evaluations that cannot be compared; the message says why."""
+
+
 def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
 
@@ -54,12 +58,22 @@ def compare(dir_a: Path, dir_b: Path) -> str:
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (dir_a, dir_b))
     lines = [f"# {dir_b} vs {dir_a}", "", "| dataset | metric | A | B | B - A [95% CI] | won | lost | n |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    warnings: list[str] = []
+    shared_sets = [n for n in sa["datasets"] if n in sb["datasets"]]
+    if not shared_sets:
+        raise CompareError(f"no dataset in both evaluations (A: {', '.join(sa['datasets'])}; B: {', '.join(sb['datasets'])})")
     for name in sa["datasets"]:
         if name not in sb["datasets"]:
             continue
         pa = read_predictions(dir_a / f"predictions-{name}.jsonl")
         pb = read_predictions(dir_b / f"predictions-{name}.jsonl")
         ids = [i for i in pa if i in pb]
+        if not ids:
+            raise CompareError(f"{name}: the two evaluations share no question ids ({len(pa)} in A, {len(pb)} in B); "
+                               "evaluate both on the same questions (same --data and --limit)")
+        if len(ids) < 0.9 * max(len(pa), len(pb)):
+            warnings.append(f"> warning: {name}: only {len(ids)} shared questions ({len(pa)} in A, {len(pb)} in B); "
+                            "the comparison covers the shared ones only")
         for metric in ACCURACY_METRICS:
             if metric == "judge_acc":
                 if not all("judge" in pa[i] and "judge" in pb[i] for i in ids):
@@ -72,4 +86,4 @@ def compare(dir_a: Path, dir_b: Path) -> str:
             mean_a, mean_b = sum(a) / max(len(a), 1), sum(b) / max(len(b), 1)
             lines.append(f"| {name} | {metric} | {100 * mean_a:.1f} | {100 * mean_b:.1f} | {100 * r['diff']:+.1f} "
                          f"[{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}] | {r['won']} | {r['lost']} | {r['n']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([""] + warnings if warnings else [])) + "\n"
