@@ -15,7 +15,7 @@ import pytest
 from searchplay.web import Admission, RequestError
 from tests.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_admission_serves_capacity_plus_waiting_then_answers_503() -> None:
