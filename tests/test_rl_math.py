@@ -40,6 +40,7 @@ def test_reinforce_pp_whitens_over_trained_tokens_only_and_folds_kl() -> None:
     raw = torch.tensor([1 - 0.3, 1 - 0.2, -0.4, -0.4], dtype=torch.float64)  # reward minus KL still to come
     expected = (raw - raw.mean()) / raw.std()
     assert torch.cat(out).tolist() == pytest.approx(expected.tolist(), rel=1e-4)
+    assert reinforce_pp([], []) == [] and compute_advantages("reinforce_pp", [], [], []) == []  # a role with no rollouts
     with pytest.raises(ValueError, match="unknown advantage estimator"):
         compute_advantages("ppo", [1.0], [0], [[1]])
 

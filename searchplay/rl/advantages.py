@@ -68,6 +68,8 @@ def reinforce_pp(rewards: list[float], masks: list[list[int]], token_kl: list[to
         else:
             returns.append(torch.full((len(mask),), float(r), dtype=torch.float64))
         where.append(m)
+    if not returns:
+        return []
     trained = torch.cat([x[m] for x, m in zip(returns, where)])
     if trained.numel() == 0:
         return [torch.zeros(len(m)) for m in masks]
