@@ -72,8 +72,13 @@ class Solved:
     rewards: list[float]
     groups: list[int]
     excluded: list[bool]
-    rates: list[float | None]  # over the task's rollouts that did not fail; None when all failed
+    task_rewards: list[list[float]]  # per task, the rewards of its rollouts that did not fail
     verdicts: list[bool | None]
+
+    @property
+    def rates(self) -> list[float | None]:
+        """Per task, the success rate over the rollouts that did not fail; None when all failed."""
+        return [success_rate(r) if r else None for r in self.task_rewards]
 
 
 def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool: QuestionPool, cfg: Config,
@@ -129,7 +134,8 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     solved = solve(engine, retriever, tasks, cfg, step, judge)
     timing["timing/solver_s"] = time.perf_counter() - t0
     proposer_rewards = [g.format_penalty] * len(proposer)
-    for task, rate in zip(tasks, solved.rates):
+    rates = solved.rates
+    for task, rate in zip(tasks, rates):
         if task.proposer_index is None:
             continue
         if rate is None:  # every solver rollout failed for infrastructure reasons: no verdict on the question
@@ -140,10 +146,10 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
         t.meta["reward"] = r
 
     # 8. pool update: new questions with provenance, new attempts of reused ones
-    for k, (task, rate) in enumerate(zip(tasks, solved.rates)):
+    for k, (task, rate) in enumerate(zip(tasks, rates)):
         if rate is None:
             continue
-        rewards = [r for j, r in enumerate(solved.rewards) if solved.groups[j] == k and not solved.excluded[j]]
+        rewards = solved.task_rewards[k]
         if task.source == "reuse":
             pool.record_attempt(task.pool_id, step, rewards, rate)
             continue
@@ -195,11 +201,11 @@ def solve(engine: Engine, retriever: Retriever, tasks: list[SolverTask], cfg: Co
     for t, r, x in zip(trajs, rewards, excluded):
         t.meta["reward"] = r
         t.meta["excluded"] = x
-    rates: list[float | None] = []
-    for k in range(len(tasks)):
-        valid = [r for j, r in enumerate(rewards) if groups[j] == k and not excluded[j]]
-        rates.append(success_rate(valid) if valid else None)
-    return Solved(trajs, rewards, groups, excluded, rates, verdicts)
+    task_rewards: list[list[float]] = [[] for _ in tasks]
+    for k, r, x in zip(groups, rewards, excluded):
+        if not x:
+            task_rewards[k].append(r)
+    return Solved(trajs, rewards, groups, excluded, task_rewards, verdicts)
 
 
 def _role(base: RolloutConfig, max_turns: int, step: int, role: int) -> RolloutConfig:
