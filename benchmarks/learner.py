@@ -18,6 +18,7 @@ directly: reference log-probs with its `_get_per_token_logps_and_entropies`, the
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -25,19 +26,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from searchplay.agent.rollout import chat_prompt_ids, run_episodes
+from searchplay.assets import asset_file
+from searchplay.assets.names import model_path
+from searchplay.config import LearnerConfig, RolloutConfig
+from searchplay.game.prompts import solver_messages
+from searchplay.jsonl import read_jsonl
+from searchplay.llm.transformers_engine import TransformersEngine, load_model
+from searchplay.rl.advantages import grpo
+from searchplay.rl.learner import Learner, Sample, enable_checkpointing
+from searchplay.search.bm25 import Bm25Retriever
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss_mib, print_table  # noqa: E402
 
 
 def make_batch(model: str, n: int, path: Path) -> None:
-    from searchplay.agent.rollout import chat_prompt_ids, run_episodes
-    from searchplay.assets import asset_file
-    from searchplay.jsonl import read_jsonl
-    from searchplay.config import RolloutConfig
-    from searchplay.game.prompts import solver_messages
-    from searchplay.llm.transformers_engine import TransformersEngine
-    from searchplay.search.bm25 import Bm25Retriever
-
     engine = TransformersEngine.load(model, "bfloat16", threads=0)
     questions = [r["question"] for r in read_jsonl(asset_file("nq-answerable"))[:n]]
     prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in questions]
@@ -49,13 +55,6 @@ def make_batch(model: str, n: int, path: Path) -> None:
 
 
 def run_ours(model: str, batch: list[dict], updates: int, checkpointing: bool) -> dict:
-    import copy
-
-    from searchplay.config import LearnerConfig
-    from searchplay.llm.transformers_engine import load_model
-    from searchplay.rl.advantages import grpo
-    from searchplay.rl.learner import Learner, Sample
-
     policy, tok = load_model(model, "float32")
     ref = copy.deepcopy(policy).requires_grad_(False)
     cfg = LearnerConfig(lr=1e-6, kl_coef=0.01, bf16=True, gradient_checkpointing=checkpointing, micro_batch_tokens=16384)
@@ -73,12 +72,9 @@ def run_ours(model: str, batch: list[dict], updates: int, checkpointing: bool) -
 
 
 def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) -> dict:
-    import torch
+    # TRL is not a dependency of searchplay: installed only to run this comparison.
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
-
-    from searchplay.llm.transformers_engine import load_model, resolve_model_path
-    from searchplay.rl.advantages import grpo
 
     policy, tok = load_model(model, "float32")
     args = GRPOConfig(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=True, per_device_train_batch_size=len(batch),
@@ -88,6 +84,8 @@ def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) ->
                           train_dataset=Dataset.from_list([{"prompt": "x"}] * len(batch)), processing_class=tok)
     trainer.create_optimizer_and_scheduler(num_training_steps=updates + 1)
     trainer.current_gradient_accumulation_steps = 1  # set by its training loop, which we do not run
+    if checkpointing:  # HF turns it on inside Trainer.train(), which we do not run: the same call our Learner makes
+        enable_checkpointing(trainer.model)
     pad = tok.pad_token_id
     width_p = max(len(b["prompt_ids"]) for b in batch)
     width_c = max(len(b["response_ids"]) for b in batch)
@@ -131,12 +129,10 @@ def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) ->
         update()
     seconds = (time.perf_counter() - t0) / updates
     return {"seconds_per_update": seconds, "trained_tokens": int(tool_mask.sum()), "ref_model": ref is not None,
-            "model": resolve_model_path(model) if isinstance(model, str) else "loaded"}
+            "model": model}
 
 
 def child(method: str, model: str, batch_file: str, updates: int, checkpointing: bool, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
     batch = json.loads(Path(batch_file).read_text())
     fn = run_ours if method == "ours" else run_trl
@@ -159,7 +155,8 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         batch_file = Path(tmp) / "batch.json"
-        make_batch(args.model, args.batch, batch_file)
+        model = model_path(args.model)
+        make_batch(model, args.batch, batch_file)
         batch = json.loads(batch_file.read_text())
         total = sum(len(b["prompt_ids"]) + len(b["response_ids"]) for b in batch)
         trained = sum(sum(b["loss_mask"]) for b in batch)
@@ -169,7 +166,7 @@ def main() -> None:
             results = {}
             for method in ("ours", "trl"):
                 out = subprocess.run([sys.executable, __file__, "--updates", str(args.updates), "--threads", str(args.threads),
-                                      "--child", method, args.model,
+                                      "--child", method, model,
                                       str(batch_file), ckpt], capture_output=True, text=True)
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)

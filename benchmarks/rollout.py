@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from searchplay.agent.rollout import chat_prompt_ids, run_episodes  # noqa: E402
 from searchplay.assets import asset_file  # noqa: E402
+from searchplay.assets.names import BUNDLED, model_path  # noqa: E402
 from searchplay.config import RolloutConfig  # noqa: E402
 from searchplay.game.prompts import solver_messages  # noqa: E402
 from searchplay.jsonl import read_jsonl  # noqa: E402
@@ -68,7 +69,7 @@ def main() -> None:
                          temperature=args.temperature, seed=0)
     rows, split = [], []
     for threads in args.threads:
-        engine = TransformersEngine.load("bundled", "bfloat16", threads=threads)
+        engine = TransformersEngine.load(model_path(BUNDLED), "bfloat16", threads=threads)
         kept_bytes = engine.keep_kv_bytes
         episodes = lambda ps: run_episodes(engine, retriever, ps, cfg, "answer", 3)  # noqa: E731
         episodes([chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in questions[:2]])  # warm-up

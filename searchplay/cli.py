@@ -1,20 +1,32 @@
-"""The `searchplay` command line (one Typer app). Nothing else imports this module."""
+"""The `searchplay` command line (one Typer app). Nothing else imports this module.
+
+Each command imports the searchplay modules it runs inside its own body, on purpose: importing
+them all (torch, transformers, tantivy, FastAPI) takes about 3 s, and `searchplay --help`,
+`config show` or a mistyped option should answer at once. Everything else in the package keeps
+its imports at the top.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import random
+import time
+from collections.abc import Sized
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from searchplay.config import Config, ConfigError, load_config, to_toml
-from searchplay.outdir import OutputDirError, check_output_dir
+from searchplay.config import Config, ConfigError, load_config, searchplay_home, to_toml
+from searchplay.outdir import OutputDirError
+
+if TYPE_CHECKING:
+    from searchplay.search.base import Retriever
 
 app = typer.Typer(help="Search self-play: train LLM search agents without human supervision.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -79,11 +91,12 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 def _human(n: int) -> str:
+    size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n:.1f} TB"
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
 
 
 _MAIN_COUNT = {"model": "parameters", "corpus": "passages", "qa": "questions", "seeds": "seeds", "index": "passages"}
@@ -91,7 +104,6 @@ _MAIN_COUNT = {"model": "parameters", "corpus": "passages", "qa": "questions", "
 
 def print_asset_summary(cfg: Config) -> None:
     from searchplay.assets import asset_info
-    from searchplay.config import searchplay_home
 
     table = Table(title=f"searchplay assets in {searchplay_home(cfg)}")
     for col in ("asset", "kind", "built", "count", "size", "source", "licence"):
@@ -153,19 +165,17 @@ def index_build(
     """Build a BM25 (tantivy) or dense (sentence-transformers) index over a corpus. A dense build resumes if interrupted."""
     from searchplay.search.base import SearchError
     from searchplay.search.corpus import CorpusError
-    from searchplay.search.resolve import resolve_corpus
+    from searchplay.assets.names import corpus_path
+    from searchplay.search.bm25 import build_bm25_index
+    from searchplay.search.dense import build_dense_index
 
     cfg = _config(config, set_)
     try:
-        corpus_path = resolve_corpus(corpus, cfg)
+        source = corpus_path(corpus, cfg)
         if kind is IndexKind.bm25:
-            from searchplay.search.bm25 import build_bm25_index
-
-            meta = build_bm25_index(corpus_path, out, skip_bad_lines=skip_bad_lines)
+            meta = build_bm25_index(source, out, skip_bad_lines=skip_bad_lines)
         else:
-            from searchplay.search.dense import build_dense_index
-
-            meta = build_dense_index(corpus_path, out, model, query_prefix, passage_prefix, batch_size,
+            meta = build_dense_index(source, out, model, query_prefix, passage_prefix, batch_size,
                                      skip_bad_lines=skip_bad_lines, threads=cfg.model.threads)
     except (CorpusError, SearchError, FileNotFoundError, OutputDirError) as e:
         _fail(str(e))
@@ -173,18 +183,19 @@ def index_build(
     err.print(f"{kind.value} index of {meta['passages']:,} passages written to {out}{skipped}")
 
 
-def _retriever_from_cli(cfg: Config, index: Optional[str], kind: Optional[RetrieverKind | str]):  # noqa: ANN202
+def _retriever_from_cli(cfg: Config, index: Optional[str], kind: Optional[RetrieverKind | str]) -> Retriever:
+    from searchplay.assets.names import resolve_search
     from searchplay.search.resolve import open_local_retriever
 
     s = cfg.search
     if kind:
-        s.kind = RetrieverKind(kind).value  # type: ignore[assignment]
+        s.kind = RetrieverKind(kind).value
     if index:
         if s.kind == "dense":
             s.dense_index = index
         else:
             s.index = index
-    return open_local_retriever(s, cfg)
+    return open_local_retriever(resolve_search(s, cfg))
 
 
 IndexOpt = Annotated[Optional[str], typer.Option(help="index directory or 'bundled' (default: search.index / search.dense_index)")]
@@ -233,7 +244,7 @@ def serve_retriever(
         retriever = _retriever_from_cli(cfg, index, kind)
     except (SearchError, FileNotFoundError) as e:
         _fail(str(e))
-    info = {"kind": cfg.search.kind, "passages": len(retriever) if hasattr(retriever, "__len__") else None}
+    info = {"kind": cfg.search.kind, "passages": len(retriever) if isinstance(retriever, Sized) else None}
     err.print(f"serving {cfg.search.kind} retrieval on http://{cfg.server.host}:{cfg.server.port} (POST /retrieve, GET /health)")
     serve(retriever, cfg.server, info)
 
@@ -249,12 +260,13 @@ def serve_model(
     """Serve a local model with an OpenAI-compatible API (/v1/chat/completions, /v1/models), e.g. as the judge."""
     import uvicorn
 
+    from searchplay.assets.names import model_path
     from searchplay.llm.openai_server import create_app
     from searchplay.llm.transformers_engine import TransformersEngine
 
     cfg = _config(config, set_)
     try:
-        engine = TransformersEngine.load(model, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
+        engine = TransformersEngine.load(model_path(model, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
     except FileNotFoundError as e:
         _fail(str(e))
     host = host or cfg.server.host
@@ -274,21 +286,20 @@ def ask(
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Run the solver agent on one question and show every turn: queries, retrieved titles, answer."""
-    import time
-
     from searchplay.agent.rollout import chat_prompt_ids, run_episodes
+    from searchplay.assets.names import model_path
     from searchplay.game.prompts import solver_messages
     from searchplay.llm.transformers_engine import TransformersEngine
     from searchplay.search.base import SearchError
 
     cfg = _config(config, set_)
     if scaffold:
-        cfg.rollout.scaffold = scaffold.value  # type: ignore[assignment]
+        cfg.rollout.scaffold = scaffold.value
     cfg.rollout.temperature = temperature
     cfg.rollout.max_turns = cfg.game.solver_max_turns
     try:
         retriever = _retriever_from_cli(cfg, index, kind)
-        engine = TransformersEngine.load(model or cfg.model.path, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
+        engine = TransformersEngine.load(model_path(model or cfg.model.path, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
     except (SearchError, FileNotFoundError) as e:
         _fail(str(e))
     t0 = time.perf_counter()
@@ -320,8 +331,6 @@ def play(
     config: ConfigOpt = None, set_: SetOpt = None,
 ) -> None:
     """Play self-play rounds without training; writes trajectories, the pool and metrics to a run directory."""
-    import random
-
     from searchplay.game.seeds import SeedError
     from searchplay.game.selfplay import play_round, play_supervised_round
     from searchplay.search.base import SearchError
@@ -410,9 +419,6 @@ def print_run_summary(run_dir: Path, seconds: float) -> None:
     console.print(f"files: {run.metrics}, {run.trajectories}/, {run.pool}, {run.checkpoints}/", highlight=False)
 
 
-EVAL_SETTINGS = "eval-settings.json"  # written first: marks an evaluation folder as ours, checked on --resume
-
-
 @app.command("eval")
 def eval_command(
     model: Annotated[str, typer.Option(help="model directory, cached HF id, 'bundled', a run directory or a checkpoint")] = "bundled",
@@ -435,15 +441,15 @@ def eval_command(
 
     Predictions are written as they come; an interrupted evaluation continues with --resume.
     """
-    import time
-
     from searchplay.eval.data import DatasetError, dataset_label, load_dataset
     from searchplay.eval.report import summary_markdown
-    from searchplay.eval.run import EvalError, run_dataset
-    from searchplay.judge.llm_judge import JudgeConfigError
+    from searchplay.eval.run import EvalError, open_eval_dir, run_dataset
+    from searchplay.judge.llm_judge import JudgeConfigError, LLMJudge
+    from searchplay.search.resolve import open_retriever
     from searchplay.llm.transformers_engine import TransformersEngine
     from searchplay.progress import progress
-    from searchplay.search.base import NoRetriever, SearchError
+    from searchplay.assets.names import model_path
+    from searchplay.search.base import NoRetriever, Retriever, SearchError
     from searchplay.train.checkpoint import policy_from_run
 
     cfg = _config(config, set_)
@@ -456,21 +462,10 @@ def eval_command(
     if resume and out is None:
         _fail("--resume needs --out: the evaluation directory to continue")
     out_dir = out or Path("evals") / time.strftime("%Y%m%d-%H%M%S")
-    try:
-        check_output_dir(out_dir, ("summary.json", EVAL_SETTINGS), "evaluation")
-    except OutputDirError as e:
-        _fail(str(e))
-    if (out_dir / "summary.json").exists() and not overwrite:
-        _fail(f"{out_dir} already holds an evaluation; pass --overwrite to replace it, or choose another --out")
     settings = {"model": model, "data": data, "limit": limit, "retriever": retriever, "index": index, "temperature": temperature,
                 "max_turns": cfg.rollout.max_turns, "scaffold": cfg.rollout.scaffold, "judge": judge_url, "judge_model": judge_model,
                 "topk": cfg.search.topk, "max_new_tokens": cfg.rollout.max_new_tokens}
-    saved = out_dir / EVAL_SETTINGS
-    if resume and saved.is_file() and (before := json.loads(saved.read_text())) != settings:
-        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
-        _fail(f"--resume with other settings than the evaluation in {out_dir}: {changed} (was, now)")
-    if (out_dir / EVAL_SETTINGS).exists() and not resume and not overwrite:
-        _fail(f"{out_dir} holds an unfinished evaluation; continue it with --resume, or pass --overwrite to start again")
+    search: Retriever
     try:
         datasets = {label: load_dataset(name, mapping)[:limit] for name, label in zip(names, labels)}
         if retriever == "none":
@@ -479,25 +474,22 @@ def eval_command(
                 cfg.rollout.max_turns = 1  # closed book: answer at once
         elif retriever.startswith("http"):
             cfg.search.url = retriever
-            from searchplay.search.resolve import open_retriever
-
-            search = open_retriever(cfg)
+            search = open_retriever(cfg.search)
         else:
             search = _retriever_from_cli(cfg, index, retriever)
-        model_path = policy_from_run(model)
-        engine = TransformersEngine.load(model_path, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
+        policy = model_path(policy_from_run(model), cfg)
+        engine = TransformersEngine.load(policy, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
     except (DatasetError, SearchError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     judge = None
     if judge_url:
-        from searchplay.judge.llm_judge import LLMJudge
-
         cfg.judge.base_url, cfg.judge.model = judge_url, judge_model or cfg.judge.model or "judge"
         judge = LLMJudge(cfg.judge)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").unlink(missing_ok=True)  # ours (--overwrite): the new summary replaces it at the end
-    saved.write_text(json.dumps(settings, indent=2))
-    summary: dict = {"model": model, "model_path": model_path, "retriever": retriever, "temperature": temperature,
+    try:
+        open_eval_dir(out_dir, settings, resume, overwrite)
+    except (EvalError, OutputDirError) as e:
+        _fail(str(e))
+    summary: dict = {"model": model, "model_path": policy, "retriever": retriever, "temperature": temperature,
                      "scaffold": cfg.rollout.scaffold, "max_turns": cfg.rollout.max_turns, "datasets": {}}
     for name, records in datasets.items():
         with progress(True, f"eval {name}", total=len(records)) as advance:

@@ -8,7 +8,9 @@ in an RL config wastes a whole run.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import os
 import tomllib
 import typing
@@ -27,7 +29,7 @@ def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None
     """A dataclass field with a help line and, for numbers, its valid range [lo, hi] (None: unbounded)."""
     metadata = {"help": help, "range": (lo, hi)}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+        return field(default_factory=functools.partial(copy.deepcopy, default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -78,7 +80,7 @@ class ServerConfig:
     max_waiting: int = _f(32, "requests that may wait behind those being served; more get 503", 0, 100000)
     max_prompt_tokens: int = _f(8192, "serve-model: longest prompt (after the chat template) in tokens; longer gets 413", 1, 10000000)
     max_new_tokens: int = _f(4096, "serve-model: largest max_tokens a request may ask for", 1, 10000000)
-    shutdown_s: float = _f(5.0, "seconds in-flight requests get to finish after SIGTERM", 0.0, 3600.0)
+    shutdown_s: int = _f(5, "seconds in-flight requests get to finish after SIGTERM", 0, 3600)
 
 
 @dataclass

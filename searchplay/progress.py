@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+
+def _ignore(n: int = 1) -> None:
+    """The advance() of a disabled progress counter."""
+
 
 @contextmanager
 def progress(enabled: bool, label: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
     """Yield `advance(n)`; shows count, total (when known), rate and elapsed time on stderr."""
     if not enabled:
-        yield lambda n=1: None
+        yield _ignore
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
     with Progress(*columns, console=Console(stderr=True)) as bar:

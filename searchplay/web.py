@@ -91,7 +91,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: object, health_path: str = "/health") -> Iterator[str]:
+def running_server(app: Any, health_path: str = "/health") -> Iterator[str]:
     """Serve `app` on 127.0.0.1 in a daemon thread until the block ends; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -9,7 +9,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 
 from searchplay.assets import ASSETS, read_manifest  # noqa: E402
+from searchplay.assets.names import BUNDLED, TINY, index_path, model_path  # noqa: E402
 from searchplay.config import Config  # noqa: E402
+from searchplay.llm.transformers_engine import TransformersEngine  # noqa: E402
+from searchplay.search.bm25 import Bm25Retriever  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,14 +26,9 @@ def cfg() -> Config:
 @pytest.fixture(scope="session")
 def tiny_engine(cfg: Config):
     """The tiny random Llama (fp32, 1 thread) behind the real transformers engine."""
-    from searchplay.llm.transformers_engine import TransformersEngine
-
-    return TransformersEngine.load("tiny-random", "float32", threads=1)
+    return TransformersEngine.load(model_path(TINY), "float32", threads=1)
 
 
 @pytest.fixture(scope="session")
 def bundled_bm25(cfg: Config):
-    from searchplay.search.bm25 import Bm25Retriever
-    from searchplay.search.resolve import resolve_index
-
-    return Bm25Retriever(resolve_index("bundled", "bm25", cfg))
+    return Bm25Retriever(index_path(BUNDLED, "bm25", cfg))

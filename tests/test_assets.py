@@ -11,7 +11,7 @@ from searchplay.assets import asset_file, read_manifest
 from searchplay.assets.corpus import build_corpus, split_into_passages
 from searchplay.assets.qa import TopicFormatError, parse_dpr_topics
 from searchplay.jsonl import read_jsonl
-from searchplay.assets.sources import MissingSourceError, package_file
+from searchplay.sources import MissingSourceError, package_file
 from searchplay.config import Config
 from searchplay.judge.match import normalize_answer
 from searchplay.search.corpus import read_passages

@@ -12,13 +12,14 @@ from searchplay.config import Config, SearchConfig
 from searchplay.search.base import SearchError
 from searchplay.search.corpus import CorpusError
 from searchplay.search.dense import EMBEDDINGS, PROGRESS, DenseRetriever, build_dense_index
-from searchplay.search.resolve import open_local_retriever, resolve_corpus, resolve_index
+from searchplay.assets.names import corpus_path, index_path, resolve_search
+from searchplay.search.resolve import open_local_retriever
 
 
 @pytest.fixture(scope="module")
 def small_corpus(cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 real passages, Paris among them."""
-    lines = resolve_corpus("bundled", cfg).read_text().splitlines()
+    lines = corpus_path("bundled", cfg).read_text().splitlines()
     chosen = [line for line in lines if json.loads(line)["id"] in ("sum:Paris", "sum:France", "sum:Hamlet")]
     chosen += lines[:117]
     path = tmp_path_factory.mktemp("dense") / "small.jsonl"
@@ -27,7 +28,7 @@ def small_corpus(cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_bundled_dense_index_finds_paris(cfg: Config) -> None:
-    dense = DenseRetriever(resolve_index("bundled", "dense", cfg), corpus=resolve_corpus("bundled", cfg))
+    dense = DenseRetriever(index_path("bundled", "dense", cfg), corpus=corpus_path("bundled", cfg))
     hits = dense.search(["capital of France", "Who wrote Hamlet?"], 3)
     assert "sum:Paris" in [h.id for h in hits[0]]
     assert hits[1][0].id == "sum:Hamlet"
@@ -35,8 +36,8 @@ def test_bundled_dense_index_finds_paris(cfg: Config) -> None:
 
 
 def test_hybrid_fuses_bm25_and_dense(cfg: Config) -> None:
-    hybrid = open_local_retriever(SearchConfig(kind="hybrid"), cfg)
-    bm25 = open_local_retriever(SearchConfig(kind="bm25"), cfg).search(["capital of France"], 12)[0]
+    hybrid = open_local_retriever(resolve_search(SearchConfig(kind="hybrid"), cfg))
+    bm25 = open_local_retriever(resolve_search(SearchConfig(kind="bm25"), cfg)).search(["capital of France"], 12)[0]
     fused = hybrid.search(["capital of France"], 5)[0]
     ids = [h.id for h in fused]
     assert ids[0] == "sum:France"  # first in both lists

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from searchplay.assets.names import BUNDLED, seeds_path
 from searchplay.config import Config, GameConfig, JudgeConfig, RolloutConfig, ServerConfig, load_config
 from searchplay.game.pool import PoolQuestion, QuestionPool
 from searchplay.game.seeds import Seed, SeedSampler, load_seeds
@@ -179,7 +180,7 @@ def tiny_config(**game) -> Config:  # noqa: ANN003
 def test_play_round_shapes_and_metrics(tiny_engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
     cfg = tiny_config(verifier="off")  # the random model never passes verification; keep the questions
     pool = QuestionPool(tmp_path / "pool.jsonl")
-    sampler = SeedSampler(load_seeds("bundled"), 0)
+    sampler = SeedSampler(load_seeds(seeds_path(BUNDLED)), 0)
     result = play_round(tiny_engine, bundled_bm25, sampler, pool, cfg, 1, random.Random(0))
     g = cfg.game
     assert len(result.proposer) == len(result.proposer_rewards) == len(result.proposer_groups) == g.batch_size * g.proposer_n
@@ -210,7 +211,7 @@ def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bun
         pool.add(PoolQuestion(id=f"old-{k}", question=f"Which city is the capital of country {k}?", answer="Paris",
                               aliases=[], hops=1, step=0, proposer_trajectory="p", evidence_ids=[], noisy_ids=[],
                               verifier_answer="Paris", verdict="exact_match", solver_rewards=[0.0], success_rate=0.0))
-    result = play_round(tiny_engine, bundled_bm25, SeedSampler(load_seeds("bundled"), 1), pool, cfg, 1, random.Random(0))
+    result = play_round(tiny_engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 1), pool, cfg, 1, random.Random(0))
     m = result.metrics
     verdicts = [t.meta["verification"]["verdict"] for t in result.proposer if "verification" in t.meta]
     assert len(verdicts) == m["verify/candidates"] > 0  # questions reached the policy verifier ...

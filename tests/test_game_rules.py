@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from searchplay.assets.names import BUNDLED, seeds_path
 from searchplay.agent.trajectory import Trajectory, Turn
 from searchplay.config import GameConfig
 from searchplay.game import extract as x
@@ -188,7 +189,7 @@ def test_seed_errors_name_file_line_and_field(tmp_path: Path, line: dict, messag
 
 
 def test_bundled_seeds_and_reproducible_sampling(cfg) -> None:  # noqa: ANN001
-    seeds = load_seeds("bundled")
+    seeds = load_seeds(seeds_path(BUNDLED))
     a, b = SeedSampler(seeds, 3), SeedSampler(seeds, 3)
     assert a.sample(5) == b.sample(5)
     state = a.state()

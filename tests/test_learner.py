@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from searchplay.assets.names import model_path, TINY
 from searchplay.config import LearnerConfig
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner, Sample
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture()
 def tiny(cfg):  # noqa: ANN001, ANN201
     torch.manual_seed(0)
-    return load_model("tiny-random", "float32")
+    return load_model(model_path(TINY), "float32")
 
 
 def test_masked_positions_get_exactly_zero_gradient(tiny) -> None:  # noqa: ANN001
@@ -34,7 +35,7 @@ def test_masked_positions_get_exactly_zero_gradient(tiny) -> None:  # noqa: ANN0
         captured["emb"] = output
 
     handle = embeddings.register_forward_hook(keep)
-    logp, _ = learner._logprobs(model, t)
+    logp = learner._logprobs(model, t)
     handle.remove()
     (logp * t["mask"]).sum().backward()
     # the last response token (masked, predicts nothing) and the token after a masked target get no signal
@@ -79,7 +80,7 @@ def test_bf16_autocast_keeps_small_updates_in_fp32_masters(tiny) -> None:  # noq
 
 
 def test_learner_refuses_bf16_weights(cfg) -> None:  # noqa: ANN001
-    model, _ = load_model("tiny-random", "bfloat16")
+    model, _ = load_model(model_path(TINY), "bfloat16")
     with pytest.raises(ValueError, match="fp32 master weights"):
         Learner(model, LearnerConfig())
 
@@ -104,7 +105,7 @@ def test_micro_batching_matches_one_big_batch(cfg) -> None:  # noqa: ANN001
     grads = []
     for budget in (10_000, 8):
         torch.manual_seed(0)
-        model, _ = load_model("tiny-random", "float32")
+        model, _ = load_model(model_path(TINY), "float32")
         learner = Learner(model, LearnerConfig(lr=0.0, kl_coef=0.0, bf16=False, micro_batch_tokens=budget, grad_clip=0), pad_id=0)
         learner.update(samples)  # the accumulated gradient of the (only) mini-batch stays in .grad
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))

@@ -18,18 +18,18 @@ from searchplay.search.bm25 import META_FILE, Bm25Retriever, IndexMismatchError,
 from searchplay.search.cache import CachedRetriever
 from searchplay.search.client import HttpRetriever
 from searchplay.search.hybrid import reciprocal_rank_fusion
-from searchplay.search.resolve import resolve_corpus, resolve_index
+from searchplay.assets.names import corpus_path, index_path
 from searchplay.search.server import create_app
 from tests.servers import free_port, running_server
 
 
 @pytest.fixture(scope="module")
 def bm25(cfg: Config) -> Bm25Retriever:
-    return Bm25Retriever(resolve_index("bundled", "bm25", cfg), corpus=resolve_corpus("bundled", cfg))
+    return Bm25Retriever(index_path("bundled", "bm25", cfg), corpus=corpus_path("bundled", cfg))
 
 
 def test_bundled_index_covers_corpus_and_records_provenance(cfg: Config, bm25: Bm25Retriever) -> None:
-    corpus = resolve_corpus("bundled", cfg)
+    corpus = corpus_path("bundled", cfg)
     n = sum(1 for _ in corpus.open())
     assert len(bm25) == n == bm25.meta["passages"]
     assert bm25.meta["corpus_path"] == str(corpus.resolve()) and len(bm25.meta["corpus_sha256"]) == 64

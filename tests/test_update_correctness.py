@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from searchplay.assets.names import BUNDLED, model_path, seeds_path, TINY
 from searchplay.agent.rollout import chat_prompt_ids, run_episodes
 from searchplay.config import ConfigError, JudgeConfig, LearnerConfig, RolloutConfig, load_config, validate_for_training
 from searchplay.game.pool import QuestionPool
@@ -33,7 +34,7 @@ QUESTIONS = ["Who painted the Mona Lisa?", "What is the capital of Japan?", "Whi
 @pytest.fixture()
 def engine(cfg):  # noqa: ANN001, ANN201 - a fresh model per test: these tests change weights
     torch.manual_seed(0)
-    return TransformersEngine.load("tiny-random", "float32", threads=1)
+    return TransformersEngine.load(model_path(TINY), "float32", threads=1)
 
 
 def solver_trajectories(engine: TransformersEngine, retriever, temperature: float = 0.7, seed: int = 3) -> list:  # noqa: ANN001
@@ -63,7 +64,7 @@ def test_learner_scores_real_trajectories_like_the_engine_at_the_rollout_tempera
 def test_proposer_old_logprobs_come_from_the_weights_that_sampled_it(engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
     cfg = tiny_config(verifier="off")
     cfg.learner = LearnerConfig(lr=1e-2, kl_coef=0.0, bf16=False, weight_decay=0.0)
-    result = play_round(engine, bundled_bm25, SeedSampler(load_seeds("bundled"), 0), QuestionPool(), cfg, 1, random.Random(0))
+    result = play_round(engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1, random.Random(0))
     assert result.solver and result.proposer
     result.solver_rewards = [float(i % 2) for i in range(len(result.solver))]  # a signal in every solver group
     result.proposer_rewards = [float(i % 2) for i in range(len(result.proposer))]
@@ -105,7 +106,7 @@ def test_training_refuses_truncated_sampling() -> None:
 def test_retriever_failures_leave_the_loss_and_are_counted(engine, bundled_bm25) -> None:  # noqa: ANN001
     cfg = tiny_config(verifier="off")
     flaky = FlakyRetriever(bundled_bm25, fail_from=3, only_first=True)  # 2 proposer search turns pass; one solver query fails
-    result = play_round(engine, flaky, SeedSampler(load_seeds("bundled"), 0), QuestionPool(), cfg, 1, random.Random(0))
+    result = play_round(engine, flaky, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1, random.Random(0))
     failed = [t.stop_reason == "error" for t in result.solver]
     assert any(failed) and not all(failed)
     assert result.solver_excluded == failed
@@ -121,7 +122,7 @@ def test_an_unreachable_judge_excludes_answers_instead_of_scoring_them_zero(engi
     cfg = tiny_config(verifier="off", solver_reward="judge")
     cfg.judge = JudgeConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="nobody", retries=0, timeout_s=2,
                             cache=str(tmp_path / "cache.sqlite"))
-    result = play_round(engine, bundled_bm25, SeedSampler(load_seeds("bundled"), 0), QuestionPool(), cfg, 1,
+    result = play_round(engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1,
                         random.Random(0), LLMJudge(cfg.judge))
     judged = ["judge" in t.meta for t in result.solver]
     assert any(judged)

@@ -56,7 +56,7 @@ def parse_action(text: str, final_tag: Literal["answer", "question"]) -> Action:
     for kind in ("search", final_tag):
         found = find_tags(text, kind)
         if found and (best is None or found[0][0] < best[0]):
-            best = (found[0][0], kind, found[0][1])  # type: ignore[assignment]
+            best = (found[0][0], kind, found[0][1])
     if best is None or not best[2]:
         return Action("none")
     return Action(best[1], best[2])

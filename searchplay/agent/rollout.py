@@ -66,7 +66,8 @@ class _Tokens:
     """Token ids of loop-inserted text, cached per string."""
 
     def __init__(self, tokenizer: Any):
-        self.tokenizer, self._cache = tokenizer, {}
+        self.tokenizer = tokenizer
+        self._cache: dict[str, list[int]] = {}
 
     def __call__(self, text: str) -> list[int]:
         if text not in self._cache:
@@ -139,7 +140,7 @@ def _record_turn(e: _Episode, g: Generation, cfg: RolloutConfig, tokens: _Tokens
         action_kind, content = action.kind, action.content
     turn.action, turn.content = action_kind, content
     if action_kind == final_tag:
-        traj.final, traj.stop_reason, e.done = content, final_tag, True  # type: ignore[assignment]
+        traj.final, traj.stop_reason, e.done = content, final_tag, True
         return None
     if action_kind == "search":
         return content

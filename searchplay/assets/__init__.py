@@ -21,9 +21,11 @@ from searchplay.assets import corpus as corpus_mod
 from searchplay.assets import model as model_mod
 from searchplay.assets import qa as qa_mod
 from searchplay.assets import seeds as seeds_mod
-from searchplay.assets.sources import MissingSourceError, SourceFile, package_file
+from searchplay.sources import MissingSourceError, SourceFile, package_file
 from searchplay.config import Config, searchplay_home
 from searchplay.jsonl import write_jsonl
+from searchplay.search.bm25 import build_bm25_index
+from searchplay.search.dense import DEFAULT_ENCODER_PACKAGE, build_dense_index
 
 __all__ = ["ASSETS", "MissingSourceError", "AssetMissingError", "asset_dir", "asset_file", "build_assets", "asset_info"]
 
@@ -84,22 +86,16 @@ def _build_seeds(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
 
 
 def _build_bm25(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
-    from searchplay.search.bm25 import build_bm25_index
-
     meta = build_bm25_index(asset_file("wiki", cfg), out / "index", progress=False)
     return {"passages": meta["passages"]}
 
 
 def _build_minilm(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
-    from searchplay.search.dense import build_dense_index
-
     meta = build_dense_index(asset_file("wiki", cfg), out / "index", progress=True)
     return {"passages": meta["passages"], "dim": meta["dim"], "encode_seconds": meta["encode_seconds"]}
 
 
 def _encoder_sources() -> list[SourceFile]:
-    from searchplay.search.dense import DEFAULT_ENCODER_PACKAGE
-
     return [package_file(*DEFAULT_ENCODER_PACKAGE)]
 
 

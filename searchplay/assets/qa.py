@@ -23,7 +23,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from searchplay.assets.sources import SourceFile, package_file
+import ahocorasick
+
+from searchplay.sources import SourceFile, package_file
 from searchplay.judge.match import normalize_answer
 from searchplay.search.corpus import read_passages
 
@@ -82,8 +84,6 @@ def _padded(text: str) -> str:
 
 def answer_locations(answers: Iterable[str], corpus_file: Path) -> dict[str, str]:
     """Map each normalised answer that occurs in the corpus to the id of the first passage containing it."""
-    import ahocorasick
-
     automaton = ahocorasick.Automaton()
     for a in answers:
         key = _padded(a)

@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
+from searchplay.assets import asset_file
 from searchplay.jsonl import parse_jsonl
 
 BUNDLED = ("nq-test", "triviaqa-test", "nq-answerable", "triviaqa-answerable",
@@ -58,16 +61,12 @@ def dataset_label(name_or_path: str) -> str:
 
 def load_dataset(name_or_path: str, field_map: dict[str, str] | None = None) -> list[dict[str, Any]]:
     if name_or_path in BUNDLED:
-        from searchplay.assets import asset_file
-
         path = asset_file(name_or_path)
     else:
         path = Path(name_or_path)
         if not path.is_file():
             raise DatasetError(f"dataset {name_or_path!r} is neither a bundled set ({', '.join(BUNDLED)}) nor a file")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         rows = pq.read_table(path).to_pylist()
         out = []
         for i, row in enumerate(rows):

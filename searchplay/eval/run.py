@@ -22,11 +22,34 @@ from searchplay.eval.report import dataset_report
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.jsonl import append_jsonl, write_jsonl
 from searchplay.llm.base import Engine
+from searchplay.outdir import check_output_dir
 from searchplay.search.base import Retriever
+
+SETTINGS_FILE = "eval-settings.json"  # written first: marks an evaluation folder as ours, checked on resume
 
 
 class EvalError(RuntimeError):
     """An evaluation that cannot give a meaningful result; the message says why and what to do."""
+
+
+def open_eval_dir(out_dir: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    """Make `out_dir` ready for an evaluation with `settings`, or say why not (nothing is touched then).
+
+    A finished evaluation is replaced only with `overwrite`; an unfinished one is continued only
+    with `resume` and the same settings. Raises OutputDirError for a folder we did not write.
+    """
+    check_output_dir(out_dir, ("summary.json", SETTINGS_FILE), "evaluation")
+    if (out_dir / "summary.json").exists() and not overwrite:
+        raise EvalError(f"{out_dir} already holds an evaluation; pass --overwrite to replace it, or choose another --out")
+    saved = out_dir / SETTINGS_FILE
+    if resume and saved.is_file() and (before := json.loads(saved.read_text())) != settings:
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        raise EvalError(f"--resume with other settings than the evaluation in {out_dir}: {changed} (was, now)")
+    if saved.exists() and not resume and not overwrite:
+        raise EvalError(f"{out_dir} holds an unfinished evaluation; continue it with --resume, or pass --overwrite to start again")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").unlink(missing_ok=True)  # ours (--overwrite): the new summary replaces it at the end
+    saved.write_text(json.dumps(settings, indent=2))
 
 
 def predictions_path(out_dir: Path, label: str) -> Path:

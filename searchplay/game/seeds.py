@@ -66,14 +66,10 @@ def seed_from_record(record: Any) -> Seed:
 
 
 def load_seeds(source: str) -> list[Seed]:
-    if source == "bundled":
-        from searchplay.assets import asset_file
-
-        path = asset_file("wiki-seeds")
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise SeedError(f"seeds file {path} does not exist")
+    """Seeds from a jsonl file ('bundled' is resolved to a path by assets.names before this)."""
+    path = Path(source)
+    if not path.is_file():
+        raise SeedError(f"seeds file {path} does not exist")
     seeds = parse_jsonl(path, lambda record, _: seed_from_record(record), SeedError)
     if not seeds:
         raise SeedError(f"seeds file {path} holds no seeds")

@@ -93,7 +93,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     proposer_groups = [i for i in range(len(seeds)) for _ in range(g.proposer_n)]
     prompts = [chat_prompt_ids(engine.tokenizer, *proposer_messages(s.answer, s.hops, seed_examples(s.extra)))
                for s in proposer_seeds]
-    metas = [{"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops}
+    metas: list[dict[str, Any]] = [{"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops}
              for i, s in enumerate(proposer_seeds)]
     proposer = run_episodes(engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0),
                             "question", cfg.search.topk, metas)
@@ -109,7 +109,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     t0 = time.perf_counter()
     verified: dict[int, Any] = {}
     if candidates and g.verifier != "off":
-        checks = verify_questions([(extractions[i].question, proposer_seeds[i], proposer[i]) for i in candidates],
+        checks = verify_questions([(extractions[i].question or "", proposer_seeds[i], proposer[i]) for i in candidates],
                                   proposer, g.verifier, g.noisy_docs, rng, engine=engine, judge=judge, guided=guided)
         for i, v in zip(candidates, checks):
             proposer[i].meta["verification"] = {"passed": v.passed, "answer": v.answer, "verdict": v.verdict}
@@ -153,10 +153,12 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
         if task.source == "reuse":
             pool.record_attempt(task.pool_id, step, rewards, rate)
             continue
-        i, seed, v = task.proposer_index, proposer_seeds[task.proposer_index], verified[task.proposer_index]
+        author = task.proposer_index
+        assert author is not None, "a new question always names the proposer rollout that wrote it"
+        seed, v = proposer_seeds[author], verified[author]
         pool.add(PoolQuestion(
             id=task.pool_id, question=task.question, answer=seed.answer, aliases=list(seed.aliases), hops=seed.hops,
-            step=step, proposer_trajectory=metas[i]["id"], evidence_ids=v.evidence_ids if v else [],
+            step=step, proposer_trajectory=metas[author]["id"], evidence_ids=v.evidence_ids if v else [],
             noisy_ids=v.noisy_ids if v else [], verifier_answer=v.answer if v else None,
             verdict=v.verdict if v else "not_verified", solver_rewards=rewards, success_rate=rate,
             seed_extra=seed.extra))

@@ -11,7 +11,7 @@ distribution is exactly the one sampled from (docs/method.md, "Updates").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ContextManager, Literal, Protocol
+from typing import Any, ContextManager, Literal, Protocol
 
 FinishReason = Literal["stop", "length", "eos"]
 
@@ -39,7 +39,7 @@ class Generation:
 class Engine(Protocol):
     """Anything that turns token-id prompts into Generations (transformers here; vLLM on GPUs)."""
 
-    tokenizer: object
+    tokenizer: Any  # a Hugging Face tokenizer (untyped)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]: ...
 

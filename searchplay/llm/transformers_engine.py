@@ -24,36 +24,21 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from searchplay.llm.base import Generation, SamplingParams
+from searchplay.llm.base import FinishReason, Generation, SamplingParams
 from searchplay.llm.kv_store import KeptSequence, KVStore, LayerKV, common_prefix_length
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 MIN_SHARED_PREFIX = 16  # tokens; a shorter shared prefix is not worth its own forward pass
 
 
-def resolve_model_path(model: str) -> str:
-    """'bundled' -> the exported SmolLM2; 'tiny-random' -> the test model; a directory as is; else a cached hub id."""
-    if model == "bundled":
-        from searchplay.assets import asset_file
-
-        return str(asset_file("smollm2-135m-instruct"))
-    if model == "tiny-random":
-        from searchplay.llm.tiny import tiny_model_dir
-
-        return str(tiny_model_dir())
-    return model
-
-
 def load_model(model: str, dtype: str = "bfloat16") -> tuple[Any, Any]:
-    """(model, tokenizer) from a local directory, a hub id already cached, or 'bundled'. Never downloads."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model_path(model)
-    local = Path(path).is_dir()
+    """(model, tokenizer) from a local directory or a hub id already cached. Never downloads."""
+    local = Path(model).is_dir()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        net = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
+        net = AutoModelForCausalLM.from_pretrained(model, dtype=DTYPES[dtype], local_files_only=True)
     except OSError as e:
         where = "directory" if local else "Hugging Face id (must already be in the local cache; nothing is downloaded)"
         raise FileNotFoundError(f"cannot load model {model!r} as a {where}: {e}") from None
@@ -108,7 +93,7 @@ class TransformersEngine:
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # skip prefill logits
 
     @classmethod
-    def load(cls, model: str = "bundled", dtype: str = "bfloat16", threads: int = 0, keep_kv_mib: int = 2048) -> "TransformersEngine":
+    def load(cls, model: str, dtype: str = "bfloat16", threads: int = 0, keep_kv_mib: int = 2048) -> "TransformersEngine":
         net, tokenizer = load_model(model, dtype)
         return cls(net, tokenizer, threads, keep_kv_mib=keep_kv_mib)
 
@@ -162,7 +147,7 @@ class TransformersEngine:
         self.stats["prefill_seconds"] += time.perf_counter() - t0
         out_ids: list[list[int]] = [[] for _ in prompts]
         out_lp: list[list[float]] = [[] for _ in prompts]
-        finish: list[tuple[str, str | None]] = [("length", None)] * len(prompts)
+        finish: list[tuple[FinishReason, str | None]] = [("length", None)] * len(prompts)
         tail_tokens = max((len(self.tokenizer.encode(s, add_special_tokens=False)) for s in params.stop), default=0) + 2
         min_new = min(params.min_new_tokens, params.max_new_tokens)
         step = 0
@@ -216,7 +201,7 @@ class TransformersEngine:
             self.model.train()
         self.stats["generate_calls"] += 1
         self.stats["generate_seconds"] += time.perf_counter() - t0
-        return [Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=False), lps, reason, stop)  # type: ignore[arg-type]
+        return [Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=False), lps, reason, stop)
                 for ids, lps, (reason, stop) in zip(out_ids, out_lp, finish)]
 
     def _forward(self, ids: torch.Tensor, attention: torch.Tensor | None, positions: torch.Tensor | None, cache: Any) -> torch.Tensor:
@@ -252,8 +237,6 @@ class TransformersEngine:
 
     def _batch_cache(self, rows: list[list[LayerKV]], lengths: list[int], device: torch.device) -> tuple[Any, torch.Tensor]:
         """A cache holding row i's first lengths[i] kept tokens right-aligned, and its attention mask (left padding masked)."""
-        from transformers import DynamicCache
-
         width = max(lengths)
         cache = DynamicCache()
         attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -302,8 +285,6 @@ class TransformersEngine:
         n = min(min(common_prefix_length(prompts[0], p) for p in prompts[1:]), min(len(p) for p in prompts) - 1)
         if n < MIN_SHARED_PREFIX or self._store.match(prompts[0])[1] >= n:
             return
-        from transformers import DynamicCache
-
         cache = DynamicCache()
         self._forward(torch.from_numpy(prompts[0][:n])[None].to(device), None, None, cache)
         self.stats["prefill_tokens"] += n

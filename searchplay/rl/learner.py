@@ -73,6 +73,14 @@ def lr_lambda(cfg: LearnerConfig, total_steps: int) -> Any:
     return factor
 
 
+def enable_checkpointing(model: Any) -> None:
+    """Recompute activations in the backward pass (less memory, ~30% more compute). transformers
+    renamed `gradient_checkpointing_enable` to `activation_checkpointing_enable`; use whichever exists."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    model.config.use_cache = False
+
+
 class Learner:
     def __init__(self, model: Any, cfg: LearnerConfig, reference: Any | None = None, total_steps: int = 1000,
                  pad_id: int = 0, temperature: float = 1.0):
@@ -83,8 +91,7 @@ class Learner:
         if any(p.dtype != torch.float32 for p in model.parameters()):
             raise ValueError("the Learner keeps fp32 master weights: load the policy in float32 (bf16 is used via autocast)")
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            model.config.use_cache = False
+            enable_checkpointing(model)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, cfg.total_steps or total_steps))
@@ -115,22 +122,30 @@ class Learner:
             adv[i, start:end] = a.float() if isinstance(a, torch.Tensor) else float(a)
         return {"ids": ids, "attention": attention, "mask": mask, "adv": adv}
 
-    def _logprobs(self, model: Any, t: dict[str, torch.Tensor], with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs (and entropies) of the targets at trained positions, zero elsewhere.
+    def _trained_logits(self, model: Any, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits / temperature at trained positions only, and those positions.
 
-        The vocabulary projection and softmax run only on positions where mask == 1: prompts and
-        retrieved documents are most of every sequence, and a full (tokens x vocabulary) softmax
-        over them would dominate the update's time and memory.
+        The vocabulary projection and softmax run only where mask == 1: prompts and retrieved
+        documents are most of every sequence, and a full (tokens x vocabulary) softmax over them
+        would dominate the update's time and memory.
         """
         with self._autocast():
             hidden = model.base_model(input_ids=t["ids"], attention_mask=t["attention"], use_cache=False).last_hidden_state
             where = t["mask"].bool()
             logits = model.get_output_embeddings()(hidden[:, :-1][where]).float() / self.temperature
+        return logits, where
+
+    def _logprobs(self, model: Any, t: dict[str, torch.Tensor], logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probs of the targets at trained positions, zero elsewhere."""
+        where = t["mask"].bool()
+        if logits is None:
+            logits, where = self._trained_logits(model, t)
         picked = torch.log_softmax(logits, -1).gather(-1, t["ids"][:, 1:][where][:, None]).squeeze(-1)
-        logp = torch.zeros_like(t["mask"]).masked_scatter(where, picked)
-        if not with_entropy:
-            return logp, None
-        return logp, torch.zeros_like(t["mask"]).masked_scatter(where, entropy_from_logits(logits))
+        return torch.zeros_like(t["mask"]).masked_scatter(where, picked)
+
+    def _logprobs_entropy(self, model: Any, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, where = self._trained_logits(model, t)
+        return self._logprobs(model, t, logits), torch.zeros_like(t["mask"]).masked_scatter(where, entropy_from_logits(logits))
 
     @torch.no_grad()
     def _score(self, model: Any, chunks: list[list[int]], samples: list[Sample]) -> dict[int, torch.Tensor]:
@@ -138,7 +153,7 @@ class Learner:
         model.eval()
         scored: dict[int, torch.Tensor] = {}
         for chunk in chunks:
-            rows = self._logprobs(model, self._tensors([samples[i] for i in chunk]))[0]
+            rows = self._logprobs(model, self._tensors([samples[i] for i in chunk]))
             scored.update((i, row[: len(samples[i]) - 1]) for i, row in zip(chunk, rows))
         return scored
 
@@ -186,7 +201,7 @@ class Learner:
                     batch = [samples[i] for i in chunk]
                     t = self._tensors(batch)
                     width = t["mask"].shape[1]
-                    logp, entropy = self._logprobs(self.model, t, with_entropy=True)
+                    logp, entropy = self._logprobs_entropy(self.model, t)
                     old_lp = torch.stack([_pad(s.old_logprobs, width) if s.old_logprobs is not None else row.detach()
                                           for s, row in zip(batch, logp)])
                     if epoch == 0:
@@ -220,7 +235,7 @@ class Learner:
             "learner/pg_loss": sums["pg_loss"] / trained, "learner/kl": sums["kl"] / trained if ref is not None else 0.0,
             "learner/entropy": sums["entropy"] / trained, "learner/clipfrac": sums["clipfrac"] / trained,
             "learner/ratio_dev": sums["ratio_dev"] / trained,
-            "learner/grad_norm": sums["grad_norm"] / optimizer_steps, "learner/lr": self.scheduler.get_last_lr()[0],
+            "learner/grad_norm": sums["grad_norm"] / optimizer_steps, "learner/lr": float(self.scheduler.get_last_lr()[0]),
             "learner/optimizer_steps": float(optimizer_steps), "learner/trained_tokens": trained,
             "learner/tokens_per_s": tokens_seen / seconds, "learner/seconds": seconds, **gap.metrics(),
         }
@@ -234,7 +249,7 @@ class Learner:
         for chunk in self._index_chunks(list(range(len(samples))), samples):
             batch = [samples[i] for i in chunk]
             t = self._tensors(batch)
-            kl = kl_penalty(self._logprobs(self.model, t)[0], self._logprobs(self.reference, t)[0], self.cfg.kl_estimator)
+            kl = kl_penalty(self._logprobs(self.model, t), self._logprobs(self.reference, t), self.cfg.kl_estimator)
             for i, row, s in zip(chunk, kl * t["mask"], batch):
                 start = len(s.prompt_ids) - 1
                 result[i] = row[start : start + len(s.response_ids)]

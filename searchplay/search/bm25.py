@@ -21,10 +21,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import tantivy
+
 from searchplay.outdir import check_output_dir, replace_dir
 from searchplay.progress import progress as progress_counter
 from searchplay.search.base import Hit, SearchError
 from searchplay.search.corpus import CorpusStats, read_passages
+from searchplay.sources import sha256_file
 
 META_FILE = "searchplay-index.json"
 BUILDING_MARKER = "searchplay-building"  # in an index directory still being written
@@ -37,8 +40,6 @@ class IndexMismatchError(SearchError):
 
 
 def _analyzer() -> Any:
-    import tantivy
-
     return (
         tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
         .filter(tantivy.Filter.remove_long(40))
@@ -50,8 +51,6 @@ def _analyzer() -> Any:
 
 
 def _schema() -> Any:
-    import tantivy
-
     sb = tantivy.SchemaBuilder()
     sb.add_text_field("id", stored=True, tokenizer_name="raw")
     sb.add_text_field("title", stored=True, tokenizer_name=ANALYZER)
@@ -60,8 +59,6 @@ def _schema() -> Any:
 
 
 def corpus_checksum(path: Path) -> str:
-    from searchplay.assets.sources import sha256_file
-
     return sha256_file(path)
 
 
@@ -91,8 +88,6 @@ def check_corpus(index_dir: Path, corpus: Path) -> None:
 def build_bm25_index(corpus: Path, out_dir: Path, progress: bool = True, skip_bad_lines: bool = False,
                      heap_bytes: int = 512_000_000, threads: int = 2) -> dict[str, Any]:
     """Index a corpus file into `out_dir` (replaced if present); returns the index metadata."""
-    import tantivy
-
     corpus, out_dir = Path(corpus), Path(out_dir)
     check_output_dir(out_dir, (META_FILE,), "index")
     tmp = out_dir.with_name(out_dir.name + ".building")
@@ -132,8 +127,6 @@ class Bm25Retriever:
     """In-process BM25 search over a tantivy index directory."""
 
     def __init__(self, index_dir: str | Path, corpus: str | Path | None = None):
-        import tantivy
-
         self.index_dir = Path(index_dir)
         self.meta = read_index_meta(self.index_dir, "bm25")
         if corpus is not None:

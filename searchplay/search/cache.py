@@ -36,8 +36,8 @@ class CachedRetriever:
                 self._cache[(q, k)] = hits
             while len(self._cache) > self.size:
                 self._cache.popitem(last=False)
-            results = [r if r is not None else fetched[q] for r, q in zip(results, queries)]
-        return results  # type: ignore[return-value]
+            return [r if r is not None else fetched[q] for r, q in zip(results, queries)]
+        return [r for r in results if r is not None]  # all were cached
 
     def stats(self) -> dict[str, int]:
         return {"cache_hits": self.hits, "cache_misses": self.misses, "cache_entries": len(self._cache)}

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
+from searchplay.jsonl import write_jsonl
+
 
 class CorpusError(ValueError):
     """A corpus file that cannot be read; the message names file, line and problem."""
@@ -95,8 +99,6 @@ def _jsonl_passages(path: Path, skip_bad_lines: bool, stats: CorpusStats) -> Ite
 
 
 def _parquet_passages(path: Path, skip_bad_lines: bool, stats: CorpusStats) -> Iterator[Passage]:
-    import pyarrow.parquet as pq
-
     row = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
         for record in batch.to_pylist():
@@ -126,6 +128,4 @@ def read_passages(path: str | Path, skip_bad_lines: bool = False, stats: CorpusS
 
 def write_search_r1_jsonl(passages: Iterator[Passage] | list[Passage], path: Path) -> int:
     """Write passages in the wiki-18 format (atomically); returns the count."""
-    from searchplay.jsonl import write_jsonl
-
     return write_jsonl((p.to_search_r1() for p in passages), path)

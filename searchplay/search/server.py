@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -95,7 +96,5 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
 
 
 def serve(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] | None = None) -> None:
-    import uvicorn
-
     uvicorn.run(create_app(retriever, limits, info), host=limits.host, port=limits.port, log_level="warning",
                 timeout_graceful_shutdown=limits.shutdown_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from searchplay.assets.names import resolve_config
 from searchplay.config import Config
 from searchplay.eval.data import load_dataset
 from searchplay.game.pool import QuestionPool
@@ -29,7 +30,9 @@ class Components:
 
 
 def build_components(cfg: Config, pool_path: str | None, engine: TransformersEngine | None = None) -> Components:
+    """Everything a round needs; names like 'bundled' in `cfg` are resolved to paths here."""
+    cfg = resolve_config(cfg)
     engine = engine or TransformersEngine.load(cfg.model.path, cfg.model.dtype, cfg.model.threads)
     judge = LLMJudge(cfg.judge) if cfg.judge.base_url else None
     seeds = labelled_seeds(load_dataset(cfg.game.train_data)) if cfg.game.mode == "supervised" else load_seeds(cfg.game.seeds)
-    return Components(engine, open_retriever(cfg), judge, SeedSampler(seeds, cfg.game.seed), QuestionPool(pool_path))
+    return Components(engine, open_retriever(cfg.search), judge, SeedSampler(seeds, cfg.game.seed), QuestionPool(pool_path))

@@ -25,13 +25,13 @@ class MetricsLogger:
         self.console = console or Console(stderr=True)
         self._tb = self._wandb = None
         if cfg.trainer.tensorboard:
-            try:
+            try:  # optional extra, imported only when asked for
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise RuntimeError("trainer.tensorboard needs the 'tensorboard' extra: pip install 'searchplay[tensorboard]'") from None
             self._tb = SummaryWriter(str(run.root / "tensorboard"))
         if cfg.trainer.wandb:
-            try:
+            try:  # optional extra, imported only when asked for
                 import wandb
             except ImportError:
                 raise RuntimeError("trainer.wandb needs the 'wandb' extra: pip install 'searchplay[wandb]'") from None

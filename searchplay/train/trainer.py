@@ -35,6 +35,7 @@ import torch
 
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import Config, validate_for_training
+from searchplay.assets.names import model_path
 from searchplay.eval.data import dataset_label, load_dataset
 from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions, summarize
 from searchplay.game.pool import QuestionPool
@@ -188,10 +189,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     checkpoint = latest_checkpoint(run.checkpoints) if resume else None
     validate_for_training(cfg)
     torch.manual_seed(cfg.learner.seed)
-    model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else cfg.model.path, "float32")
+    base_model = model_path(cfg.model.path, cfg)
+    model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else base_model, "float32")
     reference = None
     if cfg.learner.kl_coef > 0:
-        reference, _ = load_model(cfg.model.path, "float32")
+        reference, _ = load_model(base_model, "float32")
         reference.requires_grad_(False)
     engine = TransformersEngine(model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16",
                                 keep_kv_mib=cfg.model.keep_kv_mib)

@@ -11,16 +11,15 @@ import os
 import shutil
 from pathlib import Path
 
-TINY = "tiny-random"
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from searchplay.assets import asset_file
+from searchplay.config import Config, searchplay_home
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from searchplay.assets import asset_file
-
-    tokenizer = AutoTokenizer.from_pretrained(asset_file("smollm2-135m-instruct"))
+def build_tiny_model(out_dir: Path, seed: int = 0, hidden: int = 64, layers: int = 2, cfg: Config | None = None) -> Path:
+    tokenizer = AutoTokenizer.from_pretrained(asset_file("smollm2-135m-instruct", cfg))
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=4096, tie_word_embeddings=True,
@@ -40,10 +39,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0, hidden: int = 64, layers: int
     return out_dir
 
 
-def tiny_model_dir() -> Path:
-    from searchplay.config import searchplay_home
-
-    path = searchplay_home() / "tiny-random-llama"
+def tiny_model_dir(cfg: Config | None = None) -> Path:
+    path = searchplay_home(cfg) / "tiny-random-llama"
     if not (path / "config.json").is_file():
-        build_tiny_model(path)
+        build_tiny_model(path, cfg=cfg)
     return path

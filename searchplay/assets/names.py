@@ -1,0 +1,62 @@
+"""Names that stand for embedded assets ('bundled', 'tiny-random'), turned into paths.
+
+This is the one place such names are understood. The top layers (cli, train, eval) call it and
+pass plain paths down, so llm, search and game never reach up into the asset builder.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from searchplay.assets import asset_file
+from searchplay.assets.tiny import tiny_model_dir
+from searchplay.config import Config, SearchConfig
+
+BUNDLED = "bundled"
+TINY = "tiny-random"
+
+
+def model_path(value: str, cfg: Config | None = None) -> str:
+    """'bundled' -> the exported SmolLM2; 'tiny-random' -> the tiny test model; anything else as given."""
+    if value == BUNDLED:
+        return str(asset_file("smollm2-135m-instruct", cfg))
+    if value == TINY:
+        return str(tiny_model_dir(cfg))
+    return value
+
+
+def corpus_path(value: str, cfg: Config | None = None) -> Path:
+    return asset_file("wiki", cfg) if value == BUNDLED else Path(value)
+
+
+def index_path(value: str, kind: str = "bm25", cfg: Config | None = None) -> str:
+    """'bundled' -> the BM25 (or, for kind 'dense', the MiniLM) index over the bundled corpus."""
+    if value != BUNDLED:
+        return value
+    return str(asset_file("wiki-bm25" if kind == "bm25" else "wiki-minilm", cfg))
+
+
+def seeds_path(value: str, cfg: Config | None = None) -> str:
+    return str(asset_file("wiki-seeds", cfg)) if value == BUNDLED else value
+
+
+def resolve_search(search: SearchConfig, cfg: Config | None = None) -> SearchConfig:
+    """A copy whose index names are paths; only the indexes its kind reads are resolved, so a BM25
+    run does not need the dense index built."""
+    s = copy.deepcopy(search)
+    if not s.url and s.kind in ("bm25", "hybrid"):
+        s.index = index_path(s.index, "bm25", cfg)
+    if not s.url and s.kind in ("dense", "hybrid"):
+        s.dense_index = index_path(s.dense_index, "dense", cfg)
+    return s
+
+
+def resolve_config(cfg: Config) -> Config:
+    """A copy of `cfg` whose model, index and seed names are paths (the fields a run reads)."""
+    out = copy.deepcopy(cfg)
+    out.model.path = model_path(cfg.model.path, cfg)
+    out.search = resolve_search(cfg.search, cfg)
+    if cfg.game.mode == "selfplay":
+        out.game.seeds = seeds_path(cfg.game.seeds, cfg)
+    return out
