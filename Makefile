@@ -42,9 +42,12 @@ assets: $(VENV)/.stamp-package $(VENV)/.stamp-assets-packages
 demo: setup
 	$(BIN)/searchplay demo --config configs/cpu-smollm2.toml
 
-# Errors that are bugs (undefined names, unused imports); see [tool.ruff] in pyproject.toml.
-lint: setup
+# Lint and format check (ruff), types (mypy) and the layer rule (import-linter); settings in pyproject.toml.
+lint: $(VENV)/.stamp-package
 	$(BIN)/ruff check searchplay tests benchmarks
+	$(BIN)/ruff format --check searchplay tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected no tests: treat that as the failure it is.
 test: setup

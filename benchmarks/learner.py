@@ -40,18 +40,30 @@ from searchplay.rl.learner import Learner, Sample, enable_checkpointing
 from searchplay.search.bm25 import Bm25Retriever
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mib, print_table  # noqa: E402
+from common import peak_rss_mib, print_table
 
 
 def make_batch(model: str, n: int, path: Path) -> None:
     engine = TransformersEngine.load(model, "bfloat16", threads=0)
     questions = [r["question"] for r in read_jsonl(asset_file("nq-answerable"))[:n]]
     prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in questions]
-    trajs = run_episodes(engine, Bm25Retriever(asset_file("wiki-bm25")), prompts,
-                         RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=32, seed=0), "answer", 3)
+    trajs = run_episodes(
+        engine,
+        Bm25Retriever(asset_file("wiki-bm25")),
+        prompts,
+        RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=32, seed=0),
+        "answer",
+        3,
+    )
     rewards = [float(i % 2) for i in range(n)]  # a fixed, balanced reward pattern: half right, half wrong
-    path.write_text(json.dumps([{"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask,
-                                 "reward": r} for t, r in zip(trajs, rewards)]))
+    path.write_text(
+        json.dumps(
+            [
+                {"prompt_ids": t.prompt_ids, "response_ids": t.response_ids, "loss_mask": t.loss_mask, "reward": r}
+                for t, r in zip(trajs, rewards)
+            ]
+        )
+    )
 
 
 def run_ours(model: str, batch: list[dict], updates: int, checkpointing: bool) -> dict:
@@ -77,11 +89,29 @@ def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) ->
     from trl import GRPOConfig, GRPOTrainer
 
     policy, tok = load_model(model, "float32")
-    args = GRPOConfig(output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=True, per_device_train_batch_size=len(batch),
-                      num_generations=2, beta=0.01, loss_type="dapo", epsilon=0.2, epsilon_high=0.285, learning_rate=1e-6,
-                      gradient_checkpointing=checkpointing, report_to="none", max_completion_length=4096, logging_steps=1)
-    trainer = GRPOTrainer(model=policy, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
-                          train_dataset=Dataset.from_list([{"prompt": "x"}] * len(batch)), processing_class=tok)
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(),
+        use_cpu=True,
+        bf16=True,
+        per_device_train_batch_size=len(batch),
+        num_generations=2,
+        beta=0.01,
+        loss_type="dapo",
+        epsilon=0.2,
+        epsilon_high=0.285,
+        learning_rate=1e-6,
+        gradient_checkpointing=checkpointing,
+        report_to="none",
+        max_completion_length=4096,
+        logging_steps=1,
+    )
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": "x"}] * len(batch)),
+        processing_class=tok,
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=updates + 1)
     trainer.current_gradient_accumulation_steps = 1  # set by its training loop, which we do not run
     if checkpointing:  # HF turns it on inside Trainer.train(), which we do not run: the same call our Learner makes
@@ -95,8 +125,8 @@ def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) ->
     completion_mask = torch.zeros_like(completion_ids)
     tool_mask = torch.zeros_like(completion_ids)
     for i, b in enumerate(batch):
-        prompt_ids[i, width_p - len(b["prompt_ids"]):] = torch.tensor(b["prompt_ids"])  # TRL left-pads prompts
-        prompt_mask[i, width_p - len(b["prompt_ids"]):] = 1
+        prompt_ids[i, width_p - len(b["prompt_ids"]) :] = torch.tensor(b["prompt_ids"])  # TRL left-pads prompts
+        prompt_mask[i, width_p - len(b["prompt_ids"]) :] = 1
         completion_ids[i, : len(b["response_ids"])] = torch.tensor(b["response_ids"])
         completion_mask[i, : len(b["response_ids"])] = 1
         tool_mask[i, : len(b["response_ids"])] = torch.tensor(b["loss_mask"])
@@ -105,15 +135,22 @@ def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) ->
     ref = trainer.ref_model if trainer.ref_model is not None else None
 
     def update() -> None:
-        inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-                  "completion_mask": completion_mask, "tool_mask": tool_mask, "advantages": adv,
-                  "num_items_in_batch": tool_mask.sum()}
+        inputs = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+            "tool_mask": tool_mask,
+            "advantages": adv,
+            "num_items_in_batch": tool_mask.sum(),
+        }
         with torch.no_grad(), trainer.accelerator.autocast():
             ids = torch.cat([prompt_ids, completion_ids], 1)
             attention = torch.cat([prompt_mask, completion_mask], 1)
             ref_model = ref if ref is not None else model
             inputs["ref_per_token_logps"] = trainer._get_per_token_logps_and_entropies(
-                ref_model, ids, attention, width_c, batch_size=len(batch))[0]
+                ref_model, ids, attention, width_c, batch_size=len(batch)
+            )[0]
         model.train()
         with trainer.accelerator.autocast():
             loss = trainer.compute_loss(model, inputs)
@@ -128,8 +165,7 @@ def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) ->
     for _ in range(updates):
         update()
     seconds = (time.perf_counter() - t0) / updates
-    return {"seconds_per_update": seconds, "trained_tokens": int(tool_mask.sum()), "ref_model": ref is not None,
-            "model": model}
+    return {"seconds_per_update": seconds, "trained_tokens": int(tool_mask.sum()), "ref_model": ref is not None, "model": model}
 
 
 def child(method: str, model: str, batch_file: str, updates: int, checkpointing: bool, threads: int) -> None:
@@ -165,23 +201,49 @@ def main() -> None:
         for ckpt in ("0", "1"):
             results = {}
             for method in ("ours", "trl"):
-                out = subprocess.run([sys.executable, __file__, "--updates", str(args.updates), "--threads", str(args.threads),
-                                      "--child", method, model,
-                                      str(batch_file), ckpt], capture_output=True, text=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--updates",
+                        str(args.updates),
+                        "--threads",
+                        str(args.threads),
+                        "--child",
+                        method,
+                        model,
+                        str(batch_file),
+                        ckpt,
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)
                     continue
                 results[method] = json.loads(out.stdout.strip().splitlines()[-1])
             for method, r in results.items():
-                rows.append({"learner": "searchplay" if method == "ours" else "TRL GRPOTrainer",
-                             "grad. checkpointing": ckpt == "1", "s / update": r["seconds_per_update"],
-                             "trained tok/s": r["trained_tokens"] / r["seconds_per_update"],
-                             "all tok/s": total / r["seconds_per_update"], "peak RSS MiB": r["peak_rss_MiB"]})
+                rows.append(
+                    {
+                        "learner": "searchplay" if method == "ours" else "TRL GRPOTrainer",
+                        "grad. checkpointing": ckpt == "1",
+                        "s / update": r["seconds_per_update"],
+                        "trained tok/s": r["trained_tokens"] / r["seconds_per_update"],
+                        "all tok/s": total / r["seconds_per_update"],
+                        "peak RSS MiB": r["peak_rss_MiB"],
+                    }
+                )
             if len(results) == 2:
-                rows.append({"learner": "ratio searchplay / TRL", "grad. checkpointing": ckpt == "1",
-                             "s / update": results["ours"]["seconds_per_update"] / results["trl"]["seconds_per_update"],
-                             "trained tok/s": results["trl"]["seconds_per_update"] / results["ours"]["seconds_per_update"],
-                             "all tok/s": "", "peak RSS MiB": results["ours"]["peak_rss_MiB"] / results["trl"]["peak_rss_MiB"]})
+                rows.append(
+                    {
+                        "learner": "ratio searchplay / TRL",
+                        "grad. checkpointing": ckpt == "1",
+                        "s / update": results["ours"]["seconds_per_update"] / results["trl"]["seconds_per_update"],
+                        "trained tok/s": results["trl"]["seconds_per_update"] / results["ours"]["seconds_per_update"],
+                        "all tok/s": "",
+                        "peak RSS MiB": results["ours"]["peak_rss_MiB"] / results["trl"]["peak_rss_MiB"],
+                    }
+                )
     print_table(f"Learner update, {args.model}, bf16 autocast, batch of {len(batch)} real trajectories ({total:,} tokens)", rows)
 
 

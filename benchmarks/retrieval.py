@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mib, print_table, run_child, timed  # noqa: E402
+from common import peak_rss_mib, print_table, run_child, timed
 
-from searchplay.assets import asset_file  # noqa: E402
-from searchplay.jsonl import read_jsonl  # noqa: E402
-from searchplay.search.bm25 import Bm25Retriever, build_bm25_index, clean_query  # noqa: E402
-from searchplay.search.corpus import read_passages  # noqa: E402
+from searchplay.assets import asset_file
+from searchplay.jsonl import read_jsonl
+from searchplay.search.bm25 import Bm25Retriever, build_bm25_index, clean_query
+from searchplay.search.corpus import read_passages
 
 
 def queries_per_second(retriever, queries: list[str], k: int = 5, batch: int = 64) -> float:
@@ -54,21 +54,39 @@ def bm25_section(args: argparse.Namespace, queries: list[str]) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         meta, build_s = timed(lambda: build_bm25_index(corpus, Path(tmp) / "idx", progress=False))
         r = Bm25Retriever(Path(tmp) / "idx")
-        rows.append({"corpus": f"bundled ({meta['passages']:,})", "engine": "tantivy", "build_s": build_s,
-                     "queries/s": queries_per_second(r, queries), "peak_rss_MiB": "-"})
+        rows.append(
+            {
+                "corpus": f"bundled ({meta['passages']:,})",
+                "engine": "tantivy",
+                "build_s": build_s,
+                "queries/s": queries_per_second(r, queries),
+                "peak_rss_MiB": "-",
+            }
+        )
         vocab = sorted({w for p in read_passages(corpus) for w in clean_query(p.text).split()})
         random.Random(0).shuffle(vocab)
         syn = Path(tmp) / "synthetic.jsonl"
         _, gen_s = timed(lambda: synthetic_corpus(syn, args.synthetic, vocab))
-        print(f"synthetic corpus: {args.synthetic:,} passages, {syn.stat().st_size / 2**20:,.0f} MiB, generated in {gen_s:.0f} s",
-              file=sys.stderr)
-        code = ("import json,time;from pathlib import Path;from searchplay.search.bm25 import build_bm25_index;"
-                f"t=time.perf_counter();build_bm25_index(Path({str(syn)!r}),Path({tmp!r})/'syn-idx',progress=False);"
-                "print(time.perf_counter()-t)")
+        print(
+            f"synthetic corpus: {args.synthetic:,} passages, {syn.stat().st_size / 2**20:,.0f} MiB, generated in {gen_s:.0f} s",
+            file=sys.stderr,
+        )
+        code = (
+            "import json,time;from pathlib import Path;from searchplay.search.bm25 import build_bm25_index;"
+            f"t=time.perf_counter();build_bm25_index(Path({str(syn)!r}),Path({tmp!r})/'syn-idx',progress=False);"
+            "print(time.perf_counter()-t)"
+        )
         out, rss = run_child(code)
         r = Bm25Retriever(Path(tmp) / "syn-idx")
-        rows.append({"corpus": f"synthetic ({args.synthetic:,})", "engine": "tantivy", "build_s": float(out),
-                     "queries/s": queries_per_second(r, queries), "peak_rss_MiB": rss})
+        rows.append(
+            {
+                "corpus": f"synthetic ({args.synthetic:,})",
+                "engine": "tantivy",
+                "build_s": float(out),
+                "queries/s": queries_per_second(r, queries),
+                "peak_rss_MiB": rss,
+            }
+        )
         try:
             from rank_bm25 import BM25Okapi
         except ImportError:
@@ -88,8 +106,15 @@ def bm25_section(args: argparse.Namespace, queries: list[str]) -> list[dict]:
         sub = f"synthetic subset ({args.rank_bm25_subset:,})"
         rows.append({"corpus": sub, "engine": "tantivy", "build_s": "-", "queries/s": sub_tantivy, "peak_rss_MiB": "-"})
         rows.append({"corpus": sub, "engine": "rank_bm25", "build_s": build_s, "queries/s": rank_qps, "peak_rss_MiB": "-"})
-        rows.append({"corpus": sub, "engine": "ratio tantivy/rank_bm25", "build_s": "-",
-                     "queries/s": sub_tantivy / rank_qps, "peak_rss_MiB": "-"})
+        rows.append(
+            {
+                "corpus": sub,
+                "engine": "ratio tantivy/rank_bm25",
+                "build_s": "-",
+                "queries/s": sub_tantivy / rank_qps,
+                "peak_rss_MiB": "-",
+            }
+        )
     return rows
 
 
@@ -98,6 +123,7 @@ def server_section(queries: list[str], clients: int = 16, per_client: int = 100)
 
     from searchplay.config import ServerConfig
     from searchplay.search.server import create_app
+
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from searchplay.web import running_server
 
@@ -127,10 +153,12 @@ def server_section(queries: list[str], clients: int = 16, per_client: int = 100)
             t.join()
         seconds = time.perf_counter() - t0
     latencies.sort()
-    return [{"measure": "single-query latency p50 (ms)", "value": statistics.median(latencies)},
-            {"measure": "single-query latency p99 (ms)", "value": latencies[int(0.99 * len(latencies)) - 1]},
-            {"measure": f"throughput, {clients} concurrent clients (requests/s)", "value": done[0] / seconds},
-            {"measure": f"errors out of {done[0]} requests", "value": errors[0]}]
+    return [
+        {"measure": "single-query latency p50 (ms)", "value": statistics.median(latencies)},
+        {"measure": "single-query latency p99 (ms)", "value": latencies[int(0.99 * len(latencies)) - 1]},
+        {"measure": f"throughput, {clients} concurrent clients (requests/s)", "value": done[0] / seconds},
+        {"measure": f"errors out of {done[0]} requests", "value": errors[0]},
+    ]
 
 
 def dense_section(queries: list[str], encode_n: int = 500) -> list[dict]:
@@ -144,8 +172,10 @@ def dense_section(queries: list[str], encode_n: int = 500) -> list[dict]:
         meta = build_dense_index(subset, Path(tmp) / "d", progress=False)
     r = DenseRetriever(asset_file("wiki-minilm"))
     qps = queries_per_second(r, queries[:512])
-    return [{"measure": "passages encoded/s (all-MiniLM-L6-v2, ~110-word passages)", "value": encode_n / meta["encode_seconds"]},
-            {"measure": f"queries/s, exact search over {len(r):,} passages (batches of 64, top-5)", "value": qps}]
+    return [
+        {"measure": "passages encoded/s (all-MiniLM-L6-v2, ~110-word passages)", "value": encode_n / meta["encode_seconds"]},
+        {"measure": f"queries/s, exact search over {len(r):,} passages (batches of 64, top-5)", "value": qps},
+    ]
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ Measured side by side, per thread setting and batch:
 - `run_episodes` as shipped (each episode's keys/values kept between turns), and with
   `keep_kv_mib = 0` (every turn re-encodes the whole episode), to show what keeping them buys;
 - the ceiling: the same engine's plain batched generate of the same number of new tokens per
-  sequence from the same prompts (`min_new_tokens`, so no row stops early), no searches (in a `keep_kv()` block too, so the shared system
-  prompt is encoded once there as well);
+  sequence from the same prompts (`min_new_tokens`, so no row stops early), no searches (in a
+  `keep_kv()` block too, so the shared system prompt is encoded once there as well);
 - the same episodes run one at a time.
 
 The second table splits each measurement into encoding the prompt/new context (the first forward
@@ -25,24 +25,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mib, print_table  # noqa: E402
+import torch
+from common import peak_rss_mib, print_table
 
-import torch  # noqa: E402
-
-from searchplay.agent.rollout import chat_prompt_ids, run_episodes  # noqa: E402
-from searchplay.assets import asset_file  # noqa: E402
-from searchplay.assets.names import BUNDLED, model_path  # noqa: E402
-from searchplay.config import RolloutConfig  # noqa: E402
-from searchplay.game.prompts import solver_messages  # noqa: E402
-from searchplay.jsonl import read_jsonl  # noqa: E402
-from searchplay.llm.base import SamplingParams  # noqa: E402
-from searchplay.llm.transformers_engine import TransformersEngine  # noqa: E402
-from searchplay.search.bm25 import Bm25Retriever  # noqa: E402
+from searchplay.agent.rollout import chat_prompt_ids, run_episodes
+from searchplay.assets import asset_file
+from searchplay.assets.names import BUNDLED, model_path
+from searchplay.config import RolloutConfig
+from searchplay.game.prompts import solver_messages
+from searchplay.jsonl import read_jsonl
+from searchplay.llm.base import SamplingParams
+from searchplay.llm.transformers_engine import TransformersEngine
+from searchplay.search.bm25 import Bm25Retriever
 
 STATS = ("generated_tokens", "prefill_tokens", "prefill_seconds")
 
 
-def measured(engine: TransformersEngine, fn) -> dict[str, float]:  # noqa: ANN001
+def measured(engine: TransformersEngine, fn) -> dict[str, float]:
     """Run fn and return its seconds and the engine counters it moved."""
     before = {k: engine.stats[k] for k in STATS}
     t0 = time.perf_counter()
@@ -65,8 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     questions = [r["question"] for r in read_jsonl(asset_file("nq-answerable"))]
     retriever = Bm25Retriever(asset_file("wiki-bm25"))
-    cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, seed=0)
+    cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=0)
     rows, split = [], []
     for threads in args.threads:
         engine = TransformersEngine.load(model_path(BUNDLED), "bfloat16", threads=threads)
@@ -83,28 +81,57 @@ def main() -> None:
 
             def plain() -> None:
                 with engine.keep_kv():
-                    engine.generate(prompts, SamplingParams(temperature=args.temperature, max_new_tokens=per_seq,
-                                                             min_new_tokens=per_seq, seed=0))
+                    engine.generate(
+                        prompts,
+                        SamplingParams(temperature=args.temperature, max_new_tokens=per_seq, min_new_tokens=per_seq, seed=0),
+                    )
 
             ceiling = measured(engine, plain)
             single: dict[str, float] = {}
             for p in prompts:
                 single = add(single, measured(engine, lambda: episodes([p])))
-            tps = {name: m["generated_tokens"] / m["seconds"] for name, m in
-                   (("kept", kept), ("re", re_encoded), ("ceiling", ceiling), ("single", single))}
-            rows.append({"threads": threads, "batch": batch, "run_episodes tok/s": tps["kept"],
-                         "re-encoding each turn tok/s": tps["re"], "plain generate (ceiling) tok/s": tps["ceiling"],
-                         "one at a time tok/s": tps["single"], "vs ceiling": tps["kept"] / tps["ceiling"],
-                         "vs one at a time": tps["kept"] / tps["single"], "vs re-encoding": tps["kept"] / tps["re"]})
-            for name, m in (("run_episodes", kept), ("re-encoding each turn", re_encoded), ("plain generate", ceiling),
-                            ("one at a time", single)):
+            tps = {
+                name: m["generated_tokens"] / m["seconds"]
+                for name, m in (("kept", kept), ("re", re_encoded), ("ceiling", ceiling), ("single", single))
+            }
+            rows.append(
+                {
+                    "threads": threads,
+                    "batch": batch,
+                    "run_episodes tok/s": tps["kept"],
+                    "re-encoding each turn tok/s": tps["re"],
+                    "plain generate (ceiling) tok/s": tps["ceiling"],
+                    "one at a time tok/s": tps["single"],
+                    "vs ceiling": tps["kept"] / tps["ceiling"],
+                    "vs one at a time": tps["kept"] / tps["single"],
+                    "vs re-encoding": tps["kept"] / tps["re"],
+                }
+            )
+            for name, m in (
+                ("run_episodes", kept),
+                ("re-encoding each turn", re_encoded),
+                ("plain generate", ceiling),
+                ("one at a time", single),
+            ):
                 decode_s = m["seconds"] - m["prefill_seconds"]
-                split.append({"threads": threads, "batch": batch, "measure": name, "generated": int(m["generated_tokens"]),
-                              "encoded (prefill) tokens": int(m["prefill_tokens"]), "total s": m["seconds"],
-                              "prefill s": m["prefill_seconds"], "prefill tok/s": m["prefill_tokens"] / max(m["prefill_seconds"], 1e-9),
-                              "decode + loop s": decode_s, "decode tok/s": m["generated_tokens"] / decode_s})
-    title = (f"SmolLM2-135M bf16, bundled BM25 top-3, guided, 3 turns, <= {args.max_new_tokens} new tokens/turn, "
-             f"temperature {args.temperature:g}")
+                split.append(
+                    {
+                        "threads": threads,
+                        "batch": batch,
+                        "measure": name,
+                        "generated": int(m["generated_tokens"]),
+                        "encoded (prefill) tokens": int(m["prefill_tokens"]),
+                        "total s": m["seconds"],
+                        "prefill s": m["prefill_seconds"],
+                        "prefill tok/s": m["prefill_tokens"] / max(m["prefill_seconds"], 1e-9),
+                        "decode + loop s": decode_s,
+                        "decode tok/s": m["generated_tokens"] / decode_s,
+                    }
+                )
+    title = (
+        f"SmolLM2-135M bf16, bundled BM25 top-3, guided, 3 turns, <= {args.max_new_tokens} new tokens/turn, "
+        f"temperature {args.temperature:g}"
+    )
     print_table(f"Agent rollouts ({title})", rows)
     print_table("Where the time goes (prefill = first forward of each generate call)", split)
     print(f"\ntorch {torch.__version__}; peak RSS {peak_rss_mib():,.0f} MiB")

@@ -52,8 +52,22 @@ def evaluate(name: str, model: str, out: Path, limit: int, config: Path) -> None
             continue
         partial = target.with_name(target.name + ".partial")
         resume = ["--resume"] if partial.is_dir() else []  # an evaluation that was interrupted continues
-        searchplay("eval", "--model", model, "--data", dataset, "--limit", str(limit), "--retriever", "bm25",
-                   "--config", str(config), "--out", str(partial), *resume)
+        searchplay(
+            "eval",
+            "--model",
+            model,
+            "--data",
+            dataset,
+            "--limit",
+            str(limit),
+            "--retriever",
+            "bm25",
+            "--config",
+            str(config),
+            "--out",
+            str(partial),
+            *resume,
+        )
         partial.rename(target)
 
 
@@ -74,9 +88,23 @@ def train(name: str, work: Path, minutes: float, config: Path, extra: list[str])
     if done.is_file():
         print(f"train {name}: done", flush=True)
         return run
-    settings = ["--set", "trainer.steps=100000", "--set", f"trainer.max_minutes={minutes}", "--set", "trainer.save_every=5",
-                "--set", "trainer.keep_checkpoints=1", "--set", "trainer.eval_every=10", "--set", "trainer.eval_limit=32",
-                "--set", "trainer.eval_data=nq-dev-answerable", *extra]
+    settings = [
+        "--set",
+        "trainer.steps=100000",
+        "--set",
+        f"trainer.max_minutes={minutes}",
+        "--set",
+        "trainer.save_every=5",
+        "--set",
+        "trainer.keep_checkpoints=1",
+        "--set",
+        "trainer.eval_every=10",
+        "--set",
+        "trainer.eval_limit=32",
+        "--set",
+        "trainer.eval_data=nq-dev-answerable",
+        *extra,
+    ]
     if (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step-*")):
         searchplay("train", "--resume", str(run), "--steps", "100000")
     else:
@@ -130,8 +158,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300, help="first N questions of each test set")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "study", help="results (committed)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "study", help="run directories with checkpoints")
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-smollm2.toml",
-                        help="training and evaluation config; its model.path is the base model")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "configs" / "cpu-smollm2.toml",
+        help="training and evaluation config; its model.path is the base model",
+    )
     args = parser.parse_args()
     if args.minutes <= 0 or args.limit < 1:
         parser.error("--minutes must be > 0 and --limit >= 1")
@@ -141,8 +173,9 @@ def main() -> None:
     selfplay = train("selfplay", args.work, args.minutes, config, [])
     evaluate("selfplay", str(selfplay), args.out, args.limit, config)
     data = supervised_data(args.work)
-    supervised = train("supervised", args.work, args.minutes, config,
-                       ["--set", "game.mode=supervised", "--set", f"game.train_data={data}"])
+    supervised = train(
+        "supervised", args.work, args.minutes, config, ["--set", "game.mode=supervised", "--set", f"game.train_data={data}"]
+    )
     evaluate("supervised", str(supervised), args.out, args.limit, config)
     report(args.out, {"selfplay": selfplay, "supervised": supervised})
 

@@ -8,29 +8,34 @@ its imports at the top.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
 import time
 from collections.abc import Sized
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from searchplay.config import Config, ConfigError, load_config, searchplay_home, to_toml
+from searchplay.config import Config, ConfigError, config_diff, load_config, searchplay_home, to_toml
 from searchplay.outdir import OutputDirError
 
 if TYPE_CHECKING:
     from searchplay.search.base import Retriever
 
-app = typer.Typer(help="Search self-play: train LLM search agents without human supervision.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
-assets_app = typer.Typer(help="Build and inspect the embedded default (model, corpus, QA sets, seeds, index).", no_args_is_help=True)
+app = typer.Typer(
+    help="Search self-play: train LLM search agents without human supervision.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+assets_app = typer.Typer(
+    help="Build and inspect the embedded default (model, corpus, QA sets, seeds, index).", no_args_is_help=True
+)
 config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
 index_app = typer.Typer(help="Build retrieval indexes over a corpus.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
@@ -40,22 +45,22 @@ app.add_typer(index_app, name="index")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: section.field=value (repeatable)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a field: section.field=value (repeatable)")]
 
 
-class IndexKind(str, Enum):
+class IndexKind(StrEnum):
     bm25 = "bm25"
     dense = "dense"
 
 
-class RetrieverKind(str, Enum):
+class RetrieverKind(StrEnum):
     bm25 = "bm25"
     dense = "dense"
     hybrid = "hybrid"
 
 
-class Scaffold(str, Enum):
+class Scaffold(StrEnum):
     guided = "guided"
     free = "free"
 
@@ -75,7 +80,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _config(path: Optional[Path], overrides: Optional[list[str]]) -> Config:
+def _config(path: Path | None, overrides: list[str] | None) -> Config:
     try:
         return load_config(path, overrides or [])
     except ConfigError as e:
@@ -113,16 +118,24 @@ def print_asset_summary(cfg: Config) -> None:
         key = _MAIN_COUNT[row["kind"]]
         count = f"{counts[key]:,} {key}" if key in counts else ""
         sources = ", ".join(f"{s['package']} {s['version']}" for s in row.get("sources", []))
-        table.add_row(row["name"], row["kind"], "yes" if row["built"] else "[red]no[/]", count,
-                      _human(row["size_bytes"]) if row["built"] else "", sources, row.get("licence", "").split(" (")[0])
+        table.add_row(
+            row["name"],
+            row["kind"],
+            "yes" if row["built"] else "[red]no[/]",
+            count,
+            _human(row["size_bytes"]) if row["built"] else "",
+            sources,
+            row.get("licence", "").split(" (")[0],
+        )
     console.print(table)
 
 
 @assets_app.command("build")
 def assets_build(
-    names: Annotated[Optional[list[str]], typer.Argument(help="assets to build (default: all)")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="assets to build (default: all)")] = None,
     force: Annotated[bool, typer.Option(help="rebuild even when up to date")] = False,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Build the embedded default into $SEARCHPLAY_HOME (skips assets that are up to date)."""
     from searchplay.assets import MissingSourceError, build_assets
@@ -138,7 +151,8 @@ def assets_build(
 @assets_app.command("info")
 def assets_info(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Show each asset: built or not, counts, size, source package, licence."""
     from searchplay.assets import asset_info
@@ -154,19 +168,26 @@ def assets_info(
 def index_build(
     corpus: Annotated[str, typer.Option(help="corpus file (wiki-18 jsonl, {id,title,text} jsonl, parquet) or 'bundled'")],
     out: Annotated[Path, typer.Option(help="index directory to write")],
-    kind: Annotated[IndexKind, typer.Option(help="index kind (hybrid combines a bm25 and a dense index at search time)")] = IndexKind.bm25,
-    model: Annotated[Optional[str], typer.Option(help="dense: sentence-transformers model directory (default: bundled all-MiniLM-L6-v2)")] = None,
+    kind: Annotated[
+        IndexKind, typer.Option(help="index kind (hybrid combines a bm25 and a dense index at search time)")
+    ] = IndexKind.bm25,
+    model: Annotated[
+        str | None, typer.Option(help="dense: sentence-transformers model directory (default: bundled all-MiniLM-L6-v2)")
+    ] = None,
     query_prefix: Annotated[str, typer.Option(help="dense: text put before each query, e.g. 'query: ' for e5")] = "",
     passage_prefix: Annotated[str, typer.Option(help="dense: text put before each passage, e.g. 'passage: ' for e5")] = "",
     batch_size: Annotated[int, typer.Option(min=1, max=65536, help="dense: encoder batch size")] = 64,
-    skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="skip and count malformed corpus lines instead of failing")] = False,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    skip_bad_lines: Annotated[
+        bool, typer.Option("--skip-bad-lines", help="skip and count malformed corpus lines instead of failing")
+    ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Build a BM25 (tantivy) or dense (sentence-transformers) index over a corpus. A dense build resumes if interrupted."""
-    from searchplay.search.base import SearchError
-    from searchplay.search.corpus import CorpusError
     from searchplay.assets.names import corpus_path
+    from searchplay.search.base import SearchError
     from searchplay.search.bm25 import build_bm25_index
+    from searchplay.search.corpus import CorpusError
     from searchplay.search.dense import build_dense_index
 
     cfg = _config(config, set_)
@@ -175,15 +196,23 @@ def index_build(
         if kind is IndexKind.bm25:
             meta = build_bm25_index(source, out, skip_bad_lines=skip_bad_lines)
         else:
-            meta = build_dense_index(source, out, model, query_prefix, passage_prefix, batch_size,
-                                     skip_bad_lines=skip_bad_lines, threads=cfg.model.threads)
+            meta = build_dense_index(
+                source,
+                out,
+                model,
+                query_prefix,
+                passage_prefix,
+                batch_size,
+                skip_bad_lines=skip_bad_lines,
+                threads=cfg.model.threads,
+            )
     except (CorpusError, SearchError, FileNotFoundError, OutputDirError) as e:
         _fail(str(e))
     skipped = f", {meta['skipped_lines']} bad lines skipped" if meta.get("skipped_lines") else ""
     err.print(f"{kind.value} index of {meta['passages']:,} passages written to {out}{skipped}")
 
 
-def _retriever_from_cli(cfg: Config, index: Optional[str], kind: Optional[RetrieverKind | str]) -> Retriever:
+def _retriever_from_cli(cfg: Config, index: str | None, kind: RetrieverKind | str | None) -> Retriever:
     from searchplay.assets.names import resolve_search
     from searchplay.search.resolve import open_local_retriever
 
@@ -198,16 +227,18 @@ def _retriever_from_cli(cfg: Config, index: Optional[str], kind: Optional[Retrie
     return open_local_retriever(resolve_search(s, cfg))
 
 
-IndexOpt = Annotated[Optional[str], typer.Option(help="index directory or 'bundled' (default: search.index / search.dense_index)")]
-KindOpt = Annotated[Optional[RetrieverKind], typer.Option(help="retriever kind (default: search.kind)")]
+IndexOpt = Annotated[str | None, typer.Option(help="index directory or 'bundled' (default: search.index / search.dense_index)")]
+KindOpt = Annotated[RetrieverKind | None, typer.Option(help="retriever kind (default: search.kind)")]
 
 
 @app.command()
 def search(
     queries: Annotated[list[str], typer.Argument(help="one or more queries")],
     k: Annotated[int, typer.Option("-k", min=1, max=1000, help="hits per query")] = 3,
-    index: IndexOpt = None, kind: KindOpt = None,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    index: IndexOpt = None,
+    kind: KindOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Search an index from the terminal and print the hits as the agent sees them."""
     from searchplay.search.base import SearchError, render_hits
@@ -226,10 +257,12 @@ def search(
 
 @app.command("serve-retriever")
 def serve_retriever(
-    index: IndexOpt = None, kind: KindOpt = None,
-    host: Annotated[Optional[str], typer.Option(help="bind address (default 127.0.0.1: this machine only)")] = None,
-    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="port (default server.port)")] = None,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    index: IndexOpt = None,
+    kind: KindOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1: this machine only)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default server.port)")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Serve an index over HTTP with the Search-R1 API: POST /retrieve, GET /health."""
     from searchplay.search.base import SearchError
@@ -252,10 +285,11 @@ def serve_retriever(
 @app.command("serve-model")
 def serve_model(
     model: Annotated[str, typer.Option(help="model directory, cached HF id, 'bundled' or 'tiny-random'")] = "bundled",
-    name: Annotated[Optional[str], typer.Option(help="model name clients send (default: the --model value)")] = None,
-    host: Annotated[Optional[str], typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    name: Annotated[str | None, typer.Option(help="model name clients send (default: the --model value)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8001,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Serve a local model with an OpenAI-compatible API (/v1/chat/completions, /v1/models), e.g. as the judge."""
     import uvicorn
@@ -271,19 +305,26 @@ def serve_model(
         _fail(str(e))
     host = host or cfg.server.host
     err.print(f"serving {model} as {name or model!r} on http://{host}:{port}/v1")
-    uvicorn.run(create_app(engine, name or model, cfg.server), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=cfg.server.shutdown_s)
+    uvicorn.run(
+        create_app(engine, name or model, cfg.server),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=cfg.server.shutdown_s,
+    )
 
 
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="the question to answer")],
-    model: Annotated[Optional[str], typer.Option(help="model directory, cached HF id or 'bundled' (default: model.path)")] = None,
-    index: IndexOpt = None, kind: KindOpt = None,
-    scaffold: Annotated[Optional[Scaffold], typer.Option(help="default: rollout.scaffold")] = None,
+    model: Annotated[str | None, typer.Option(help="model directory, cached HF id or 'bundled' (default: model.path)")] = None,
+    index: IndexOpt = None,
+    kind: KindOpt = None,
+    scaffold: Annotated[Scaffold | None, typer.Option(help="default: rollout.scaffold")] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=10.0, help="0 = greedy")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole trajectory as JSON")] = False,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Run the solver agent on one question and show every turn: queries, retrieved titles, answer."""
     from searchplay.agent.rollout import chat_prompt_ids, run_episodes
@@ -299,7 +340,9 @@ def ask(
     cfg.rollout.max_turns = cfg.game.solver_max_turns
     try:
         retriever = _retriever_from_cli(cfg, index, kind)
-        engine = TransformersEngine.load(model_path(model or cfg.model.path, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
+        engine = TransformersEngine.load(
+            model_path(model or cfg.model.path, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib
+        )
     except (SearchError, FileNotFoundError) as e:
         _fail(str(e))
     t0 = time.perf_counter()
@@ -311,24 +354,31 @@ def ask(
         return
     console.print(f"[bold]question:[/] {question}", highlight=False)
     for i, turn in enumerate(traj.turns, 1):
-        console.print(f"[bold cyan]turn {i}[/] ({turn.action}, {turn.generated_tokens} tokens, {turn.finish_reason}): "
-                      f"{turn.text.strip()[:300]}", highlight=False)
+        console.print(
+            f"[bold cyan]turn {i}[/] ({turn.action}, {turn.generated_tokens} tokens, {turn.finish_reason}): "
+            f"{turn.text.strip()[:300]}",
+            highlight=False,
+        )
         if turn.hits:
             console.print("   retrieved: " + "; ".join(h["title"] for h in turn.hits), highlight=False)
         if turn.error:
             console.print(f"   [red]search error:[/] {turn.error}", highlight=False)
-    console.print(f"[bold green]answer:[/] {traj.final!r}   stop: {traj.stop_reason}   "
-                  f"tokens: {traj.generated_tokens} generated / {traj.total_tokens} total   {seconds:.1f} s", highlight=False)
+    console.print(
+        f"[bold green]answer:[/] {traj.final!r}   stop: {traj.stop_reason}   "
+        f"tokens: {traj.generated_tokens} generated / {traj.total_tokens} total   {seconds:.1f} s",
+        highlight=False,
+    )
 
 
-RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="run directory (default runs/<timestamp>)")]
+RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="run directory (default runs/<timestamp>)")]
 
 
 @app.command()
 def play(
     rounds: Annotated[int, typer.Option(min=1, help="self-play rounds to run")] = 1,
     run_dir: RunDirOpt = None,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Play self-play rounds without training; writes trajectories, the pool and metrics to a run directory."""
     from searchplay.game.seeds import SeedError
@@ -354,25 +404,34 @@ def play(
         run.append_jsonl(run.metrics, {"step": step, **result.metrics, "pool/size": len(parts.pool), **parts.search_metrics()})
         m = result.metrics
         seconds = sum(v for k, v in m.items() if k.startswith("timing/"))
-        console.print(f"round {step}: valid questions {m.get('proposer/valid_rate', 0):.2f}, solver acc {m['solver/acc']:.2f}, "
-                      f"solver reward {m['solver/reward_mean']:.2f}, solver questions {m['solver/questions']:.0f} "
-                      f"({m['pool/reused']:.0f} reused), pool {len(parts.pool)}, {seconds:.0f} s", highlight=False)
+        console.print(
+            f"round {step}: valid questions {m.get('proposer/valid_rate', 0):.2f}, solver acc {m['solver/acc']:.2f}, "
+            f"solver reward {m['solver/reward_mean']:.2f}, solver questions {m['solver/questions']:.0f} "
+            f"({m['pool/reused']:.0f} reused), pool {len(parts.pool)}, {seconds:.0f} s",
+            highlight=False,
+        )
     console.print(f"run directory: {run.root}")
 
 
 @app.command()
 def train(
     run_dir: RunDirOpt = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue the run in this directory from its latest checkpoint")] = None,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="total steps (default trainer.steps; raise it to extend a resumed run)")] = None,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="continue the run in this directory from its latest checkpoint")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="total steps (default trainer.steps; raise it to extend a resumed run)")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Train by search self-play: rounds of play, then policy updates; logs, evaluates and checkpoints."""
     from searchplay.game.seeds import SeedError
+    from searchplay.judge.llm_judge import JudgeConfigError
     from searchplay.search.base import SearchError
     from searchplay.train.run_dir import RunDir, default_run_dir
-    from searchplay.judge.llm_judge import JudgeConfigError
-    from searchplay.train.trainer import TrainError, train as run_training
+    from searchplay.train.trainer import TrainError
+    from searchplay.train.trainer import train as run_training
 
     if resume is not None:
         saved = RunDir(resume).config
@@ -380,12 +439,11 @@ def train(
             _fail(f"{resume} is not a run directory (no config.toml)")
         cfg = _config(saved, set_)
         if config is not None and to_toml(_config(config, set_)) != to_toml(cfg):
-            ours, theirs = _config(saved, set_), _config(config, set_)
-            diff = [f"{sec.name}.{f.name}: {getattr(getattr(ours, sec.name), f.name)!r} -> {getattr(getattr(theirs, sec.name), f.name)!r}"
-                    for sec in dataclasses.fields(ours) for f in dataclasses.fields(getattr(ours, sec.name))
-                    if getattr(getattr(ours, sec.name), f.name) != getattr(getattr(theirs, sec.name), f.name)]
-            _fail(f"--config {config} differs from the run's own config ({'; '.join(diff[:8])}); a resumed run keeps its "
-                  "config: change a field on purpose with --set section.field=value")
+            diff = config_diff(cfg, _config(config, set_))
+            _fail(
+                f"--config {config} differs from the run's own config ({'; '.join(diff[:8])}); a resumed run keeps its "
+                "config: change a field on purpose with --set section.field=value"
+            )
         if set_:
             err.print(f"resuming with changes on purpose: {', '.join(set_)}", highlight=False)
         target = resume
@@ -407,49 +465,69 @@ def print_run_summary(run_dir: Path, seconds: float) -> None:
     run = RunDir(run_dir)
     rows = run.read_metrics()
     table = Table(title=f"run {run_dir} ({seconds / 60:.1f} min)")
-    columns = [("step", "step"), ("valid q", "proposer/valid_rate"), ("verified", "verify/pass_rate"),
-               ("solver acc", "solver/acc"), ("prop reward", "proposer/reward_mean"), ("pool", "pool/size"),
-               ("eval EM", "eval/em"), ("step s", "timing/step_s")]
+    columns = [
+        ("step", "step"),
+        ("valid q", "proposer/valid_rate"),
+        ("verified", "verify/pass_rate"),
+        ("solver acc", "solver/acc"),
+        ("prop reward", "proposer/reward_mean"),
+        ("pool", "pool/size"),
+        ("eval EM", "eval/em"),
+        ("step s", "timing/step_s"),
+    ]
     for name, _ in columns:
         table.add_column(name, justify="right")
     for r in rows:
-        table.add_row(*[("" if key not in r else f"{r[key]:.0f}" if key in ("step", "pool/size") else f"{r[key]:.2f}")
-                        for _, key in columns])
+        table.add_row(
+            *[
+                ("" if key not in r else f"{r[key]:.0f}" if key in ("step", "pool/size") else f"{r[key]:.2f}")
+                for _, key in columns
+            ]
+        )
     console.print(table)
     console.print(f"files: {run.metrics}, {run.trajectories}/, {run.pool}, {run.checkpoints}/", highlight=False)
 
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[str, typer.Option(help="model directory, cached HF id, 'bundled', a run directory or a checkpoint")] = "bundled",
-    data: Annotated[str, typer.Option(help="comma-separated datasets: bundled names (nq-answerable, ...) or jsonl/parquet files")] = "nq-answerable",
-    limit: Annotated[Optional[int], typer.Option(min=1, help="first N questions of each dataset")] = None,
-    retriever: Annotated[str, typer.Option(callback=_retriever_choice, help="bm25, dense, hybrid, none (closed book) or a retrieval server URL")] = "bm25",
+    model: Annotated[
+        str, typer.Option(help="model directory, cached HF id, 'bundled', a run directory or a checkpoint")
+    ] = "bundled",
+    data: Annotated[
+        str, typer.Option(help="comma-separated datasets: bundled names (nq-answerable, ...) or jsonl/parquet files")
+    ] = "nq-answerable",
+    limit: Annotated[int | None, typer.Option(min=1, help="first N questions of each dataset")] = None,
+    retriever: Annotated[
+        str, typer.Option(callback=_retriever_choice, help="bm25, dense, hybrid, none (closed book) or a retrieval server URL")
+    ] = "bm25",
     index: IndexOpt = None,
-    judge_url: Annotated[Optional[str], typer.Option("--judge", help="OpenAI-compatible judge endpoint (adds judge accuracy)")] = None,
-    judge_model: Annotated[Optional[str], typer.Option(help="judge model name")] = None,
+    judge_url: Annotated[
+        str | None, typer.Option("--judge", help="OpenAI-compatible judge endpoint (adds judge accuracy)")
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option(help="judge model name")] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=10.0, help="0 = greedy (default)")] = 0.0,
-    max_turns: Annotated[Optional[int], typer.Option(min=1, max=1000, help="agent turns (default game.solver_max_turns)")] = None,
-    field_map: Annotated[Optional[str], typer.Option(help="for other jsonl files: question=FIELD,golden_answers=FIELD")] = None,
+    max_turns: Annotated[int | None, typer.Option(min=1, max=1000, help="agent turns (default game.solver_max_turns)")] = None,
+    field_map: Annotated[str | None, typer.Option(help="for other jsonl files: question=FIELD,golden_answers=FIELD")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="episodes run together")] = 16,
-    out: Annotated[Optional[Path], typer.Option(help="output directory (default evals/<timestamp>)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output directory (default evals/<timestamp>)")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an evaluation already in --out")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted evaluation in --out (same settings)")] = False,
-    config: ConfigOpt = None, set_: SetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Evaluate the solver agent on QA sets: EM, cover EM, F1 (+ judge accuracy) with 95% bootstrap intervals.
 
     Predictions are written as they come; an interrupted evaluation continues with --resume.
     """
+    from searchplay.assets.names import model_path
     from searchplay.eval.data import DatasetError, dataset_label, load_dataset
     from searchplay.eval.report import summary_markdown
     from searchplay.eval.run import EvalError, open_eval_dir, run_dataset
     from searchplay.judge.llm_judge import JudgeConfigError, LLMJudge
-    from searchplay.search.resolve import open_retriever
     from searchplay.llm.transformers_engine import TransformersEngine
     from searchplay.progress import progress
-    from searchplay.assets.names import model_path
-    from searchplay.search.base import NoRetriever, Retriever, SearchError
+    from searchplay.search.base import NoRetriever, SearchError
+    from searchplay.search.resolve import open_retriever
     from searchplay.train.checkpoint import policy_from_run
 
     cfg = _config(config, set_)
@@ -462,9 +540,20 @@ def eval_command(
     if resume and out is None:
         _fail("--resume needs --out: the evaluation directory to continue")
     out_dir = out or Path("evals") / time.strftime("%Y%m%d-%H%M%S")
-    settings = {"model": model, "data": data, "limit": limit, "retriever": retriever, "index": index, "temperature": temperature,
-                "max_turns": cfg.rollout.max_turns, "scaffold": cfg.rollout.scaffold, "judge": judge_url, "judge_model": judge_model,
-                "topk": cfg.search.topk, "max_new_tokens": cfg.rollout.max_new_tokens}
+    settings = {
+        "model": model,
+        "data": data,
+        "limit": limit,
+        "retriever": retriever,
+        "index": index,
+        "temperature": temperature,
+        "max_turns": cfg.rollout.max_turns,
+        "scaffold": cfg.rollout.scaffold,
+        "judge": judge_url,
+        "judge_model": judge_model,
+        "topk": cfg.search.topk,
+        "max_new_tokens": cfg.rollout.max_new_tokens,
+    }
     search: Retriever
     try:
         datasets = {label: load_dataset(name, mapping)[:limit] for name, label in zip(names, labels)}
@@ -489,19 +578,42 @@ def eval_command(
         open_eval_dir(out_dir, settings, resume, overwrite)
     except (EvalError, OutputDirError) as e:
         _fail(str(e))
-    summary: dict = {"model": model, "model_path": policy, "retriever": retriever, "temperature": temperature,
-                     "scaffold": cfg.rollout.scaffold, "max_turns": cfg.rollout.max_turns, "datasets": {}}
+    summary: dict = {
+        "model": model,
+        "model_path": policy,
+        "retriever": retriever,
+        "temperature": temperature,
+        "scaffold": cfg.rollout.scaffold,
+        "max_turns": cfg.rollout.max_turns,
+        "datasets": {},
+    }
     for name, records in datasets.items():
         with progress(True, f"eval {name}", total=len(records)) as advance:
             try:
-                report = run_dataset(engine, search, name, records, cfg.rollout, cfg.search.topk, out_dir, batch_size,
-                                     temperature, resume, judge, advance)
+                report = run_dataset(
+                    engine,
+                    search,
+                    name,
+                    records,
+                    cfg.rollout,
+                    cfg.search.topk,
+                    out_dir,
+                    batch_size,
+                    temperature,
+                    resume,
+                    judge,
+                    advance,
+                )
             except (EvalError, JudgeConfigError) as e:
                 _fail(str(e), code=1)
         summary["datasets"][name] = report
-        judged = f"  judge acc {100 * report['judge_acc']:.1f} ({report['judge_unknown']} unknown)" if "judge_acc" in report else ""
-        err.print(f"{name}: EM {100 * report['em']:.1f}  F1 {100 * report['f1']:.1f}{judged}  ({report['n']:.0f} questions, "
-                  f"{report['questions_per_minute']:.1f}/min, {report['retriever_errors']:.0f} retriever errors)")
+        judged = (
+            f"  judge acc {100 * report['judge_acc']:.1f} ({report['judge_unknown']} unknown)" if "judge_acc" in report else ""
+        )
+        err.print(
+            f"{name}: EM {100 * report['em']:.1f}  F1 {100 * report['f1']:.1f}{judged}  ({report['n']:.0f} questions, "
+            f"{report['questions_per_minute']:.1f}/min, {report['retriever_errors']:.0f} retriever errors)"
+        )
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "summary.md").write_text(summary_markdown(summary, f"Evaluation of {model}"))
     print((out_dir / "summary.md").read_text())
@@ -514,7 +626,8 @@ def compare(
     eval_b: Annotated[Path, typer.Argument(help="evaluation directory to compare against it")],
 ) -> None:
     """Per dataset and metric: B - A with a paired bootstrap 95% interval and questions won/lost."""
-    from searchplay.eval.report import CompareError, compare as compare_dirs
+    from searchplay.eval.report import CompareError
+    from searchplay.eval.report import compare as compare_dirs
 
     for d in (eval_a, eval_b):
         if not (d / "summary.json").is_file():
@@ -528,9 +641,11 @@ def compare(
 @app.command()
 def plot(
     run_dirs: Annotated[list[Path], typer.Argument(help="run directories (several are overlaid)")],
-    out: Annotated[Optional[Path], typer.Option(help="PNG file (default RUN_DIR/curves.png of the first run)")] = None,
-    smooth: Annotated[int, typer.Option(min=1, max=1000, help="moving average over this many steps (evaluations are never smoothed)")] = 1,
-    label: Annotated[Optional[list[str]], typer.Option(help="legend name per run, in order (repeatable)")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG file (default RUN_DIR/curves.png of the first run)")] = None,
+    smooth: Annotated[
+        int, typer.Option(min=1, max=1000, help="moving average over this many steps (evaluations are never smoothed)")
+    ] = 1,
+    label: Annotated[list[str] | None, typer.Option(help="legend name per run, in order (repeatable)")] = None,
 ) -> None:
     """Draw a run's curves (solver accuracy, question validity, rewards, KL, log-prob gap, evaluation) as a PNG."""
     from searchplay.train.plot import PlotError, plot_runs
@@ -547,8 +662,11 @@ def plot(
 
 @app.command()
 def demo(
-    config: Annotated[Path, typer.Option("--config", "-c", help="training config of the demo")] = Path("configs/cpu-smollm2.toml"),
-    run_dir: RunDirOpt = None, set_: SetOpt = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="training config of the demo")] = Path(
+        "configs/cpu-smollm2.toml"
+    ),
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """The main job on the embedded default: build the assets, then a short self-play training run."""
     if not config.is_file():

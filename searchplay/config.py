@@ -60,7 +60,9 @@ class SearchConfig:
     index: str = _f("bundled", "index directory, or 'bundled' for the BM25 index over the bundled corpus")
     kind: Literal["bm25", "dense", "hybrid"] = _f("bm25", "retriever kind used when an index is loaded in-process")
     dense_index: str = _f("bundled", "dense index directory (kinds dense, hybrid), or 'bundled' (MiniLM over the bundled corpus)")
-    faiss: Literal["", "flat", "ivf", "hnsw"] = _f("", "dense search with faiss (needs the faiss extra); empty = exact torch search")
+    faiss: Literal["", "flat", "ivf", "hnsw"] = _f(
+        "", "dense search with faiss (needs the faiss extra); empty = exact torch search"
+    )
     url: str = _f("", "URL of a retrieval server (Search-R1 /retrieve API); overrides the in-process index when set")
     topk: int = _f(3, "documents returned per search (paper: 3)", 1, 1000)
     timeout_s: float = _f(10.0, "HTTP client: seconds before one request is abandoned", 0.001, 3600)
@@ -76,9 +78,13 @@ class ServerConfig:
     max_queries: int = _f(512, "most queries accepted in one /retrieve request", 1, 1000000)
     max_query_chars: int = _f(2000, "most characters accepted in one query", 1, 1000000)
     max_topk: int = _f(100, "largest topk accepted by /retrieve", 1, 10000)
-    max_body_bytes: int = _f(1048576, "largest request body accepted; a larger one gets 413 before it is read whole", 1024, 1073741824)
+    max_body_bytes: int = _f(
+        1048576, "largest request body accepted; a larger one gets 413 before it is read whole", 1024, 1073741824
+    )
     max_waiting: int = _f(32, "requests that may wait behind those being served; more get 503", 0, 100000)
-    max_prompt_tokens: int = _f(8192, "serve-model: longest prompt (after the chat template) in tokens; longer gets 413", 1, 10000000)
+    max_prompt_tokens: int = _f(
+        8192, "serve-model: longest prompt (after the chat template) in tokens; longer gets 413", 1, 10000000
+    )
     max_new_tokens: int = _f(4096, "serve-model: largest max_tokens a request may ask for", 1, 10000000)
     shutdown_s: int = _f(5, "seconds in-flight requests get to finish after SIGTERM", 0, 3600)
 
@@ -88,21 +94,41 @@ class ModelConfig:
     path: str = _f("bundled", "policy model: local HF directory, a cached HF id, or 'bundled' (SmolLM2-135M)")
     dtype: Literal["bfloat16", "float32"] = _f("bfloat16", "compute dtype of the transformers engine")
     threads: int = _f(0, "torch CPU threads; 0 = number of cores", 0, 1024)
-    keep_kv_mib: int = _f(2048, "memory for each episode's keys/values kept between turns, so a turn encodes only its new tokens; 0 = off", 0, 10000000)
+    keep_kv_mib: int = _f(
+        2048,
+        "memory for each episode's keys/values kept between turns, so a turn encodes only its new tokens; 0 = off",
+        0,
+        10000000,
+    )
 
 
 @dataclass
 class RolloutConfig:
-    scaffold: Literal["free", "guided"] = _f("guided", "free: the model writes the tags (paper); guided: the loop inserts the next action's opening tag (tiny models)")
-    max_turns: int = _f(3, "turns per episode when no role applies; ask/eval/play/train use game.solver_max_turns and game.proposer_max_turns", 1, 1000)
+    scaffold: Literal["free", "guided"] = _f(
+        "guided", "free: the model writes the tags (paper); guided: the loop inserts the next action's opening tag (tiny models)"
+    )
+    max_turns: int = _f(
+        3,
+        "turns per episode when no role applies; ask/eval/play/train use game.solver_max_turns and game.proposer_max_turns",
+        1,
+        1000,
+    )
     max_new_tokens: int = _f(64, "most tokens the model may write in one turn", 1, 1000000)
-    max_total_tokens: int = _f(2048, "most tokens of prompt + response; an episode that reaches it stops with 'length'", 1, 10000000)
+    max_total_tokens: int = _f(
+        2048, "most tokens of prompt + response; an episode that reaches it stops with 'length'", 1, 10000000
+    )
     temperature: float = _f(1.0, "sampling temperature for training rollouts; 0 = greedy", 0, 10)
     top_p: float = _f(1.0, "nucleus sampling threshold", 1e-06, 1)
     top_k: int = _f(0, "top-k sampling filter; 0 = off", 0, 10000000)
     seed: int = _f(0, "base seed of rollout sampling (turn t uses seed + t)", 0, None)
-    on_no_action: Literal["hint", "end"] = _f("hint", "a turn without a search or final tag: insert a hint and go on, or end the episode (paper's code)")
-    on_search_error: Literal["end", "show"] = _f("end", "a failed search: end the episode, or show the error in <information> and go on (paper's code); never trained on either way")
+    on_no_action: Literal["hint", "end"] = _f(
+        "hint", "a turn without a search or final tag: insert a hint and go on, or end the episode (paper's code)"
+    )
+    on_search_error: Literal["end", "show"] = _f(
+        "end",
+        "a failed search: end the episode, or show the error in <information> and go on (paper's code); never "
+        "trained on either way",
+    )
 
 
 @dataclass
@@ -120,9 +146,13 @@ class JudgeConfig:
 
 @dataclass
 class GameConfig:
-    mode: Literal["selfplay", "supervised"] = _f("selfplay", "selfplay: proposer and solver play (no QA labels); supervised: the solver alone on train_data (the control)")
+    mode: Literal["selfplay", "supervised"] = _f(
+        "selfplay", "selfplay: proposer and solver play (no QA labels); supervised: the solver alone on train_data (the control)"
+    )
     train_data: str = _f("nq-dev-answerable", "supervised mode: labelled QA set (bundled name or jsonl/parquet file)")
-    seeds: str = _f("bundled", "proposer seeds: jsonl file with answer/ground_truth and hops/search_turns, or 'bundled' (wiki-seeds)")
+    seeds: str = _f(
+        "bundled", "proposer seeds: jsonl file with answer/ground_truth and hops/search_turns, or 'bundled' (wiki-seeds)"
+    )
     batch_size: int = _f(4, "proposer seeds per round (paper: 256)", 1, 1000000)
     proposer_n: int = _f(1, "proposer rollouts per seed (paper's script: 1)", 1, 1024)
     solver_n: int = _f(5, "solver rollouts per question (paper: 5)", 1, 1024)
@@ -132,18 +162,42 @@ class GameConfig:
     max_question_chars: int = _f(1000, "filter: longer questions are rejected", 1, 1000000)
     min_searches: int = _f(2, "filter: proposer episodes with fewer searches are rejected", 0, 1000)
     reject_answer_in_query: bool = _f(False, "filter: reject when the answer appears in one of the proposer's search queries")
-    reject_answer_words: bool = _f(False, "filter: reject questions holding any word of the answer (a partial leak that an F1 reward would pay for)")
+    reject_answer_words: bool = _f(
+        False, "filter: reject questions holding any word of the answer (a partial leak that an F1 reward would pay for)"
+    )
     max_hops: int = _f(0, "cap on a seed's hop count (0 = as the seed says); 1 suits a 135M model", 0, 1000)
-    verifier: Literal["policy", "judge", "evidence", "off"] = _f("policy", "policy / judge: answers the question from the evidence (paper / paper's code); evidence: a golden answer must occur in a retrieved document (rule-based); off: nothing is verified")
-    noisy_docs: int = _f(4, "whole evidence blocks (all documents one other proposer trajectory retrieved) mixed into the verification evidence (paper: 4)", 0, 1000)
-    failure_handling: Literal["reuse", "dummy"] = _f("reuse", "solver slot of a rejected question: a pool question (reuse) or nothing (dummy)")
-    reuse_with_replacement: bool = _f(False, "reuse: draw independently with replacement, from the whole pool when none is under the threshold (SSP's code); false: distinct questions")
+    verifier: Literal["policy", "judge", "evidence", "off"] = _f(
+        "policy",
+        "policy / judge: answers the question from the evidence (paper / paper's code); evidence: a golden "
+        "answer must occur in a retrieved document (rule-based); off: nothing is verified",
+    )
+    noisy_docs: int = _f(
+        4,
+        "whole evidence blocks (all documents one other proposer trajectory retrieved) mixed into the "
+        "verification evidence (paper: 4)",
+        0,
+        1000,
+    )
+    failure_handling: Literal["reuse", "dummy"] = _f(
+        "reuse", "solver slot of a rejected question: a pool question (reuse) or nothing (dummy)"
+    )
+    reuse_with_replacement: bool = _f(
+        False,
+        "reuse: draw independently with replacement, from the whole pool when none is under the threshold "
+        "(SSP's code); false: distinct questions",
+    )
     reuse_threshold: float = _f(1.0, "reuse only pool questions with success rate <= this (paper's script: 1.0)", 0, 1)
     format_penalty: float = _f(0.0, "proposer reward of a rejected question (paper's script: 0)", -10, 10)
-    proposer_reward: Literal["1-acc", "intermediate", "format_only"] = _f("1-acc", "proposer reward from the solvers' success rate s")
+    proposer_reward: Literal["1-acc", "intermediate", "format_only"] = _f(
+        "1-acc", "proposer reward from the solvers' success rate s"
+    )
     reward_left: float = _f(0.0, "intermediate reward: l in 4 (l + s)(r - s)", 0, 1)
     reward_right: float = _f(1.0, "intermediate reward: r in 4 (l + s)(r - s)", 0, 1)
-    solver_reward: Literal["em", "f1", "cover_em", "judge"] = _f("em", "solver reward: exact match, token F1, cover EM (answer contains a golden answer) or judge (exact match, else the LLM judge; paper)")
+    solver_reward: Literal["em", "f1", "cover_em", "judge"] = _f(
+        "em",
+        "solver reward: exact match, token F1, cover EM (answer contains a golden answer) or judge (exact "
+        "match, else the LLM judge; paper)",
+    )
     pool_clear_interval: int = _f(10, "every this many steps the pool is cut to its newest keep_ratio (0 = never)", 0, 1000000)
     keep_ratio: float = _f(0.0, "share of the pool kept at each clearing (paper's script: 0)", 0, 1)
     seed: int = _f(0, "seed of seed sampling, evidence shuffling and reuse draws", 0, None)
@@ -154,10 +208,14 @@ class LearnerConfig:
     lr: float = _f(1e-6, "AdamW learning rate (paper: 1e-6)", 0, 1)
     warmup_steps: int = _f(0, "linear warm-up, in optimizer steps (mini-batches x ppo_epochs x updates)", 0, 100000000)
     lr_schedule: Literal["constant", "cosine"] = _f("constant", "learning rate after warm-up")
-    total_steps: int = _f(0, "cosine schedule length in optimizer steps (0: the steps the run plans, see planned_optimizer_steps)", 0, 1000000000)
+    total_steps: int = _f(
+        0, "cosine schedule length in optimizer steps (0: the steps the run plans, see planned_optimizer_steps)", 0, 1000000000
+    )
     weight_decay: float = _f(0.01, "AdamW weight decay", 0, 1)
     grad_clip: float = _f(1.0, "gradient-norm clipping; 0 = off", 0, 1000000)
-    micro_batch_tokens: int = _f(4096, "padded tokens per forward/backward pass (gradient accumulation above that)", 1, 1000000000)
+    micro_batch_tokens: int = _f(
+        4096, "padded tokens per forward/backward pass (gradient accumulation above that)", 1, 1000000000
+    )
     mini_batch_size: int = _f(0, "sequences per optimizer step; 0 = the whole batch (paper: 128 of 256)", 0, 10000000)
     ppo_epochs: int = _f(1, "passes over the batch per update", 1, 100)
     clip_low: float = _f(0.2, "PPO clip range below 1 (paper: 0.2)", 0, 0.999)
@@ -165,7 +223,9 @@ class LearnerConfig:
     dual_clip: float = _f(0.0, "dual-clip constant c > 1 for negative advantages; 0 = off", 0, 1000)
     kl_coef: float = _f(0.01, "KL-to-reference loss coefficient (paper: 0.01); 0 = no reference model loaded", 0, 100)
     kl_estimator: Literal["k1", "k2", "k3", "low_var_kl"] = _f("low_var_kl", "KL estimator (low_var_kl = k3)")
-    kl_in_reward_coef: float = _f(0.0, "reinforce_pp only: KL penalty folded into the returns (needs kl_coef > 0 for the reference)", 0, 100)
+    kl_in_reward_coef: float = _f(
+        0.0, "reinforce_pp only: KL penalty folded into the returns (needs kl_coef > 0 for the reference)", 0, 100
+    )
     entropy_coef: float = _f(0.0, "entropy bonus coefficient (paper: 0)", -10, 10)
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = _f("token-mean", "loss aggregation")
     bf16: bool = _f(True, "bf16 autocast for forward/backward over fp32 master weights")
@@ -183,9 +243,19 @@ class RoleConfig:
 @dataclass
 class TrainerConfig:
     steps: int = _f(10, "self-play steps (rounds + updates)", 1, 100000000)
-    max_minutes: float = _f(0.0, "stop after the step at which training time (rounds + updates, not periodic evaluation) reaches this; 0 = no limit; counted across resumes", 0, 10000000)
+    max_minutes: float = _f(
+        0.0,
+        "stop after the step at which training time (rounds + updates, not periodic evaluation) reaches this; "
+        "0 = no limit; counted across resumes",
+        0,
+        10000000,
+    )
     combine_update: bool = _f(False, "one update over solver and proposer samples together instead of two")
-    update_order: Literal["solver_first", "proposer_first"] = _f("solver_first", "order of the two updates (SSP: proposer first); the second role's old log-probs are always those of the sampling weights")
+    update_order: Literal["solver_first", "proposer_first"] = _f(
+        "solver_first",
+        "order of the two updates (SSP: proposer first); the second role's old log-probs are always those of "
+        "the sampling weights",
+    )
     dynamic_sampling: bool = _f(False, "drop groups whose rewards all agree (no learning signal)")
     eval_every: int = _f(0, "evaluate every this many steps (0 = never)", 0, 100000000)
     eval_data: str = _f("nq-answerable", "QA sets for periodic evaluation, comma-separated (bundled names or files)")
@@ -294,7 +364,9 @@ def validate(cfg: Config) -> None:
     if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError("game.verifier = 'judge' needs judge.base_url and judge.model")
     if g.solver_reward == "judge" and not (cfg.judge.base_url and cfg.judge.model):
-        raise ConfigError("game.solver_reward = 'judge' needs judge.base_url and judge.model; without a judge use em, f1 or cover_em")
+        raise ConfigError(
+            "game.solver_reward = 'judge' needs judge.base_url and judge.model; without a judge use em, f1 or cover_em"
+        )
     if g.reward_left > g.reward_right:
         raise ConfigError(f"game.reward_left/right: need left <= right, got {g.reward_left}, {g.reward_right}")
 
@@ -305,9 +377,11 @@ def validate_for_training(cfg: Config) -> None:
     validate(cfg)
     r = cfg.rollout
     if r.top_p < 1 or r.top_k > 0:
-        raise ConfigError(f"rollout.top_p = {r.top_p}, rollout.top_k = {r.top_k}: training samples without truncation "
-                          "(top_p = 1, top_k = 0) so that the learner's log-probs are those of the sampled distribution; "
-                          "lower rollout.temperature instead")
+        raise ConfigError(
+            f"rollout.top_p = {r.top_p}, rollout.top_k = {r.top_k}: training samples without truncation "
+            "(top_p = 1, top_k = 0) so that the learner's log-probs are those of the sampled distribution; "
+            "lower rollout.temperature instead"
+        )
     if r.temperature <= 0:
         raise ConfigError("rollout.temperature must be > 0 for training (greedy rollouts give identical samples per group)")
 
@@ -331,6 +405,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+def config_diff(a: Config, b: Config) -> list[str]:
+    """`section.field: a -> b` for every field whose value differs."""
+    out = []
+    for sec in dataclasses.fields(a):
+        ours, theirs = getattr(a, sec.name), getattr(b, sec.name)
+        for f in dataclasses.fields(ours):
+            if getattr(ours, f.name) != getattr(theirs, f.name):
+                out.append(f"{sec.name}.{f.name}: {getattr(ours, f.name)!r} -> {getattr(theirs, f.name)!r}")
+    return out
+
+
 def to_toml(cfg: Any) -> str:
     """The resolved config as TOML, each field preceded by its help line."""
     lines: list[str] = []
@@ -339,7 +424,11 @@ def to_toml(cfg: Any) -> str:
         lines.append(f"[{sec.name}]  # {sec.metadata.get('help', '')}")
         for f in dataclasses.fields(section):
             lo, hi = f.metadata.get("range", (None, None))
-            bounds = "" if lo is None and hi is None else f" [range {lo if lo is not None else '-inf'} .. {hi if hi is not None else 'inf'}]"
+            bounds = (
+                ""
+                if lo is None and hi is None
+                else f" [range {lo if lo is not None else '-inf'} .. {hi if hi is not None else 'inf'}]"
+            )
             lines.append(f"# {f.metadata.get('help', '')}{bounds}")
             lines.append(tomli_w.dumps({f.name: getattr(section, f.name)}).rstrip())
         lines.append("")

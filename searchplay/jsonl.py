@@ -61,3 +61,8 @@ def parse_jsonl(path: Path, parse: Callable[[Any, int], T], error: type[Exceptio
             except (json.JSONDecodeError, ValueError) as e:
                 raise error(f"{path}:{lineno}: {e}") from None
     return out
+
+
+def random_state(value: Any) -> tuple[Any, ...]:
+    """A `random.Random` state read back from JSON (where its tuples became lists)."""
+    return (value[0], tuple(value[1]), value[2])

@@ -22,8 +22,10 @@ def check_output_dir(path: Path, markers: tuple[str, ...], what: str) -> None:
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"{path} exists and is not a directory; choose another output path for the {what}")
     if path.is_dir() and any(path.iterdir()) and not any((path / m).exists() for m in markers):
-        raise OutputDirError(f"{path} is not empty and holds no {what} written by searchplay (no {' or '.join(markers)}); "
-                             "choose another output path, or empty it yourself")
+        raise OutputDirError(
+            f"{path} is not empty and holds no {what} written by searchplay (no {' or '.join(markers)}); "
+            "choose another output path, or empty it yourself"
+        )
 
 
 def replace_dir(new: Path, target: Path) -> None:

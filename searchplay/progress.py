@@ -19,8 +19,14 @@ def progress(enabled: bool, label: str, total: int | None = None) -> Iterator[Ca
     if not enabled:
         yield _ignore
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=total, rate="")
 

@@ -47,8 +47,7 @@ def package_file(package: str, relpath: str, pin: str = "") -> SourceFile:
         dist = metadata.distribution(package)
     except metadata.PackageNotFoundError:
         raise MissingSourceError(
-            f"package {package!r} is not installed; it ships the embedded data. Install it with: "
-            f"{install_hint(package, pin)}"
+            f"package {package!r} is not installed; it ships the embedded data. Install it with: {install_hint(package, pin)}"
         ) from None
     path = Path(str(dist.locate_file(relpath)))
     if not path.is_file():

@@ -1,7 +1,8 @@
 """What our HTTP servers share: a request error naming its field, bounded JSON body parsing, an
 admission limit, JSON answers (never an HTML page or a traceback) for unknown routes, wrong
 methods and crashes, and `running_server` to run an app on a free loopback port in a thread
-(tests, benchmarks, notebooks)."""
+(tests, benchmarks, notebooks); on the client side, `post_retrying`, the one retry loop of the
+retrieval client and the LLM judge."""
 
 from __future__ import annotations
 
@@ -15,11 +16,44 @@ from typing import Any
 
 import httpx
 import uvicorn
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 ErrorRenderer = Callable[[str, "str | None", int], JSONResponse]
+
+
+def post_retrying(
+    client: httpx.Client,
+    url: str,
+    body: dict[str, Any],
+    attempts: int,
+    backoff_s: float,
+    retry: Callable[[httpx.Response], bool],
+    on_attempt: Callable[[bool], None] = lambda failed: None,
+) -> tuple[httpx.Response | None, str]:
+    """POST `body` up to `attempts` times, sleeping backoff_s * 2^(n-1) (at most 5 s) between tries.
+
+    Transport errors and responses for which `retry` is true are tried again; the first other
+    response is returned for the caller to judge. After the last attempt: (None, the last error).
+    `on_attempt(failed)` is called once per attempt, for the caller's counters.
+    """
+    last = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(min(backoff_s * 2 ** (attempt - 1), 5.0))
+        try:
+            response = client.post(url, json=body)
+        except httpx.HTTPError as e:
+            on_attempt(True)
+            last = f"{type(e).__name__}: {e}"
+            continue
+        if retry(response):
+            on_attempt(True)
+            last = f"HTTP {response.status_code}: {response.text[:200]}"
+            continue
+        on_attempt(response.status_code >= 400)
+        return response, last
+    return None, last
 
 
 class RequestError(ValueError):
@@ -56,7 +90,7 @@ class Admission:
     def __init__(self, capacity: int, waiting: int):
         self.limit, self.inside = capacity + waiting, 0
 
-    def __enter__(self) -> "Admission":
+    def __enter__(self) -> Admission:
         if self.inside >= self.limit:
             raise RequestError(None, f"server busy: {self.inside} requests in progress or waiting; retry later", 503)
         self.inside += 1

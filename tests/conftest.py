@@ -6,13 +6,13 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pytest  # noqa: E402
+import pytest
 
-from searchplay.assets import ASSETS, read_manifest  # noqa: E402
-from searchplay.assets.names import BUNDLED, TINY, index_path, model_path  # noqa: E402
-from searchplay.config import Config  # noqa: E402
-from searchplay.llm.transformers_engine import TransformersEngine  # noqa: E402
-from searchplay.search.bm25 import Bm25Retriever  # noqa: E402
+from searchplay.assets import ASSETS, read_manifest
+from searchplay.assets.names import BUNDLED, TINY, index_path, model_path
+from searchplay.config import Config
+from searchplay.llm.transformers_engine import TransformersEngine
+from searchplay.search.bm25 import Bm25Retriever
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?", "Which plane
 
 # --- the tag parser -----------------------------------------------------------------
 
+
 def test_parser_rules() -> None:
     assert parse_action("<think>hm</think><search> Paris </search>", "answer") == Action("search", "Paris")
     assert parse_action("<answer>Paris</answer><search>x</search>", "answer") == Action("answer", "Paris")
@@ -35,8 +36,28 @@ def test_parser_rules() -> None:
     assert last_tag("no tags", "answer") is None
 
 
-tag_soup = st.lists(st.sampled_from(["<search>", "</search>", "<answer>", "</answer>", "<think>", "</think>",
-                                     "<question>", "</question>", "x", " ", "\n", "<", ">", "/", "Paris"]), max_size=40)
+tag_soup = st.lists(
+    st.sampled_from(
+        [
+            "<search>",
+            "</search>",
+            "<answer>",
+            "</answer>",
+            "<think>",
+            "</think>",
+            "<question>",
+            "</question>",
+            "x",
+            " ",
+            "\n",
+            "<",
+            ">",
+            "/",
+            "Paris",
+        ]
+    ),
+    max_size=40,
+)
 
 
 @given(tag_soup)
@@ -62,11 +83,12 @@ def test_parser_total_on_arbitrary_text(text: str) -> None:
 
 # --- episodes ---------------------------------------------------------------------
 
-def solver_prompts(engine) -> list[list[int]]:  # noqa: ANN001
+
+def solver_prompts(engine) -> list[list[int]]:
     return [chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in QUESTIONS]
 
 
-def check_masks(traj: Trajectory, engine) -> None:  # noqa: ANN001
+def check_masks(traj: Trajectory, engine) -> None:
     assert len(traj.response_ids) == len(traj.loss_mask) == len(traj.logprobs)
     masked_text = engine.tokenizer.decode([t for t, m in zip(traj.response_ids, traj.loss_mask) if m == 0])
     trained_text = engine.tokenizer.decode([t for t, m in zip(traj.response_ids, traj.loss_mask) if m == 1])
@@ -77,7 +99,7 @@ def check_masks(traj: Trajectory, engine) -> None:  # noqa: ANN001
     assert all(lp == 0.0 for lp, m in zip(traj.logprobs, traj.loss_mask) if m == 0)
 
 
-def test_guided_episodes_search_then_answer_within_budgets(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_guided_episodes_search_then_answer_within_budgets(tiny_engine, bundled_bm25) -> None:
     cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=8, max_total_tokens=4096, seed=1)
     trajs = run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), cfg, "answer", topk=2)
     for traj in trajs:
@@ -93,7 +115,7 @@ def test_guided_episodes_search_then_answer_within_budgets(tiny_engine, bundled_
     assert any(t.stop_reason == "answer" and t.final for t in trajs)
 
 
-def test_every_stop_reason_is_reachable(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_every_stop_reason_is_reachable(tiny_engine, bundled_bm25) -> None:
     ps = solver_prompts(tiny_engine)
     guided = RolloutConfig(scaffold="guided", max_turns=1, max_new_tokens=6, seed=2)
     assert {t.stop_reason for t in run_episodes(tiny_engine, bundled_bm25, ps, guided, "answer")} <= {"answer", "max_turns"}
@@ -113,7 +135,7 @@ class FlakyRetriever:
     that call (and any later batch containing it) fails.
     """
 
-    def __init__(self, inner, fail_from: int, only_first: bool = False) -> None:  # noqa: ANN001
+    def __init__(self, inner, fail_from: int, only_first: bool = False) -> None:
         self.inner, self.fail_from, self.only_first = inner, fail_from, only_first
         self.calls, self.poisoned = 0, None
 
@@ -127,7 +149,7 @@ class FlakyRetriever:
         return self.inner.search(queries, k)
 
 
-def test_retriever_failure_ends_only_affected_episodes(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_retriever_failure_ends_only_affected_episodes(tiny_engine, bundled_bm25) -> None:
     cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=6, seed=4)
     ps = solver_prompts(tiny_engine)
     trajs = run_episodes(tiny_engine, FlakyRetriever(bundled_bm25, fail_from=2), ps, cfg, "answer")
@@ -139,7 +161,7 @@ def test_retriever_failure_ends_only_affected_episodes(tiny_engine, bundled_bm25
     assert reasons[0] == "error" and "error" not in reasons[1:]
 
 
-def test_search_errors_can_be_shown_to_the_model_and_are_still_counted(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_search_errors_can_be_shown_to_the_model_and_are_still_counted(tiny_engine, bundled_bm25) -> None:
     cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=6, seed=4, on_search_error="show")
     trajs = run_episodes(tiny_engine, FlakyRetriever(bundled_bm25, fail_from=2), solver_prompts(tiny_engine), cfg, "answer")
     failed = [t for t in trajs if t.search_errors]
@@ -150,7 +172,7 @@ def test_search_errors_can_be_shown_to_the_model_and_are_still_counted(tiny_engi
     assert rollout_metrics(trajs)["rollout/retriever_errors"] == sum(t.search_errors for t in trajs) > 0
 
 
-def test_a_turn_without_action_can_end_the_episode(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_a_turn_without_action_can_end_the_episode(tiny_engine, bundled_bm25) -> None:
     free = RolloutConfig(scaffold="free", max_turns=3, max_new_tokens=6, seed=2, on_no_action="end")
     trajs = run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), free, "answer")
     assert {t.stop_reason for t in trajs} == {"no_action"} and all(len(t.turns) == 1 for t in trajs)  # random text: no tags
@@ -159,7 +181,7 @@ def test_a_turn_without_action_can_end_the_episode(tiny_engine, bundled_bm25) ->
     assert rollout_metrics(trajs)["rollout/stop_no_action"] == 1.0
 
 
-def test_training_tensors_rebuilt_from_a_trajectory_match_the_engine(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_training_tensors_rebuilt_from_a_trajectory_match_the_engine(tiny_engine, bundled_bm25) -> None:
     cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=8, temperature=1.0, seed=5)
     for traj in run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), cfg, "answer"):
         restored = Trajectory.from_dict(json.loads(json.dumps(traj.to_dict())))
@@ -168,12 +190,12 @@ def test_training_tensors_rebuilt_from_a_trajectory_match_the_engine(tiny_engine
         mask = torch.tensor(restored.loss_mask, dtype=torch.bool)
         with torch.no_grad():
             logits = tiny_engine.model(ids).logits[0, len(restored.prompt_ids) - 1 : -1].float()
-        recomputed = torch.log_softmax(logits, -1).gather(-1, ids[0, len(restored.prompt_ids):, None]).squeeze(-1)
+        recomputed = torch.log_softmax(logits, -1).gather(-1, ids[0, len(restored.prompt_ids) :, None]).squeeze(-1)
         assert mask.sum() == traj.generated_tokens > 0
         assert torch.allclose(recomputed[mask], torch.tensor(restored.logprobs)[mask], atol=1e-4)
 
 
-def test_seeded_episodes_are_reproducible(tiny_engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_seeded_episodes_are_reproducible(tiny_engine, bundled_bm25) -> None:
     cfg = RolloutConfig(scaffold="guided", max_turns=2, max_new_tokens=6, seed=9)
     a = run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), cfg)
     b = run_episodes(tiny_engine, bundled_bm25, solver_prompts(tiny_engine), cfg)
@@ -185,9 +207,23 @@ def test_searchplay_ask_with_the_bundled_model() -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "searchplay", "ask", "What is the capital of France?", "--json",
-                          "--set", "rollout.max_new_tokens=16", "--set", "game.solver_max_turns=3"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "searchplay",
+            "ask",
+            "What is the capital of France?",
+            "--json",
+            "--set",
+            "rollout.max_new_tokens=16",
+            "--set",
+            "game.solver_max_turns=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     traj = json.loads(out.stdout.strip().splitlines()[-1])
     assert traj["stop_reason"] in ("answer", "max_turns", "length")

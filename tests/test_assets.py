@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from searchplay.assets import asset_file, read_manifest
+from searchplay.assets import ASSETS, BUILDING_KEY, Asset, asset_file, build_assets, read_manifest
 from searchplay.assets.corpus import build_corpus, split_into_passages
 from searchplay.assets.qa import TopicFormatError, parse_dpr_topics
-from searchplay.jsonl import read_jsonl
-from searchplay.sources import MissingSourceError, package_file
 from searchplay.config import Config
+from searchplay.jsonl import read_jsonl
 from searchplay.judge.match import normalize_answer
 from searchplay.search.corpus import read_passages
+from searchplay.sources import MissingSourceError, package_file
 
 
 def test_corpus_counts_format_and_unique_ids(cfg: Config) -> None:
@@ -85,7 +86,7 @@ def test_dev_splits_are_disjoint_from_the_test_sets(cfg: Config) -> None:
 
 
 def test_dpr_parser_handles_quoted_multiline_records_and_reports_bad_ones() -> None:
-    text = 'plain question\t[\'A\']\r\n"a question\twith a tab\nand a new line"\t"[\'B\', \'C\']"\r\n'
+    text = "plain question\t['A']\r\n\"a question\twith a tab\nand a new line\"\t\"['B', 'C']\"\r\n"
     recs = parse_dpr_topics(text, "t.txt", "t")
     assert [r["golden_answers"] for r in recs] == [["A"], ["B", "C"]]
     assert recs[1]["question"] == "a question\twith a tab\nand a new line"
@@ -105,9 +106,11 @@ def test_seeds_are_corpus_entities_with_hops_in_range(cfg: Config) -> None:
 
 
 def test_missing_source_package_names_package_and_install_command() -> None:
-    with pytest.raises(MissingSourceError, match=r"'no-such-data-pkg' is not installed.*pip install --no-deps 'no-such-data-pkg'"):
+    with pytest.raises(
+        MissingSourceError, match=r"'no-such-data-pkg' is not installed.*pip install --no-deps 'no-such-data-pkg'"
+    ):
         package_file("no-such-data-pkg", "x/data.json")
-    with pytest.raises(MissingSourceError, match="lacks nothing/here.bin"):
+    with pytest.raises(MissingSourceError, match=re.escape("lacks nothing/here.bin")):
         package_file("gensim", "nothing/here.bin")
 
 
@@ -133,3 +136,38 @@ def test_model_export_answers_paris(tmp_path: Path) -> None:
     counts = export_model(tmp_path / "hf")
     assert counts["parameters"] > 100_000_000
     assert "paris" in greedy_chat_reply(tmp_path / "hf", "What is the capital of France?").lower()
+
+
+def test_interrupted_asset_build_continues_only_with_the_same_key(tmp_path: Path, monkeypatch) -> None:
+    """What a resumable builder (the dense index) left in `<name>.building/` survives the next
+    build with the same key, and is thrown away when sources or settings changed."""
+    seen: list[bool] = []
+
+    def build(out: Path, cfg: Config, home: Path) -> dict:
+        partial = out / "partial"
+        seen.append(partial.exists())
+        if not partial.exists():
+            partial.write_text("half")
+            raise KeyboardInterrupt  # killed mid-build
+        return {"rows": 1}
+
+    version = {"v": 1}
+    asset = Asset("resumable", "index", "partial", "", "", sources=list, build=build,
+                  settings=lambda cfg: dict(version))  # fmt: skip
+    monkeypatch.setitem(ASSETS, "resumable", asset)
+    cfg = Config()
+    cfg.assets.home = str(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        build_assets(cfg, ["resumable"], log=lambda m: None)
+    build_assets(cfg, ["resumable"], log=lambda m: None)
+    assert seen == [False, True] and read_manifest("resumable", cfg)["counts"] == {"rows": 1}
+    assert not (tmp_path / "resumable" / BUILDING_KEY).exists()
+
+    version["v"] = 2  # other settings: a half build of the old ones must not be continued
+    seen.clear()
+    (tmp_path / "resumable.building").mkdir()
+    (tmp_path / "resumable.building" / "partial").write_text("stale")
+    (tmp_path / "resumable.building" / BUILDING_KEY).write_text("another key")
+    with pytest.raises(KeyboardInterrupt):
+        build_assets(cfg, ["resumable"], log=lambda m: None)
+    assert seen == [False]

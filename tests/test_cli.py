@@ -3,8 +3,13 @@ import sys
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "searchplay", *args], capture_output=True, text=True, timeout=120,
-                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": __import__("os").environ["HOME"]})
+    return subprocess.run(
+        [sys.executable, "-m", "searchplay", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": __import__("os").environ["HOME"]},
+    )
 
 
 def test_help_lists_commands() -> None:

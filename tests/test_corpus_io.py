@@ -15,7 +15,9 @@ def test_three_formats_give_the_same_passages(tmp_path: Path) -> None:
     plain = tmp_path / "plain.jsonl"
     plain.write_text("".join(json.dumps({"id": p.id, "title": p.title, "text": p.text}) + "\n" for p in rows) + "\n")
     table = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"id": [p.id for p in rows], "title": [p.title for p in rows], "text": [p.text for p in rows]}), table)
+    pq.write_table(
+        pa.table({"id": [p.id for p in rows], "title": [p.title for p in rows], "text": [p.text for p in rows]}), table
+    )
     for path in (wiki18, plain, table):
         assert list(read_passages(path)) == rows
 

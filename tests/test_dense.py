@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from searchplay.assets.names import corpus_path, index_path, resolve_search
 from searchplay.config import Config, SearchConfig
 from searchplay.search.base import SearchError
 from searchplay.search.corpus import CorpusError
 from searchplay.search.dense import EMBEDDINGS, PROGRESS, DenseRetriever, build_dense_index
-from searchplay.assets.names import corpus_path, index_path, resolve_search
 from searchplay.search.resolve import open_local_retriever
 
 

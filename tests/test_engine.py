@@ -19,8 +19,9 @@ def test_greedy_matches_transformers_generate(tiny_engine: TransformersEngine) -
     ps = prompts(tiny_engine)
     out = tiny_engine.generate(ps, SamplingParams(temperature=0, max_new_tokens=12))
     for p, g in zip(ps, out):
-        ref = tiny_engine.model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False,
-                                         pad_token_id=tiny_engine.pad_id)[0, len(p):].tolist()
+        ref = tiny_engine.model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False, pad_token_id=tiny_engine.pad_id)[
+            0, len(p) :
+        ].tolist()
         assert g.token_ids == ref[: len(g.token_ids)]
         assert g.finish_reason in ("length", "eos") and len(g.logprobs) == len(g.token_ids)
         assert g.text == tiny_engine.tokenizer.decode(g.token_ids)
@@ -127,7 +128,10 @@ def test_inverse_cdf_sampling_follows_the_distribution_and_never_picks_masked_to
     freq = torch.bincount(sample(probs, gen), minlength=4).float() / 20_000
     assert freq[1] == 0  # probability 0 (filtered by top-k / top-p) is never sampled
     assert torch.allclose(freq, probs[0], atol=0.015)  # 3+ standard errors at n = 20,000
-    assert sample(probs[:5], torch.Generator().manual_seed(4)).tolist() == sample(probs[:5], torch.Generator().manual_seed(4)).tolist()
+    assert (
+        sample(probs[:5], torch.Generator().manual_seed(4)).tolist()
+        == sample(probs[:5], torch.Generator().manual_seed(4)).tolist()
+    )
 
 
 def test_length_groups_keep_similar_lengths_together() -> None:

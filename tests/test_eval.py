@@ -50,10 +50,12 @@ def test_paired_bootstrap_identical_and_shifted() -> None:
 
 
 def test_loaders_on_each_format(tmp_path: Path) -> None:
-    rows = [{"id": "a", "question": "Q1?", "golden_answers": ["x", "y"]},
-            {"question": "Q2?", "answers": "z"},
-            {"question": "Q3?", "answer": ["w"]},
-            {"question": "Q4?", "reward_model": {"ground_truth": {"target": ["v"]}}}]
+    rows = [
+        {"id": "a", "question": "Q1?", "golden_answers": ["x", "y"]},
+        {"question": "Q2?", "answers": "z"},
+        {"question": "Q3?", "answer": ["w"]},
+        {"question": "Q4?", "reward_model": {"ground_truth": {"target": ["v"]}}},
+    ]
     f = tmp_path / "d.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     recs = load_dataset(str(f))
@@ -68,12 +70,18 @@ def test_loaders_on_each_format(tmp_path: Path) -> None:
     assert len(load_dataset("nq-test")) == 3610
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ('{"question": "Q?"}\n', r"bad\.jsonl:1: no answers"),
-    ('{"question": "Q?", "golden_answers": ["a"]}\n{"golden_answers": ["a"]}\n', r"bad\.jsonl:2: missing or empty field 'question'"),
-    ('{"question": "Q?", "golden_answers": []}\n', r"bad\.jsonl:1: answers must be"),
-    ("{oops\n", r"bad\.jsonl:1: "),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"question": "Q?"}\n', r"bad\.jsonl:1: no answers"),
+        (
+            '{"question": "Q?", "golden_answers": ["a"]}\n{"golden_answers": ["a"]}\n',
+            r"bad\.jsonl:2: missing or empty field 'question'",
+        ),
+        ('{"question": "Q?", "golden_answers": []}\n', r"bad\.jsonl:1: answers must be"),
+        ("{oops\n", r"bad\.jsonl:1: "),
+    ],
+)
 def test_malformed_files_name_file_line_and_problem(tmp_path: Path, content: str, message: str) -> None:
     f = tmp_path / "bad.jsonl"
     f.write_text(content)
@@ -84,8 +92,25 @@ def test_malformed_files_name_file_line_and_problem(tmp_path: Path, content: str
 
 
 def run_eval(out: Path, *extra: str) -> None:
-    cmd = [sys.executable, "-m", "searchplay", "eval", "--model", "tiny-random", "--data", "nq-answerable", "--limit", "10",
-           "--out", str(out), "--set", "model.dtype=float32", "--set", "rollout.max_new_tokens=6", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "searchplay",
+        "eval",
+        "--model",
+        "tiny-random",
+        "--data",
+        "nq-answerable",
+        "--limit",
+        "10",
+        "--out",
+        str(out),
+        "--set",
+        "model.dtype=float32",
+        "--set",
+        "rollout.max_new_tokens=6",
+        *extra,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -102,25 +127,48 @@ def test_eval_end_to_end_and_compare(tmp_path: Path) -> None:
     preds = (tmp_path / "a" / "predictions-nq-answerable.jsonl").read_text().splitlines()
     assert len(preds) == 10 and "trajectory" in json.loads(preds[0])
     assert "| nq-answerable | 10 |" in (tmp_path / "a" / "summary.md").read_text()
-    out = subprocess.run([sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "b")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "| nq-answerable | em |" in out.stdout and "| nq-answerable | f1 |" in out.stdout
-    same = subprocess.run([sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "a")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    same = subprocess.run(
+        [sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert "+0.0 [+0.0, +0.0] | 0 | 0 | 10 |" in same.stdout
 
 
 def test_eval_outputs_are_checked_before_any_work_and_named_by_dataset_stem(tmp_path: Path) -> None:
     data = tmp_path / "sets" / "my set.jsonl"
     data.parent.mkdir()
-    data.write_text("".join(json.dumps({"id": str(i), "question": f"Who wrote Hamlet {i}?", "answers": ["Shakespeare"]}) + "\n"
-                            for i in range(2)))
+    data.write_text(
+        "".join(
+            json.dumps({"id": str(i), "question": f"Who wrote Hamlet {i}?", "answers": ["Shakespeare"]}) + "\n" for i in range(2)
+        )
+    )
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "mine.txt").write_text("keep")
-    base = [sys.executable, "-m", "searchplay", "eval", "--config", "configs/tiny-test.toml", "--model", "tiny-random",
-            "--data", str(data)]
+    base = [
+        sys.executable,
+        "-m",
+        "searchplay",
+        "eval",
+        "--config",
+        "configs/tiny-test.toml",
+        "--model",
+        "tiny-random",
+        "--data",
+        str(data),
+    ]
     refused = subprocess.run([*base, "--out", str(notes)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert refused.returncode == 2 and "holds no evaluation written by searchplay" in refused.stderr
     assert sorted(p.name for p in notes.iterdir()) == ["mine.txt"]
@@ -130,15 +178,38 @@ def test_eval_outputs_are_checked_before_any_work_and_named_by_dataset_stem(tmp_
     assert (out / "predictions-my set.jsonl").is_file() and "my set" in json.loads((out / "summary.json").read_text())["datasets"]
     again = subprocess.run([*base, "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    twins = subprocess.run([*base[:-1], f"{data},{tmp_path / 'my set.jsonl'}", "--out", str(tmp_path / "x")],
-                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    twins = subprocess.run(
+        [*base[:-1], f"{data},{tmp_path / 'my set.jsonl'}", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert twins.returncode == 2 and "share a report name" in twins.stderr and not (tmp_path / "x").exists()
 
 
 def test_an_interrupted_evaluation_resumes_and_a_dead_retriever_stops_it(tmp_path: Path) -> None:
     out = tmp_path / "ev"
-    base = [sys.executable, "-m", "searchplay", "eval", "--model", "tiny-random", "--data", "nq-answerable", "--limit", "6",
-            "--batch-size", "2", "--set", "model.dtype=float32", "--set", "rollout.max_new_tokens=4", "--out", str(out)]
+    base = [
+        sys.executable,
+        "-m",
+        "searchplay",
+        "eval",
+        "--model",
+        "tiny-random",
+        "--data",
+        "nq-answerable",
+        "--limit",
+        "6",
+        "--batch-size",
+        "2",
+        "--set",
+        "model.dtype=float32",
+        "--set",
+        "rollout.max_new_tokens=4",
+        "--out",
+        str(out),
+    ]
     full = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
     reference = (out / "predictions-nq-answerable.jsonl").read_text().splitlines()
@@ -153,12 +224,27 @@ def test_an_interrupted_evaluation_resumes_and_a_dead_retriever_stops_it(tmp_pat
     done_twice = subprocess.run([*base, "--resume"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done_twice.returncode == 2 and "already holds an evaluation" in done_twice.stderr  # finished: nothing to resume
     (out / "summary.json").unlink()
-    other = subprocess.run([*base[:-2], "--out", str(out), "--resume", "--limit", "7"], capture_output=True, text=True,
-                           cwd=ROOT, timeout=120)
+    other = subprocess.run(
+        [*base[:-2], "--out", str(out), "--resume", "--limit", "7"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert other.returncode == 2 and "other settings" in other.stderr
-    dead = subprocess.run([*base[:-2], "--out", str(tmp_path / "dead"), "--retriever", f"http://127.0.0.1:{free_port()}",
-                           "--set", "search.retries=0", "--set", "search.timeout_s=1"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    dead = subprocess.run(
+        [
+            *base[:-2],
+            "--out",
+            str(tmp_path / "dead"),
+            "--retriever",
+            f"http://127.0.0.1:{free_port()}",
+            "--set",
+            "search.retries=0",
+            "--set",
+            "search.timeout_s=1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert dead.returncode == 1 and "retriever error" in dead.stderr and "--resume" in dead.stderr
     assert not (tmp_path / "dead" / "summary.json").exists()
 
@@ -169,8 +255,9 @@ def test_compare_warns_on_few_shared_questions_and_refuses_none(tmp_path: Path) 
     def fake_eval(d: Path, ids: list[str], name: str = "set") -> None:  # evaluation folders as `eval` writes them
         d.mkdir()
         (d / "summary.json").write_text(json.dumps({"datasets": {name: {}}}))
-        (d / f"predictions-{name}.jsonl").write_text("".join(json.dumps({"id": i, "em": 1.0, "cover_em": 1.0, "f1": 1.0}) + "\n"
-                                                            for i in ids))
+        (d / f"predictions-{name}.jsonl").write_text(
+            "".join(json.dumps({"id": i, "em": 1.0, "cover_em": 1.0, "f1": 1.0}) + "\n" for i in ids)
+        )
 
     fake_eval(tmp_path / "a", [str(i) for i in range(10)])
     fake_eval(tmp_path / "b", ["1", "2", "3"])

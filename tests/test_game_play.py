@@ -24,43 +24,57 @@ from tests.test_game_rules import GOOD_Q, proposer_traj
 
 
 @pytest.fixture(scope="module")
-def judge_url(tiny_engine):  # noqa: ANN001
-    with running_server(create_app(tiny_engine, "tiny-judge", ServerConfig(max_new_tokens=64, max_prompt_tokens=2048,
-                                                                          max_body_bytes=65536, max_waiting=2))) as url:
+def judge_url(tiny_engine):
+    with running_server(
+        create_app(
+            tiny_engine,
+            "tiny-judge",
+            ServerConfig(max_new_tokens=64, max_prompt_tokens=2048, max_body_bytes=65536, max_waiting=2),
+        )
+    ) as url:
         yield url + "/v1"
 
 
-def judge_cfg(url: str, tmp_path: Path, **kw) -> JudgeConfig:  # noqa: ANN003
+def judge_cfg(url: str, tmp_path: Path, **kw) -> JudgeConfig:
     return JudgeConfig(base_url=url, model="tiny-judge", cache=str(tmp_path / "cache.sqlite"), max_tokens=16, **kw)
 
 
 def test_serve_model_speaks_openai_and_rejects_bad_requests(judge_url: str) -> None:
-    ok = httpx.post(f"{judge_url}/chat/completions", json={"model": "tiny-judge", "messages": [{"role": "user", "content": "hi"}],
-                                                           "max_tokens": 5, "temperature": 0})
+    ok = httpx.post(
+        f"{judge_url}/chat/completions",
+        json={"model": "tiny-judge", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0},
+    )
     body = ok.json()
     assert ok.status_code == 200 and body["object"] == "chat.completion"
     assert isinstance(body["choices"][0]["message"]["content"], str) and body["usage"]["completion_tokens"] <= 5
     assert httpx.get(f"{judge_url}/models").json()["data"][0]["id"] == "tiny-judge"
-    for payload, param in [({"messages": []}, "messages"), ({"messages": [{"role": "x", "content": "hi"}]}, "messages[0]"),
-                           ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
-                           ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
-                           ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, "model")]:
+    for payload, param in [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "x", "content": "hi"}]}, "messages[0]"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
+        ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, "model"),
+    ]:
         r = httpx.post(f"{judge_url}/chat/completions", json=payload)
         assert 400 <= r.status_code < 500 and r.json()["error"]["param"] == param
     r = httpx.post(f"{judge_url}/chat/completions", content=b"{oops")
     assert r.status_code == 400 and "malformed JSON" in r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize(("payload", "status", "param", "says"), [
-    ({"stream": True}, 400, "stream", "streaming is not supported"),
-    ({"n": 2}, 400, "n", "only n=1"),
-    ({"logprobs": True}, 400, "logprobs", "only logprobs=False"),
-    ({"tools": []}, 400, "tools", "unsupported field"),
-    ({"messages": [{"role": "user", "content": "word " * 3000}]}, 413, "messages", "the limit is 2048"),
-    ({"stream": False, "n": 1, "user": "me", "presence_penalty": 0}, 200, None, ""),
-])
-def test_serve_model_refuses_what_it_does_not_implement_and_bounds_the_work(judge_url: str, payload: dict, status: int,
-                                                                             param: str | None, says: str) -> None:
+@pytest.mark.parametrize(
+    ("payload", "status", "param", "says"),
+    [
+        ({"stream": True}, 400, "stream", "streaming is not supported"),
+        ({"n": 2}, 400, "n", "only n=1"),
+        ({"logprobs": True}, 400, "logprobs", "only logprobs=False"),
+        ({"tools": []}, 400, "tools", "unsupported field"),
+        ({"messages": [{"role": "user", "content": "word " * 3000}]}, 413, "messages", "the limit is 2048"),
+        ({"stream": False, "n": 1, "user": "me", "presence_penalty": 0}, 200, None, ""),
+    ],
+)
+def test_serve_model_refuses_what_it_does_not_implement_and_bounds_the_work(
+    judge_url: str, payload: dict, status: int, param: str | None, says: str
+) -> None:
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **payload}
     r = httpx.post(f"{judge_url}/chat/completions", json=body, timeout=60)
     assert r.status_code == status, r.text
@@ -96,7 +110,7 @@ def verification_inputs() -> tuple[list, list]:
     return [(GOOD_Q, Seed("Paris", 2), trajs[0]), (GOOD_Q, Seed("Lyon", 2), trajs[1])], trajs
 
 
-def test_policy_verifier_on_the_tiny_model(tiny_engine) -> None:  # noqa: ANN001
+def test_policy_verifier_on_the_tiny_model(tiny_engine) -> None:
     questions, batch = verification_inputs()
     results = verify_questions(questions, batch, "policy", 1, random.Random(0), engine=tiny_engine, guided=True)
     assert len(results) == 2
@@ -156,7 +170,7 @@ def test_judge_protocol_strict_verdicts_retries_and_misconfiguration(tmp_path: P
         script[:] = [(400, "prompt too long"), (200, "yes")]
         assert judge.equivalent("too long", ["Paris"], "x").value is None and judge.calls == calls + 1  # 4xx: not retried
         script[:] = [(401, "invalid API key sk-...")]
-        with pytest.raises(JudgeConfigError, match="HTTP 401.*invalid API key"):
+        with pytest.raises(JudgeConfigError, match=r"HTTP 401.*invalid API key"):
             judge.equivalent("any", ["Paris"], "x")
 
 
@@ -169,15 +183,24 @@ def test_stopped_judge_rejects_and_counts_errors(tmp_path: Path) -> None:
     assert judge.equivalent("q", ["Paris"], "Lutetia").value is None
 
 
-def tiny_config(**game) -> Config:  # noqa: ANN003
+def tiny_config(**game) -> Config:
     cfg = load_config(None, ["model.path=tiny-random", "model.dtype=float32"])
     cfg.rollout = RolloutConfig(scaffold="guided", max_new_tokens=8, max_total_tokens=1536, seed=0)
-    cfg.game = GameConfig(**{"batch_size": 3, "proposer_n": 2, "solver_n": 2, "proposer_max_turns": 3,
-                             "solver_max_turns": 2, "min_question_words": 1, **game})
+    cfg.game = GameConfig(
+        **{
+            "batch_size": 3,
+            "proposer_n": 2,
+            "solver_n": 2,
+            "proposer_max_turns": 3,
+            "solver_max_turns": 2,
+            "min_question_words": 1,
+            **game,
+        }
+    )
     return cfg
 
 
-def test_play_round_shapes_and_metrics(tiny_engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+def test_play_round_shapes_and_metrics(tiny_engine, bundled_bm25, tmp_path: Path) -> None:
     cfg = tiny_config(verifier="off")  # the random model never passes verification; keep the questions
     pool = QuestionPool(tmp_path / "pool.jsonl")
     sampler = SeedSampler(load_seeds(seeds_path(BUNDLED)), 0)
@@ -191,27 +214,58 @@ def test_play_round_shapes_and_metrics(tiny_engine, bundled_bm25, tmp_path: Path
     assert len(pool) == len(kept) == result.metrics["solver/questions"] - result.metrics["pool/reused"]
     m = result.metrics
     assert "verify/pass_rate" not in result.metrics  # verifier off: no made-up pass rate
-    for key in ("proposer/valid_rate", "proposer/reward_mean", "proposer/reward_std", "solver/acc",
-                "solver/success_rate_0", "solver/success_rate_mid", "solver/success_rate_1", "proposer/searches_mean",
-                "solver/generated_tokens_mean", "timing/proposer_s", "timing/verify_s", "timing/solver_s",
-                "proposer/reject_no_question_tag", "pool/reused"):
+    for key in (
+        "proposer/valid_rate",
+        "proposer/reward_mean",
+        "proposer/reward_std",
+        "solver/acc",
+        "solver/success_rate_0",
+        "solver/success_rate_mid",
+        "solver/success_rate_1",
+        "proposer/searches_mean",
+        "solver/generated_tokens_mean",
+        "timing/proposer_s",
+        "timing/verify_s",
+        "timing/solver_s",
+        "proposer/reject_no_question_tag",
+        "pool/reused",
+    ):
         assert key in m
     assert m["proposer/valid_rate"] == len(kept) / 6
     rejected = sum(v for k, v in m.items() if k.startswith("proposer/reject_"))
     assert rejected + len(kept) == 6
-    assert all(r == cfg.game.format_penalty for r, t in zip(result.proposer_rewards, result.proposer)
-               if t.meta["id"] not in {k.pool_id for k in kept})
+    assert all(
+        r == cfg.game.format_penalty
+        for r, t in zip(result.proposer_rewards, result.proposer)
+        if t.meta["id"] not in {k.pool_id for k in kept}
+    )
     assert result.proposer_excluded == [False] * 6 and result.solver_excluded == [False] * len(result.solver)
 
 
-def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bundled_bm25, tmp_path: Path) -> None:
     cfg = tiny_config(verifier="policy", failure_handling="reuse", min_searches=0)
     pool = QuestionPool(tmp_path / "pool.jsonl")
     for k in range(3):  # questions from an earlier round, solved by nobody yet
-        pool.add(PoolQuestion(id=f"old-{k}", question=f"Which city is the capital of country {k}?", answer="Paris",
-                              aliases=[], hops=1, step=0, proposer_trajectory="p", evidence_ids=[], noisy_ids=[],
-                              verifier_answer="Paris", verdict="exact_match", solver_rewards=[0.0], success_rate=0.0))
-    result = play_round(tiny_engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 1), pool, cfg, 1, random.Random(0))
+        pool.add(
+            PoolQuestion(
+                id=f"old-{k}",
+                question=f"Which city is the capital of country {k}?",
+                answer="Paris",
+                aliases=[],
+                hops=1,
+                step=0,
+                proposer_trajectory="p",
+                evidence_ids=[],
+                noisy_ids=[],
+                verifier_answer="Paris",
+                verdict="exact_match",
+                solver_rewards=[0.0],
+                success_rate=0.0,
+            )
+        )
+    result = play_round(
+        tiny_engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 1), pool, cfg, 1, random.Random(0)
+    )
     m = result.metrics
     verdicts = [t.meta["verification"]["verdict"] for t in result.proposer if "verification" in t.meta]
     assert len(verdicts) == m["verify/candidates"] > 0  # questions reached the policy verifier ...
@@ -227,9 +281,28 @@ def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bun
 @pytest.mark.slow
 def test_searchplay_play_with_the_bundled_model(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "searchplay", "play", "--rounds", "1", "--run-dir", str(run),
-           "--set", "game.batch_size=2", "--set", "game.solver_n=2", "--set", "rollout.max_new_tokens=24",
-           "--set", "game.proposer_max_turns=3", "--set", "game.solver_max_turns=3", "--set", "model.threads=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "searchplay",
+        "play",
+        "--rounds",
+        "1",
+        "--run-dir",
+        str(run),
+        "--set",
+        "game.batch_size=2",
+        "--set",
+        "game.solver_n=2",
+        "--set",
+        "rollout.max_new_tokens=24",
+        "--set",
+        "game.proposer_max_turns=3",
+        "--set",
+        "game.solver_max_turns=3",
+        "--set",
+        "model.threads=2",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -245,9 +318,11 @@ def test_judge_predictions_calls_the_judge_only_for_inexact_answers(judge_url: s
     from searchplay.eval.evaluate import Prediction, judge_accuracy, judge_predictions
 
     judge = LLMJudge(judge_cfg(judge_url, tmp_path))
-    preds = [Prediction("a", "Capital of France?", ["Paris"], "Paris", 1.0, 1.0, 1.0, Trajectory([1])),
-             Prediction("b", "Capital of France?", ["Paris"], None, 0.0, 0.0, 0.0, Trajectory([1])),
-             Prediction("c", "Capital of France?", ["Paris"], "the city of light", 0.0, 0.0, 0.0, Trajectory([1]))]
+    preds = [
+        Prediction("a", "Capital of France?", ["Paris"], "Paris", 1.0, 1.0, 1.0, Trajectory([1])),
+        Prediction("b", "Capital of France?", ["Paris"], None, 0.0, 0.0, 0.0, Trajectory([1])),
+        Prediction("c", "Capital of France?", ["Paris"], "the city of light", 0.0, 0.0, 0.0, Trajectory([1])),
+    ]
     verdicts = judge_predictions(judge, [p.to_dict() for p in preds])
     assert verdicts[:2] == [True, False] and 1 <= judge.calls <= 1 + judge.cfg.retries  # one answer needed the judge
     assert verdicts[2] in (True, False, None)  # the tiny random judge: whatever it says, or unknown if unreadable

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
 
-from searchplay.assets.names import BUNDLED, seeds_path
 from searchplay.agent.trajectory import Trajectory, Turn
+from searchplay.assets.names import BUNDLED, seeds_path
 from searchplay.config import GameConfig
 from searchplay.game import extract as x
 from searchplay.game.pool import PoolError, PoolQuestion, QuestionPool
@@ -46,12 +47,15 @@ def test_solver_reward_cases() -> None:
     assert success_rate([1.0, 0.0, 0.25, 0.0, 0.0]) == pytest.approx(0.25) and success_rate([]) == 0.0
 
 
-@pytest.mark.parametrize(("prediction", "em", "f1", "cover"), [
-    ("Paris", 1.0, 1.0, 1.0),
-    ("It is Paris, France", 0.0, 0.4, 1.0),  # tokens: it is paris france vs paris
-    ("Lyon", 0.0, 0.0, 0.0),
-    ("the city of Paris", 0.0, 0.5, 1.0),  # city of paris vs paris: P 1/3, R 1 -> 0.5
-])
+@pytest.mark.parametrize(
+    ("prediction", "em", "f1", "cover"),
+    [
+        ("Paris", 1.0, 1.0, 1.0),
+        ("It is Paris, France", 0.0, 0.4, 1.0),  # tokens: it is paris france vs paris
+        ("Lyon", 0.0, 0.0, 0.0),
+        ("the city of Paris", 0.0, 0.5, 1.0),  # city of paris vs paris: P 1/3, R 1 -> 0.5
+    ],
+)
 def test_solver_reward_kinds(prediction: str, em: float, f1: float, cover: float) -> None:
     assert solver_reward(prediction, ["Paris"], "em") == em
     assert solver_reward(prediction, ["Paris"], "f1") == pytest.approx(f1)
@@ -66,8 +70,10 @@ GOOD_Q = "Which city on the river Seine hosts the museum that holds the Mona Lis
 
 
 def proposer_traj(question: str | None, queries: list[str], hits: bool = True) -> Trajectory:
-    turns = [Turn(text="", action="search", content=q, hits=[{"id": f"d{i}", "title": "T", "text": "x"}] if hits else [])
-             for i, q in enumerate(queries)]
+    turns = [
+        Turn(text="", action="search", content=q, hits=[{"id": f"d{i}", "title": "T", "text": "x"}] if hits else [])
+        for i, q in enumerate(queries)
+    ]
     if question is not None:
         turns.append(Turn(text="", action="question", content=question))
     return Trajectory([1], turns=turns, final=question, stop_reason="question" if question else "max_turns")
@@ -76,17 +82,26 @@ def proposer_traj(question: str | None, queries: list[str], hits: bool = True) -
 SEED = Seed("Paris", 2, aliases=("City of Light",))
 
 
-@pytest.mark.parametrize(("traj", "reason"), [
-    (proposer_traj(GOOD_Q, ["Mona Lisa museum", "Louvre city"]), None),
-    (proposer_traj(None, ["a", "b"]), x.NO_QUESTION),
-    (proposer_traj("Which city is it?", ["a", "b"]), x.TOO_SHORT),
-    (proposer_traj("word " * 300, ["a", "b"]), x.TOO_LONG),
-    (proposer_traj("Is the answer to this long question perhaps the city called Paris in France?", ["a", "b"]), x.ANSWER_IN_QUESTION),
-    (proposer_traj("Which place is known as the City of Light among the capitals of Europe today?", ["a", "b"]), x.ANSWER_IN_QUESTION),
-    (proposer_traj(GOOD_Q, ["Mona Lisa museum"]), x.TOO_FEW_SEARCHES),
-    (proposer_traj(GOOD_Q, ["Mona Lisa museum", "the Mona Lisa museum!"]), x.REPEATED_SEARCHES),
-    (proposer_traj(GOOD_Q, ["Mona Lisa museum", "Louvre city"], hits=False), x.NO_RETRIEVAL),
-])
+@pytest.mark.parametrize(
+    ("traj", "reason"),
+    [
+        (proposer_traj(GOOD_Q, ["Mona Lisa museum", "Louvre city"]), None),
+        (proposer_traj(None, ["a", "b"]), x.NO_QUESTION),
+        (proposer_traj("Which city is it?", ["a", "b"]), x.TOO_SHORT),
+        (proposer_traj("word " * 300, ["a", "b"]), x.TOO_LONG),
+        (
+            proposer_traj("Is the answer to this long question perhaps the city called Paris in France?", ["a", "b"]),
+            x.ANSWER_IN_QUESTION,
+        ),
+        (
+            proposer_traj("Which place is known as the City of Light among the capitals of Europe today?", ["a", "b"]),
+            x.ANSWER_IN_QUESTION,
+        ),
+        (proposer_traj(GOOD_Q, ["Mona Lisa museum"]), x.TOO_FEW_SEARCHES),
+        (proposer_traj(GOOD_Q, ["Mona Lisa museum", "the Mona Lisa museum!"]), x.REPEATED_SEARCHES),
+        (proposer_traj(GOOD_Q, ["Mona Lisa museum", "Louvre city"], hits=False), x.NO_RETRIEVAL),
+    ],
+)
 def test_each_filter(traj: Trajectory, reason: str | None) -> None:
     result = x.extract_question(traj, SEED, GameConfig())
     assert result.rejection == reason
@@ -131,8 +146,9 @@ def test_evidence_verifier_needs_the_answer_in_a_retrieved_document() -> None:
     traj.turns[1].hits[0]["text"] = "Parisian museums"  # word boundaries: no partial-word match
     assert not verify_questions([(GOOD_Q, SEED, traj)], [traj], "evidence", 4, random.Random(0))[0].passed
     traj.turns[1].hits[0]["text"] = "The Louvre is a museum in Paris, France."
-    unrelated = verify_questions([("Where does pizza come from, and who ate it first?", SEED, traj)], [traj], "evidence",
-                                 4, random.Random(0))[0]
+    unrelated = verify_questions(
+        [("Where does pizza come from, and who ate it first?", SEED, traj)], [traj], "evidence", 4, random.Random(0)
+    )[0]
     assert not unrelated.passed and unrelated.verdict == "question_not_grounded"  # shares no content word with the doc
 
 
@@ -148,13 +164,20 @@ def test_answer_word_filter_catches_partial_leaks() -> None:
 
 # --- seeds ------------------------------------------------------------------------
 
+
 def test_seed_formats(tmp_path: Path) -> None:
     f = tmp_path / "s.jsonl"
-    f.write_text("\n".join(json.dumps(r) for r in [
-        {"answer": "Paris", "hops": 2},
-        {"ground_truth": ["Lyon", "Lugdunum"], "search_turns": 3, "question": "example?"},
-        {"ground_truth": {"target": ["Nice"]}, "hops": 1, "aliases": ["Nizza"]},
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"answer": "Paris", "hops": 2},
+                {"ground_truth": ["Lyon", "Lugdunum"], "search_turns": 3, "question": "example?"},
+                {"ground_truth": {"target": ["Nice"]}, "hops": 1, "aliases": ["Nizza"]},
+            ]
+        )
+        + "\n"
+    )
     seeds = load_seeds(str(f))
     assert seeds[0] == Seed("Paris", 2)
     assert seeds[1].golden == ["Lyon", "Lugdunum"] and seeds[1].extra == {"question": "example?"}
@@ -163,11 +186,17 @@ def test_seed_formats(tmp_path: Path) -> None:
 
 def test_seed_example_questions_reach_the_proposer_prompt(tmp_path: Path) -> None:
     f = tmp_path / "ssp.jsonl"
-    f.write_text("\n".join(json.dumps(r) for r in [
-        {"ground_truth": "Lyon", "search_turns": 2, "sys_question_example": "Q1: Which river...?\nQ2: Who founded...?"},
-        {"answer": "Nice", "hops": 1, "example_questions": ["Which city hosts the carnival?", " "]},
-        {"answer": "Paris", "hops": 1},
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"ground_truth": "Lyon", "search_turns": 2, "sys_question_example": "Q1: Which river...?\nQ2: Who founded...?"},
+                {"answer": "Nice", "hops": 1, "example_questions": ["Which city hosts the carnival?", " "]},
+                {"answer": "Paris", "hops": 1},
+            ]
+        )
+        + "\n"
+    )
     ssp, listed, plain = load_seeds(str(f))
     assert "Q1: Which river...?\nQ2: Who founded...?" in proposer_messages(ssp.answer, ssp.hops, seed_examples(ssp.extra))[0]
     assert proposer_messages(listed.answer, 1, seed_examples(listed.extra))[0].endswith("- Which city hosts the carnival?")
@@ -175,12 +204,15 @@ def test_seed_example_questions_reach_the_proposer_prompt(tmp_path: Path) -> Non
     assert "Questions of the kind wanted" not in proposer_messages("Paris", 1)[0]
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ({"hops": 2}, "missing field 'answer'"),
-    ({"answer": "x"}, "missing field 'hops'"),
-    ({"answer": "x", "hops": 0}, "'hops' must be a positive integer"),
-    ({"answer": "", "hops": 1}, "field 'answer' must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({"hops": 2}, "missing field 'answer'"),
+        ({"answer": "x"}, "missing field 'hops'"),
+        ({"answer": "x", "hops": 0}, "'hops' must be a positive integer"),
+        ({"answer": "", "hops": 1}, "field 'answer' must be a non-empty string"),
+    ],
+)
 def test_seed_errors_name_file_line_and_field(tmp_path: Path, line: dict, message: str) -> None:
     f = tmp_path / "s.jsonl"
     f.write_text(json.dumps({"answer": "ok", "hops": 1}) + "\n" + json.dumps(line) + "\n")
@@ -188,7 +220,7 @@ def test_seed_errors_name_file_line_and_field(tmp_path: Path, line: dict, messag
         load_seeds(str(f))
 
 
-def test_bundled_seeds_and_reproducible_sampling(cfg) -> None:  # noqa: ANN001
+def test_bundled_seeds_and_reproducible_sampling(cfg) -> None:
     seeds = load_seeds(seeds_path(BUNDLED))
     a, b = SeedSampler(seeds, 3), SeedSampler(seeds, 3)
     assert a.sample(5) == b.sample(5)
@@ -201,10 +233,23 @@ def test_bundled_seeds_and_reproducible_sampling(cfg) -> None:  # noqa: ANN001
 
 # --- pool -------------------------------------------------------------------------
 
+
 def pool_question(i: int, rate: float) -> PoolQuestion:
-    return PoolQuestion(id=f"q{i}", question=f"question {i}?", answer="Paris", aliases=[], hops=2, step=1,
-                        proposer_trajectory=f"p{i}", evidence_ids=["d1"], noisy_ids=["d9"], verifier_answer="Paris",
-                        verdict="exact_match", solver_rewards=[1.0, 0.0], success_rate=rate)
+    return PoolQuestion(
+        id=f"q{i}",
+        question=f"question {i}?",
+        answer="Paris",
+        aliases=[],
+        hops=2,
+        step=1,
+        proposer_trajectory=f"p{i}",
+        evidence_ids=["d1"],
+        noisy_ids=["d9"],
+        verifier_answer="Paris",
+        verdict="exact_match",
+        solver_rewards=[1.0, 0.0],
+        success_rate=rate,
+    )
 
 
 def test_pool_reload_reuse_and_clear(tmp_path: Path) -> None:
@@ -244,5 +289,5 @@ def test_pool_survives_a_torn_last_line(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes().rstrip(b"\n"))  # complete record, newline lost
     assert list(QuestionPool(path).questions) == ["q0", "q1", "q2", "q3"] and path.read_bytes().endswith(b"\n")
     path.write_bytes(b"{broken\n" + path.read_bytes())
-    with pytest.raises(PoolError, match="pool.jsonl:1: damaged record"):
+    with pytest.raises(PoolError, match=re.escape("pool.jsonl:1: damaged record")):
         QuestionPool(path)

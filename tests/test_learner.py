@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from searchplay.assets.names import model_path, TINY
+from searchplay.assets.names import TINY, model_path
 from searchplay.config import LearnerConfig
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner, Sample
@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
-def tiny(cfg):  # noqa: ANN001, ANN201
+def tiny(cfg):
     torch.manual_seed(0)
     return load_model(model_path(TINY), "float32")
 
 
-def test_masked_positions_get_exactly_zero_gradient(tiny) -> None:  # noqa: ANN001
+def test_masked_positions_get_exactly_zero_gradient(tiny) -> None:
     model, _ = tiny
     learner = Learner(model, LearnerConfig(bf16=False, kl_coef=0.0), pad_id=0)
     prompt, response = [5, 6, 7, 8], [9, 10, 11, 12]
@@ -30,7 +30,7 @@ def test_masked_positions_get_exactly_zero_gradient(tiny) -> None:  # noqa: ANN0
     embeddings = model.get_input_embeddings()
     captured = {}
 
-    def keep(module, inputs, output):  # noqa: ANN001, ANN202
+    def keep(module, inputs, output):
         output.retain_grad()
         captured["emb"] = output
 
@@ -45,7 +45,7 @@ def test_masked_positions_get_exactly_zero_gradient(tiny) -> None:  # noqa: ANN0
     assert grad[:4].abs().sum() > 0
 
 
-def test_a_toy_reward_raises_the_favoured_tokens_probability(tiny) -> None:  # noqa: ANN001
+def test_a_toy_reward_raises_the_favoured_tokens_probability(tiny) -> None:
     model, _ = tiny
     before = copy.deepcopy(model.state_dict())
     learner = Learner(model, LearnerConfig(lr=1e-2, kl_coef=0.0, bf16=False, clip_high=10, clip_low=0.9), pad_id=0)
@@ -66,7 +66,7 @@ def test_a_toy_reward_raises_the_favoured_tokens_probability(tiny) -> None:  # n
     assert changed > 0
 
 
-def test_bf16_autocast_keeps_small_updates_in_fp32_masters(tiny) -> None:  # noqa: ANN001
+def test_bf16_autocast_keeps_small_updates_in_fp32_masters(tiny) -> None:
     model, _ = tiny
     assert all(p.dtype == torch.float32 for p in model.parameters())
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -79,13 +79,13 @@ def test_bf16_autocast_keeps_small_updates_in_fp32_masters(tiny) -> None:  # noq
     assert (w + torch.tensor(1e-6, dtype=torch.bfloat16)) == w
 
 
-def test_learner_refuses_bf16_weights(cfg) -> None:  # noqa: ANN001
+def test_learner_refuses_bf16_weights(cfg) -> None:
     model, _ = load_model(model_path(TINY), "bfloat16")
     with pytest.raises(ValueError, match="fp32 master weights"):
         Learner(model, LearnerConfig())
 
 
-def test_kl_term_and_reference(tiny) -> None:  # noqa: ANN001
+def test_kl_term_and_reference(tiny) -> None:
     model, _ = tiny
     reference = copy.deepcopy(model)
     learner = Learner(model, LearnerConfig(lr=1e-2, kl_coef=0.5, bf16=False), reference, pad_id=0)
@@ -100,7 +100,7 @@ def test_kl_term_and_reference(tiny) -> None:  # noqa: ANN001
     assert [k.shape[0] for k in kl] == [2, 2] and all((k >= 0).all() for k in kl)
 
 
-def test_micro_batching_matches_one_big_batch(cfg) -> None:  # noqa: ANN001
+def test_micro_batching_matches_one_big_batch(cfg) -> None:
     samples = [Sample([1, 2, 3, 4][: 2 + i % 3], [40 + i, 50 + i, 60 + i], [1, 0, 1], float(i % 2) - 0.5) for i in range(6)]
     grads = []
     for budget in (10_000, 8):
@@ -114,7 +114,7 @@ def test_micro_batching_matches_one_big_batch(cfg) -> None:  # noqa: ANN001
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
 
 
-def test_paper_config_update_equals_a_hand_computed_ssp_style_loss(tiny) -> None:  # noqa: ANN001
+def test_paper_config_update_equals_a_hand_computed_ssp_style_loss(tiny) -> None:
     from searchplay.config import load_config
 
     model, _ = tiny

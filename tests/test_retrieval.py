@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from searchplay.assets.names import corpus_path, index_path
 from searchplay.config import Config, ServerConfig
 from searchplay.outdir import OutputDirError
 from searchplay.search.base import Hit, SearchError, render_hits
@@ -18,7 +19,6 @@ from searchplay.search.bm25 import META_FILE, Bm25Retriever, IndexMismatchError,
 from searchplay.search.cache import CachedRetriever
 from searchplay.search.client import HttpRetriever
 from searchplay.search.hybrid import reciprocal_rank_fusion
-from searchplay.assets.names import corpus_path, index_path
 from searchplay.search.server import create_app
 from tests.servers import free_port, running_server
 
@@ -48,7 +48,9 @@ def test_bm25_finds_entities_and_is_robust_to_query_syntax(bm25: Bm25Retriever) 
 
 def test_index_build_and_corpus_mismatch_refused(tmp_path: Path) -> None:
     corpus = tmp_path / "c.jsonl"
-    corpus.write_text("".join(json.dumps({"id": str(i), "title": f"T{i}", "text": f"apple banana {i}"}) + "\n" for i in range(50)))
+    corpus.write_text(
+        "".join(json.dumps({"id": str(i), "title": f"T{i}", "text": f"apple banana {i}"}) + "\n" for i in range(50))
+    )
     meta = build_bm25_index(corpus, tmp_path / "idx", progress=False)
     assert meta["passages"] == 50 and (tmp_path / "idx" / META_FILE).is_file()
     assert len(Bm25Retriever(tmp_path / "idx", corpus=corpus)) == 50
@@ -76,8 +78,12 @@ def test_index_build_never_destroys_what_it_did_not_write(tmp_path: Path) -> Non
     corpus.write_text(corpus.read_text() + json.dumps({"id": "new", "title": "N", "text": "pear"}) + "\n")
     assert build_bm25_index(corpus, tmp_path / "idx", progress=False)["passages"] == 21  # ours: replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "idx", "work"]  # nothing left beside it
-    result = subprocess.run([sys.executable, "-m", "searchplay", "index", "build", "--corpus", str(corpus), "--out", str(notes)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "searchplay", "index", "build", "--corpus", str(corpus), "--out", str(notes)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "holds no index written by searchplay" in result.stderr
     assert (notes / "notes.txt").read_text() == "mine"
 
@@ -212,9 +218,13 @@ def test_client_turns_every_malformed_server_answer_into_a_search_error() -> Non
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
 
-    bodies = {"not-json": PlainTextResponse("<html>oops</html>"), "list": JSONResponse([1, 2]),
-              "short": JSONResponse({"result": []}), "bad-doc": JSONResponse({"result": [[{"document": {"id": 1, "contents": 5}}]]}),
-              "no-contents": JSONResponse({"result": [[{"id": "x"}]]})}
+    bodies = {
+        "not-json": PlainTextResponse("<html>oops</html>"),
+        "list": JSONResponse([1, 2]),
+        "short": JSONResponse({"result": []}),
+        "bad-doc": JSONResponse({"result": [[{"document": {"id": 1, "contents": 5}}]]}),
+        "no-contents": JSONResponse({"result": [[{"id": "x"}]]}),
+    }
     app = FastAPI()
     mode = {"now": ""}
 

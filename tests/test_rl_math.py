@@ -88,8 +88,17 @@ def test_planned_optimizer_steps_count_mini_batches_epochs_and_updates() -> None
     from searchplay.config import load_config
     from searchplay.train.trainer import planned_optimizer_steps
 
-    cfg = load_config(None, ["game.batch_size=4", "game.proposer_n=1", "game.solver_n=4", "learner.mini_batch_size=8",
-                             "learner.ppo_epochs=2", "trainer.steps=3"])
+    cfg = load_config(
+        None,
+        [
+            "game.batch_size=4",
+            "game.proposer_n=1",
+            "game.solver_n=4",
+            "learner.mini_batch_size=8",
+            "learner.ppo_epochs=2",
+            "trainer.steps=3",
+        ],
+    )
     # per step: solver 16 samples -> 2 mini-batches, proposer 4 -> 1; x 2 epochs; x 3 steps
     assert planned_optimizer_steps(cfg) == 3 * (2 + 1) * 2
     cfg.proposer.warmup_steps = 1  # the proposer is not updated at step 1

@@ -17,8 +17,17 @@ def searchplay(*args: str) -> subprocess.CompletedProcess[str]:
 def test_plot_draws_the_panels_present_and_refuses_a_non_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    rows = [{"step": s, "solver/acc": s / 10, "proposer/valid_rate": 0.1 * s, "verify/pass_rate": 0.5,
-             "solver_update/kl": 0.001 * s, "solver_update/logprob_gap_mean": 0.02} for s in range(1, 8)]
+    rows = [
+        {
+            "step": s,
+            "solver/acc": s / 10,
+            "proposer/valid_rate": 0.1 * s,
+            "verify/pass_rate": 0.5,
+            "solver_update/kl": 0.001 * s,
+            "solver_update/logprob_gap_mean": 0.02,
+        }
+        for s in range(1, 8)
+    ]
     rows[-1].update({"eval/em": 0.1, "eval/cover_em": 0.2, "eval/f1": 0.15})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = searchplay("plot", str(run), str(run), "--smooth", "3", "--label", "a", "--label", "b")
@@ -37,8 +46,20 @@ def test_plot_draws_the_panels_present_and_refuses_a_non_run(tmp_path: Path) -> 
 
 def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) -> None:
     out, work = tmp_path / "study", tmp_path / "work"
-    cmd = [sys.executable, "benchmarks/study.py", "--config", "configs/tiny-test.toml", "--minutes", "0.001",
-           "--limit", "3", "--out", str(out), "--work", str(work)]
+    cmd = [
+        sys.executable,
+        "benchmarks/study.py",
+        "--config",
+        "configs/tiny-test.toml",
+        "--minutes",
+        "0.001",
+        "--limit",
+        "3",
+        "--out",
+        str(out),
+        "--work",
+        str(work),
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     for name in ("base", "selfplay", "supervised"):

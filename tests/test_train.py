@@ -35,8 +35,17 @@ def test_train_two_steps_then_resume_with_the_same_pool(tmp_path: Path) -> None:
     run("--config", "configs/tiny-test.toml", "--run-dir", str(rd))
     assert steps(rd) == [1, 2]
     metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
-    for key in ("solver_update/loss", "proposer_update/grad_norm", "solver/acc", "proposer/valid_rate", "timing/step_s",
-                "eval/em", "eval/f1", "search/cache_hits", "pool/size"):
+    for key in (
+        "solver_update/loss",
+        "proposer_update/grad_norm",
+        "solver/acc",
+        "proposer/valid_rate",
+        "timing/step_s",
+        "eval/em",
+        "eval/f1",
+        "search/cache_hits",
+        "pool/size",
+    ):
         assert key in metrics[1], key
     ckpt = rd / "checkpoints" / "step-2"
     assert (ckpt / "model" / "model.safetensors").is_file() and (ckpt / "trainer.pt").is_file()
@@ -56,14 +65,24 @@ def test_runs_that_cannot_start_leave_nothing_and_runs_without_checkpoint_restar
     out = subprocess.run(train_cmd("--resume", str(tmp_path)), capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and "not a run directory" in out.stderr
     bad = tmp_path / "bad"
-    out = subprocess.run(train_cmd("--config", "configs/tiny-test.toml", "--run-dir", str(bad), "--set", "game.seeds=nowhere.jsonl"),
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        train_cmd("--config", "configs/tiny-test.toml", "--run-dir", str(bad), "--set", "game.seeds=nowhere.jsonl"),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 2 and "nowhere.jsonl" in out.stderr and not bad.exists()  # no half-made run folder
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    out = subprocess.run(train_cmd("--config", "configs/tiny-test.toml", "--run-dir", str(mine)), capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        train_cmd("--config", "configs/tiny-test.toml", "--run-dir", str(mine)),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 2 and "holds no run written by searchplay" in out.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     # a run killed before its first checkpoint: metrics of step 1 but nothing to load
@@ -73,16 +92,22 @@ def test_runs_that_cannot_start_leave_nothing_and_runs_without_checkpoint_restar
         shutil.rmtree(ckpt)
     run("--resume", str(rd), "--steps", "2")
     assert steps(rd) == [1, 2]  # started again from step 1, each step logged once
-    other = subprocess.run(train_cmd("--resume", str(rd), "--config", "configs/cpu-smollm2.toml"), capture_output=True,
-                           text=True, cwd=ROOT, timeout=120)
+    other = subprocess.run(
+        train_cmd("--resume", str(rd), "--config", "configs/cpu-smollm2.toml"),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert other.returncode == 2 and "differs from the run's own config" in other.stderr and "model.path" in other.stderr
 
 
 def test_sigkill_mid_step_then_resume_loses_nothing_before_the_checkpoint(tmp_path: Path) -> None:
     rd = tmp_path / "run"
     args = ["--config", "configs/tiny-test.toml", "--run-dir", str(rd), "--steps", "4", "--set", "trainer.save_every=2"]
-    proc = subprocess.Popen(train_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        train_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         if (rd / "metrics.jsonl").exists() and 3 in steps(rd):
@@ -106,8 +131,22 @@ def test_sigkill_mid_step_then_resume_loses_nothing_before_the_checkpoint(tmp_pa
 
 def test_supervised_control_and_the_training_time_budget(tmp_path: Path) -> None:
     rd = tmp_path / "sup"
-    run("--config", "configs/tiny-test.toml", "--run-dir", str(rd), "--steps", "5", "--set", "game.mode=supervised",
-        "--set", "game.train_data=nq-dev-answerable", "--set", "trainer.max_minutes=0.0001", "--set", "trainer.eval_every=0")
+    run(
+        "--config",
+        "configs/tiny-test.toml",
+        "--run-dir",
+        str(rd),
+        "--steps",
+        "5",
+        "--set",
+        "game.mode=supervised",
+        "--set",
+        "game.train_data=nq-dev-answerable",
+        "--set",
+        "trainer.max_minutes=0.0001",
+        "--set",
+        "trainer.eval_every=0",
+    )
     metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1]  # the budget ran out during step 1: stop, checkpoint, no step 2
     assert (rd / "checkpoints" / "step-1").is_dir()
@@ -121,9 +160,22 @@ def test_supervised_control_and_the_training_time_budget(tmp_path: Path) -> None
 
 def test_evaluation_before_training_on_several_sets(tmp_path: Path) -> None:
     rd = tmp_path / "ev"
-    run("--config", "configs/tiny-test.toml", "--run-dir", str(rd), "--steps", "1", "--set", "trainer.eval_before_training=true",
-        "--set", "trainer.eval_every=1", "--set", "trainer.eval_limit=2",
-        "--set", "trainer.eval_data=nq-dev-answerable,triviaqa-dev-answerable")
+    run(
+        "--config",
+        "configs/tiny-test.toml",
+        "--run-dir",
+        str(rd),
+        "--steps",
+        "1",
+        "--set",
+        "trainer.eval_before_training=true",
+        "--set",
+        "trainer.eval_every=1",
+        "--set",
+        "trainer.eval_limit=2",
+        "--set",
+        "trainer.eval_data=nq-dev-answerable,triviaqa-dev-answerable",
+    )
     metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 1]
     for m in metrics:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from searchplay.assets.names import BUNDLED, model_path, seeds_path, TINY
 from searchplay.agent.rollout import chat_prompt_ids, run_episodes
+from searchplay.assets.names import BUNDLED, TINY, model_path, seeds_path
 from searchplay.config import ConfigError, JudgeConfig, LearnerConfig, RolloutConfig, load_config, validate_for_training
 from searchplay.game.pool import QuestionPool
 from searchplay.game.prompts import solver_messages
@@ -32,18 +32,18 @@ QUESTIONS = ["Who painted the Mona Lisa?", "What is the capital of Japan?", "Whi
 
 
 @pytest.fixture()
-def engine(cfg):  # noqa: ANN001, ANN201 - a fresh model per test: these tests change weights
+def engine(cfg):
     torch.manual_seed(0)
     return TransformersEngine.load(model_path(TINY), "float32", threads=1)
 
 
-def solver_trajectories(engine: TransformersEngine, retriever, temperature: float = 0.7, seed: int = 3) -> list:  # noqa: ANN001
+def solver_trajectories(engine: TransformersEngine, retriever, temperature: float = 0.7, seed: int = 3) -> list:
     prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in QUESTIONS for _ in range(2)]
     cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=8, temperature=temperature, seed=seed)
     return run_episodes(engine, retriever, prompts, cfg, "answer")
 
 
-def test_learner_scores_real_trajectories_like_the_engine_at_the_rollout_temperature(engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_learner_scores_real_trajectories_like_the_engine_at_the_rollout_temperature(engine, bundled_bm25) -> None:
     trajs = solver_trajectories(engine, bundled_bm25, temperature=0.7)
     samples = [Sample.from_trajectory(t, 1.0) for t in trajs]
     learner = Learner(engine.model, LearnerConfig(bf16=False, kl_coef=0.0, lr=0.0), pad_id=engine.pad_id, temperature=0.7)
@@ -61,10 +61,12 @@ def test_learner_scores_real_trajectories_like_the_engine_at_the_rollout_tempera
     assert untempered.update([Sample.from_trajectory(t, 1.0) for t in trajs])["learner/logprob_gap_mean"] > 0.05
 
 
-def test_proposer_old_logprobs_come_from_the_weights_that_sampled_it(engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+def test_proposer_old_logprobs_come_from_the_weights_that_sampled_it(engine, bundled_bm25, tmp_path: Path) -> None:
     cfg = tiny_config(verifier="off")
     cfg.learner = LearnerConfig(lr=1e-2, kl_coef=0.0, bf16=False, weight_decay=0.0)
-    result = play_round(engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1, random.Random(0))
+    result = play_round(
+        engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1, random.Random(0)
+    )
     assert result.solver and result.proposer
     result.solver_rewards = [float(i % 2) for i in range(len(result.solver))]  # a signal in every solver group
     result.proposer_rewards = [float(i % 2) for i in range(len(result.proposer))]
@@ -88,7 +90,7 @@ def test_proposer_old_logprobs_come_from_the_weights_that_sampled_it(engine, bun
         learner.update(stale)
 
 
-def test_lr_warmup_counts_optimizer_steps(engine) -> None:  # noqa: ANN001
+def test_lr_warmup_counts_optimizer_steps(engine) -> None:
     cfg = LearnerConfig(lr=1e-3, warmup_steps=8, mini_batch_size=1, ppo_epochs=2, kl_coef=0.0, bf16=False)
     learner = Learner(engine.model, cfg, pad_id=engine.pad_id)
     metrics = learner.update([Sample([1, 2, 3], [42, 43], [1, 1], 1.0), Sample([1, 2, 3], [44, 45], [1, 1], -1.0)])
@@ -103,7 +105,7 @@ def test_training_refuses_truncated_sampling() -> None:
             validate_for_training(load_config(None, [override]))
 
 
-def test_retriever_failures_leave_the_loss_and_are_counted(engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_retriever_failures_leave_the_loss_and_are_counted(engine, bundled_bm25) -> None:
     cfg = tiny_config(verifier="off")
     flaky = FlakyRetriever(bundled_bm25, fail_from=3, only_first=True)  # 2 proposer search turns pass; one solver query fails
     result = play_round(engine, flaky, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1, random.Random(0))
@@ -111,26 +113,40 @@ def test_retriever_failures_leave_the_loss_and_are_counted(engine, bundled_bm25)
     assert any(failed) and not all(failed)
     assert result.solver_excluded == failed
     assert result.metrics["solver/infra_excluded"] == sum(failed)
-    samples = role_samples(result.solver, result.solver_rewards, result.solver_groups, result.solver_excluded, "grpo",
-                           True, False, version=0)
+    samples = role_samples(
+        result.solver, result.solver_rewards, result.solver_groups, result.solver_excluded, "grpo", True, False, version=0
+    )
     assert len(samples) == len(result.solver) - sum(failed)
     kept_ids = {id(s.response_ids) for s in samples}
     assert all(id(t.response_ids) not in kept_ids for t, f in zip(result.solver, failed) if f)
 
 
-def test_an_unreachable_judge_excludes_answers_instead_of_scoring_them_zero(engine, bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+def test_an_unreachable_judge_excludes_answers_instead_of_scoring_them_zero(engine, bundled_bm25, tmp_path: Path) -> None:
     cfg = tiny_config(verifier="off", solver_reward="judge")
-    cfg.judge = JudgeConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="nobody", retries=0, timeout_s=2,
-                            cache=str(tmp_path / "cache.sqlite"))
-    result = play_round(engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1,
-                        random.Random(0), LLMJudge(cfg.judge))
+    cfg.judge = JudgeConfig(
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        model="nobody",
+        retries=0,
+        timeout_s=2,
+        cache=str(tmp_path / "cache.sqlite"),
+    )
+    result = play_round(
+        engine,
+        bundled_bm25,
+        SeedSampler(load_seeds(seeds_path(BUNDLED)), 0),
+        QuestionPool(),
+        cfg,
+        1,
+        random.Random(0),
+        LLMJudge(cfg.judge),
+    )
     judged = ["judge" in t.meta for t in result.solver]
     assert any(judged)
     assert [x for x, j in zip(result.solver_excluded, judged) if j] == [True] * sum(judged)
     assert result.metrics["solver/judge_unknown"] == sum(judged) == result.metrics["solver/infra_excluded"]
 
 
-def test_an_end_of_turn_token_never_stays_inside_an_episode(engine, bundled_bm25) -> None:  # noqa: ANN001
+def test_an_end_of_turn_token_never_stays_inside_an_episode(engine, bundled_bm25) -> None:
     model = copy.deepcopy(engine.model)  # a model that ends every turn at once with <|im_end|>
     eot = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
     head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)

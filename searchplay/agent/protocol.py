@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Literal
 
 ActionKind = Literal["search", "answer", "question", "none"]
 TAGS = ("think", "search", "information", "answer", "question")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pattern(tag: str) -> re.Pattern[str]:
     return re.compile(rf"<{tag}>((?:(?!<{tag}>).)*?)</{tag}>", re.DOTALL)
 

@@ -37,19 +37,19 @@ from searchplay.agent.protocol import parse_action
 from searchplay.agent.trajectory import Trajectory, Turn
 from searchplay.config import RolloutConfig
 from searchplay.llm.base import Engine, Generation, SamplingParams
+from searchplay.llm.chat import chat_ids
 from searchplay.search.base import Hit, Retriever, SearchError, render_hits
 
 FinalTag = Literal["answer", "question"]
-NO_ACTION_HINT = ("\n<information>No action found. Search with <search>your query</search> or finish with "
-                  "<{final}>...</{final}>.</information>\n")
+NO_ACTION_HINT = (
+    "\n<information>No action found. Search with <search>your query</search> or finish with "
+    "<{final}>...</{final}>.</information>\n"
+)
 
 
 def chat_prompt_ids(tokenizer: Any, system: str, user: str) -> list[int]:
     """Render system + user with the model's chat template, ready for the assistant's turn."""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
-    return list(ids)
+    return chat_ids(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": user}])
 
 
 def information_text(hits: list[Hit]) -> str:
@@ -75,8 +75,15 @@ class _Tokens:
         return self._cache[text]
 
 
-def run_episodes(engine: Engine, retriever: Retriever, prompts: list[list[int]], cfg: RolloutConfig,
-                 final_tag: FinalTag = "answer", topk: int = 3, metas: list[dict[str, Any]] | None = None) -> list[Trajectory]:
+def run_episodes(
+    engine: Engine,
+    retriever: Retriever,
+    prompts: list[list[int]],
+    cfg: RolloutConfig,
+    final_tag: FinalTag = "answer",
+    topk: int = 3,
+    metas: list[dict[str, Any]] | None = None,
+) -> list[Trajectory]:
     """Play one episode per prompt; returns trajectories in prompt order."""
     tokens = _Tokens(engine.tokenizer)
     episodes = [_Episode(Trajectory(list(p), meta=dict(metas[i]) if metas else {})) for i, p in enumerate(prompts)]
@@ -88,8 +95,15 @@ def run_episodes(engine: Engine, retriever: Retriever, prompts: list[list[int]],
     return [e.traj for e in episodes]
 
 
-def _play_turns(engine: Engine, retriever: Retriever, episodes: list[_Episode], cfg: RolloutConfig, final_tag: FinalTag,
-                topk: int, tokens: _Tokens) -> None:
+def _play_turns(
+    engine: Engine,
+    retriever: Retriever,
+    episodes: list[_Episode],
+    cfg: RolloutConfig,
+    final_tag: FinalTag,
+    topk: int,
+    tokens: _Tokens,
+) -> None:
     guided = cfg.scaffold == "guided"
     for turn in range(cfg.max_turns):
         active = [e for e in episodes if not e.done]
@@ -115,8 +129,9 @@ def _play_turns(engine: Engine, retriever: Retriever, episodes: list[_Episode], 
         _run_searches(searches, retriever, topk, cfg, tokens)
 
 
-def _record_turn(e: _Episode, g: Generation, cfg: RolloutConfig, tokens: _Tokens, opening: str, tag: str,
-                 final_tag: FinalTag, last_turn: bool) -> str | None:
+def _record_turn(
+    e: _Episode, g: Generation, cfg: RolloutConfig, tokens: _Tokens, opening: str, tag: str, final_tag: FinalTag, last_turn: bool
+) -> str | None:
     """Append one generation to its episode; returns the search query if the turn searches."""
     traj = e.traj
     budget = cfg.max_total_tokens - traj.total_tokens
@@ -157,8 +172,9 @@ def engine_text(tokenizer: Any, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def _run_searches(searches: list[tuple[_Episode, str]], retriever: Retriever, topk: int, cfg: RolloutConfig,
-                  tokens: _Tokens) -> None:
+def _run_searches(
+    searches: list[tuple[_Episode, str]], retriever: Retriever, topk: int, cfg: RolloutConfig, tokens: _Tokens
+) -> None:
     if not searches:
         return
     queries = [q for _, q in searches]
@@ -194,11 +210,13 @@ def rollout_metrics(trajectories: list[Trajectory], prefix: str = "rollout") -> 
     """Counts and means that every caller logs: stop reasons, searches, tokens, errors."""
     n = max(len(trajectories), 1)
     reasons = Counter(t.stop_reason for t in trajectories)
-    out = {f"{prefix}/episodes": float(len(trajectories)),
-           f"{prefix}/searches_mean": sum(len(t.search_queries) for t in trajectories) / n,
-           f"{prefix}/generated_tokens_mean": sum(t.generated_tokens for t in trajectories) / n,
-           f"{prefix}/total_tokens_mean": sum(t.total_tokens for t in trajectories) / n,
-           f"{prefix}/retriever_errors": float(sum(t.search_errors for t in trajectories))}
+    out = {
+        f"{prefix}/episodes": float(len(trajectories)),
+        f"{prefix}/searches_mean": sum(len(t.search_queries) for t in trajectories) / n,
+        f"{prefix}/generated_tokens_mean": sum(t.generated_tokens for t in trajectories) / n,
+        f"{prefix}/total_tokens_mean": sum(t.total_tokens for t in trajectories) / n,
+        f"{prefix}/retriever_errors": float(sum(t.search_errors for t in trajectories)),
+    }
     for r in ("answer", "question", "max_turns", "length", "error", "no_action"):
         out[f"{prefix}/stop_{r}"] = reasons.get(r, 0) / n
     return out

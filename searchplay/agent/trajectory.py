@@ -64,14 +64,21 @@ class Trajectory:
         return sum(self.loss_mask)
 
     def summary(self) -> dict[str, Any]:
-        return {"stop_reason": self.stop_reason, "final": self.final, "turns": len(self.turns),
-                "searches": len(self.search_queries), "queries": self.search_queries, "search_errors": self.search_errors,
-                "generated_tokens": self.generated_tokens, "total_tokens": self.total_tokens}
+        return {
+            "stop_reason": self.stop_reason,
+            "final": self.final,
+            "turns": len(self.turns),
+            "searches": len(self.search_queries),
+            "queries": self.search_queries,
+            "search_errors": self.search_errors,
+            "generated_tokens": self.generated_tokens,
+            "total_tokens": self.total_tokens,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Trajectory":
+    def from_dict(cls, data: dict[str, Any]) -> Trajectory:
         turns = [Turn(**t) for t in data.get("turns", [])]
         return cls(**{**data, "turns": turns})

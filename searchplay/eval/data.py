@@ -16,8 +16,16 @@ import pyarrow.parquet as pq
 from searchplay.assets import asset_file
 from searchplay.jsonl import parse_jsonl
 
-BUNDLED = ("nq-test", "triviaqa-test", "nq-answerable", "triviaqa-answerable",
-           "nq-dev", "triviaqa-dev", "nq-dev-answerable", "triviaqa-dev-answerable")
+BUNDLED = (
+    "nq-test",
+    "triviaqa-test",
+    "nq-answerable",
+    "triviaqa-answerable",
+    "nq-dev",
+    "triviaqa-dev",
+    "nq-dev-answerable",
+    "triviaqa-dev-answerable",
+)
 
 
 class DatasetError(ValueError):

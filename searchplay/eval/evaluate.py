@@ -34,9 +34,16 @@ class Prediction:
     trajectory: Trajectory
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "question": self.question, "golden_answers": self.golden_answers,
-                "prediction": self.prediction, "em": self.em, "cover_em": self.cover_em, "f1": self.f1,
-                "trajectory": self.trajectory.summary()}
+        return {
+            "id": self.id,
+            "question": self.question,
+            "golden_answers": self.golden_answers,
+            "prediction": self.prediction,
+            "em": self.em,
+            "cover_em": self.cover_em,
+            "f1": self.f1,
+            "trajectory": self.trajectory.summary(),
+        }
 
 
 def score(prediction: str | None, golden: list[str]) -> tuple[float, float, float]:
@@ -45,9 +52,16 @@ def score(prediction: str | None, golden: list[str]) -> tuple[float, float, floa
     return float(exact_match(prediction, golden)), float(substring_match(prediction, golden)), f1(prediction, golden)
 
 
-def evaluate(engine: Engine, retriever: Retriever, records: list[dict[str, Any]], rollout: RolloutConfig,
-             topk: int = 3, batch_size: int = 16, temperature: float = 0.0,
-             on_batch: Callable[[list[Prediction]], None] | None = None) -> list[Prediction]:
+def evaluate(
+    engine: Engine,
+    retriever: Retriever,
+    records: list[dict[str, Any]],
+    rollout: RolloutConfig,
+    topk: int = 3,
+    batch_size: int = 16,
+    temperature: float = 0.0,
+    on_batch: Callable[[list[Prediction]], None] | None = None,
+) -> list[Prediction]:
     """Greedy (or sampled) solver episodes over `records`; `on_batch` gets each finished batch's predictions."""
     cfg = replace(rollout, temperature=temperature)
     out: list[Prediction] = []
@@ -58,7 +72,7 @@ def evaluate(engine: Engine, retriever: Retriever, records: list[dict[str, Any]]
             em, cover, f = score(traj.final, r["golden_answers"])
             out.append(Prediction(str(r.get("id", len(out))), r["question"], r["golden_answers"], traj.final, em, cover, f, traj))
         if on_batch:
-            on_batch(out[-len(batch):])
+            on_batch(out[-len(batch) :])
     return out
 
 
@@ -82,8 +96,9 @@ def judge_predictions(judge: LLMJudge, records: list[dict[str, Any]]) -> list[bo
     """Judge verdicts: exact matches count as correct without a call, no answer as wrong; None = unknown."""
     verdicts: list[bool | None] = [bool(r["em"]) for r in records]
     pending = [i for i, r in enumerate(records) if not r["em"] and r["prediction"]]
-    results = judge.map(judge.equivalent, [(records[i]["question"], records[i]["golden_answers"], records[i]["prediction"])
-                                           for i in pending])
+    results = judge.map(
+        judge.equivalent, [(records[i]["question"], records[i]["golden_answers"], records[i]["prediction"]) for i in pending]
+    )
     for i, v in zip(pending, results):
         verdicts[i] = v.value
     return verdicts

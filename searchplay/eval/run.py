@@ -19,8 +19,8 @@ from typing import Any
 from searchplay.config import RolloutConfig
 from searchplay.eval.evaluate import Prediction, evaluate, judge_predictions
 from searchplay.eval.report import dataset_report
-from searchplay.judge.llm_judge import LLMJudge
 from searchplay.jsonl import append_jsonl, write_jsonl
+from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.base import Engine
 from searchplay.outdir import check_output_dir
 from searchplay.search.base import Retriever
@@ -46,7 +46,9 @@ def open_eval_dir(out_dir: Path, settings: dict[str, Any], resume: bool, overwri
         changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
         raise EvalError(f"--resume with other settings than the evaluation in {out_dir}: {changed} (was, now)")
     if saved.exists() and not resume and not overwrite:
-        raise EvalError(f"{out_dir} holds an unfinished evaluation; continue it with --resume, or pass --overwrite to start again")
+        raise EvalError(
+            f"{out_dir} holds an unfinished evaluation; continue it with --resume, or pass --overwrite to start again"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").unlink(missing_ok=True)  # ours (--overwrite): the new summary replaces it at the end
     saved.write_text(json.dumps(settings, indent=2))
@@ -74,10 +76,21 @@ def read_done(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def run_dataset(engine: Engine, retriever: Retriever, label: str, records: list[dict[str, Any]], rollout: RolloutConfig,
-                topk: int, out_dir: Path, batch_size: int = 16, temperature: float = 0.0, resume: bool = False,
-                judge: LLMJudge | None = None, advance: Callable[[int], None] | None = None,
-                fail_fast_after: int = 16) -> dict[str, Any]:
+def run_dataset(
+    engine: Engine,
+    retriever: Retriever,
+    label: str,
+    records: list[dict[str, Any]],
+    rollout: RolloutConfig,
+    topk: int,
+    out_dir: Path,
+    batch_size: int = 16,
+    temperature: float = 0.0,
+    resume: bool = False,
+    judge: LLMJudge | None = None,
+    advance: Callable[[int], None] | None = None,
+    fail_fast_after: int = 16,
+) -> dict[str, Any]:
     """Evaluate one dataset into `out_dir`; returns its report (with questions_per_minute of this session)."""
     path = predictions_path(out_dir, label)
     if not resume:
@@ -97,8 +110,10 @@ def run_dataset(engine: Engine, retriever: Retriever, label: str, records: list[
                 first["seen"] += 1
                 first["failed"] += r["trajectory"]["search_errors"] > 0
         if first["seen"] == min(fail_fast_after, len(todo)) and first["failed"] == first["seen"] > 0:
-            raise EvalError(f"{label}: every one of the first {first['seen']} questions hit a retriever error "
-                            f"(see {path}); fix the retriever, then continue with --resume")
+            raise EvalError(
+                f"{label}: every one of the first {first['seen']} questions hit a retriever error "
+                f"(see {path}); fix the retriever, then continue with --resume"
+            )
         if advance:
             advance(len(batch))
 

@@ -26,5 +26,11 @@ def paired_bootstrap(a: list[float], b: list[float], n_boot: int = 2000, alpha: 
         raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
     diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     lo, hi = bootstrap_ci(diff.tolist(), n_boot, alpha, seed)
-    return {"diff": float(diff.mean()) if len(diff) else 0.0, "lo": lo, "hi": hi, "won": int((diff > 0).sum()),
-            "lost": int((diff < 0).sum()), "n": len(diff)}
+    return {
+        "diff": float(diff.mean()) if len(diff) else 0.0,
+        "lo": lo,
+        "hi": hi,
+        "won": int((diff > 0).sum()),
+        "lost": int((diff < 0).sum()),
+        "n": len(diff),
+    }

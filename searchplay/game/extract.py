@@ -24,9 +24,19 @@ NO_RETRIEVAL = "no_retrieval"
 ANSWER_IN_QUERY = "answer_in_query"
 VERIFY_FAILED = "verification_failed"
 VERIFY_ERROR = "verifier_error"
-REJECTION_REASONS = (NO_QUESTION, TOO_SHORT, TOO_LONG, ANSWER_IN_QUESTION, ANSWER_WORD_IN_QUESTION, TOO_FEW_SEARCHES,
-                     REPEATED_SEARCHES,
-                     NO_RETRIEVAL, ANSWER_IN_QUERY, VERIFY_FAILED, VERIFY_ERROR)
+REJECTION_REASONS = (
+    NO_QUESTION,
+    TOO_SHORT,
+    TOO_LONG,
+    ANSWER_IN_QUESTION,
+    ANSWER_WORD_IN_QUESTION,
+    TOO_FEW_SEARCHES,
+    REPEATED_SEARCHES,
+    NO_RETRIEVAL,
+    ANSWER_IN_QUERY,
+    VERIFY_FAILED,
+    VERIFY_ERROR,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,9 @@ def mentions(text: str, answers: list[str]) -> bool:
 
 
 # Words too common to count as part of an answer ("Christina, Queen of Sweden": queen, sweden, christina).
-STOP_WORDS = frozenset("of and or in on at to for from by with de la le du von van der".split())
+STOP_WORDS = frozenset(
+    ["of", "and", "or", "in", "on", "at", "to", "for", "from", "by", "with", "de", "la", "le", "du", "von", "van", "der"]
+)
 
 
 def shares_answer_word(text: str, answers: list[str]) -> bool:

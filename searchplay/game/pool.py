@@ -124,7 +124,7 @@ class QuestionPool:
     def clear(self, keep_ratio: float, step: int) -> int:
         """Keep the newest keep_ratio of the questions; returns how many were dropped."""
         ids = list(self.questions)
-        keep = ids[len(ids) - int(len(ids) * keep_ratio):] if keep_ratio > 0 else []
+        keep = ids[len(ids) - int(len(ids) * keep_ratio) :] if keep_ratio > 0 else []
         self._append({"type": "clear", "step": step, "keep_ids": keep})
         return len(ids) - len(keep)
 

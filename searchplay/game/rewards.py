@@ -17,8 +17,13 @@ SolverRewardKind = Literal["em", "f1", "cover_em", "judge"]
 MAX_ANSWER_TAGS = 10  # more final tags than this divides the reward by 4 (tag spamming)
 
 
-def solver_reward(prediction: str | None, golden_answers: list[str], kind: SolverRewardKind = "em",
-                  answer_tags: int = 1, judge_verdict: bool | None = None) -> float:
+def solver_reward(
+    prediction: str | None,
+    golden_answers: list[str],
+    kind: SolverRewardKind = "em",
+    answer_tags: int = 1,
+    judge_verdict: bool | None = None,
+) -> float:
     """0 without an answer; else the chosen match score in [0, 1] (judge: unknown verdict = 0)."""
     if prediction is None:
         return 0.0

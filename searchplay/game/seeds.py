@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from searchplay.jsonl import parse_jsonl
+from searchplay.jsonl import parse_jsonl, random_state
 
 
 class SeedError(ValueError):
@@ -38,7 +38,7 @@ def _answers(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ValueError("must be a non-empty string, a list of strings or {\"target\": [...]}")
+        raise ValueError('must be a non-empty string, a list of strings or {"target": [...]}')
     return [v.strip() for v in value]
 
 
@@ -78,8 +78,10 @@ def load_seeds(source: str) -> list[Seed]:
 
 def labelled_seeds(records: list[dict[str, Any]]) -> list[Seed]:
     """QA records as seeds for the supervised control: the question and id ride in `extra`."""
-    return [Seed(r["golden_answers"][0], 1, tuple(r["golden_answers"][1:]), {"question": r["question"], "id": r["id"]})
-            for r in records]
+    return [
+        Seed(r["golden_answers"][0], 1, tuple(r["golden_answers"][1:]), {"question": r["question"], "id": r["id"]})
+        for r in records
+    ]
 
 
 class SeedSampler:
@@ -105,5 +107,4 @@ class SeedSampler:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.drawn, self.order = state["drawn"], list(state["order"])
-        rng_state = state["rng"]
-        self.rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
+        self.rng.setstate(random_state(state["rng"]))

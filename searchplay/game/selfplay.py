@@ -63,6 +63,12 @@ class RoundResult:
     proposer_excluded: list[bool] = field(default_factory=list)  # infrastructure failures: not trained on
     solver_excluded: list[bool] = field(default_factory=list)
 
+    def of(self, role: str) -> tuple[list[Trajectory], list[float], list[int], list[bool]]:
+        """One role's rollouts, rewards, group ids and infrastructure failures."""
+        if role == "solver":
+            return self.solver, self.solver_rewards, self.solver_groups, self.solver_excluded
+        return self.proposer, self.proposer_rewards, self.proposer_groups, self.proposer_excluded
+
 
 @dataclass
 class Solved:
@@ -81,8 +87,16 @@ class Solved:
         return [success_rate(r) if r else None for r in self.task_rewards]
 
 
-def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool: QuestionPool, cfg: Config,
-               step: int, rng: random.Random, judge: LLMJudge | None = None) -> RoundResult:
+def play_round(
+    engine: Engine,
+    retriever: Retriever,
+    sampler: SeedSampler,
+    pool: QuestionPool,
+    cfg: Config,
+    step: int,
+    rng: random.Random,
+    judge: LLMJudge | None = None,
+) -> RoundResult:
     g, metrics, timing = cfg.game, {}, {}
     guided = cfg.rollout.scaffold == "guided"
 
@@ -91,12 +105,15 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     seeds = [replace(s, hops=min(s.hops, g.max_hops)) if g.max_hops else s for s in sampler.sample(g.batch_size)]
     proposer_seeds = [s for s in seeds for _ in range(g.proposer_n)]
     proposer_groups = [i for i in range(len(seeds)) for _ in range(g.proposer_n)]
-    prompts = [chat_prompt_ids(engine.tokenizer, *proposer_messages(s.answer, s.hops, seed_examples(s.extra)))
-               for s in proposer_seeds]
-    metas: list[dict[str, Any]] = [{"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops}
-             for i, s in enumerate(proposer_seeds)]
-    proposer = run_episodes(engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0),
-                            "question", cfg.search.topk, metas)
+    prompts = [
+        chat_prompt_ids(engine.tokenizer, *proposer_messages(s.answer, s.hops, seed_examples(s.extra))) for s in proposer_seeds
+    ]
+    metas: list[dict[str, Any]] = [
+        {"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops} for i, s in enumerate(proposer_seeds)
+    ]
+    proposer = run_episodes(
+        engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0), "question", cfg.search.topk, metas
+    )
     proposer_excluded = [t.search_errors > 0 for t in proposer]
     timing["timing/proposer_s"] = time.perf_counter() - t0
 
@@ -109,8 +126,16 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
     t0 = time.perf_counter()
     verified: dict[int, Any] = {}
     if candidates and g.verifier != "off":
-        checks = verify_questions([(extractions[i].question or "", proposer_seeds[i], proposer[i]) for i in candidates],
-                                  proposer, g.verifier, g.noisy_docs, rng, engine=engine, judge=judge, guided=guided)
+        checks = verify_questions(
+            [(extractions[i].question or "", proposer_seeds[i], proposer[i]) for i in candidates],
+            proposer,
+            g.verifier,
+            g.noisy_docs,
+            rng,
+            engine=engine,
+            judge=judge,
+            guided=guided,
+        )
         for i, v in zip(candidates, checks):
             proposer[i].meta["verification"] = {"passed": v.passed, "answer": v.answer, "verdict": v.verdict}
             proposer_excluded[i] = proposer_excluded[i] or v.infra
@@ -119,7 +144,7 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
             else:
                 rejections[VERIFY_ERROR if v.verdict in ("verifier_error", "judge_unknown") else VERIFY_FAILED] += 1
     elif candidates:
-        verified = {i: None for i in candidates}
+        verified = dict.fromkeys(candidates)
     timing["timing/verify_s"] = time.perf_counter() - t0
 
     # 5. solver tasks: the verified questions, plus pool questions in the slots of rejected rollouts
@@ -156,50 +181,89 @@ def play_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, pool:
         author = task.proposer_index
         assert author is not None, "a new question always names the proposer rollout that wrote it"
         seed, v = proposer_seeds[author], verified[author]
-        pool.add(PoolQuestion(
-            id=task.pool_id, question=task.question, answer=seed.answer, aliases=list(seed.aliases), hops=seed.hops,
-            step=step, proposer_trajectory=metas[author]["id"], evidence_ids=v.evidence_ids if v else [],
-            noisy_ids=v.noisy_ids if v else [], verifier_answer=v.answer if v else None,
-            verdict=v.verdict if v else "not_verified", solver_rewards=rewards, success_rate=rate,
-            seed_extra=seed.extra))
+        pool.add(
+            PoolQuestion(
+                id=task.pool_id,
+                question=task.question,
+                answer=seed.answer,
+                aliases=list(seed.aliases),
+                hops=seed.hops,
+                step=step,
+                proposer_trajectory=metas[author]["id"],
+                evidence_ids=v.evidence_ids if v else [],
+                noisy_ids=v.noisy_ids if v else [],
+                verifier_answer=v.answer if v else None,
+                verdict=v.verdict if v else "not_verified",
+                solver_rewards=rewards,
+                success_rate=rate,
+                seed_extra=seed.extra,
+            )
+        )
 
-    metrics.update(_proposer_metrics(proposer, proposer_rewards, proposer_excluded, rejections, len(candidates),
-                                     len(verified)))
+    metrics.update(_proposer_metrics(proposer, proposer_rewards, proposer_excluded, rejections, len(candidates), len(verified)))
     metrics.update(_solver_metrics(solved, tasks, judge))
     metrics.update(timing)
     if g.verifier == "off":  # nothing was verified: a pass rate would be a made-up 1.0
         metrics.pop("verify/pass_rate")
-    return RoundResult(proposer, proposer_rewards, proposer_groups, solved.trajectories, solved.rewards, solved.groups,
-                       tasks, metrics, proposer_excluded, solved.excluded)
+    return RoundResult(
+        proposer,
+        proposer_rewards,
+        proposer_groups,
+        solved.trajectories,
+        solved.rewards,
+        solved.groups,
+        tasks,
+        metrics,
+        proposer_excluded,
+        solved.excluded,
+    )
 
 
-def play_supervised_round(engine: Engine, retriever: Retriever, sampler: SeedSampler, cfg: Config, step: int,
-                          judge: LLMJudge | None = None) -> RoundResult:
+def play_supervised_round(
+    engine: Engine, retriever: Retriever, sampler: SeedSampler, cfg: Config, step: int, judge: LLMJudge | None = None
+) -> RoundResult:
     """The supervised control: `batch_size` labelled questions (seeds whose extra holds the question), solver only."""
-    tasks = [SolverTask(s.extra["question"], s.golden, "labelled", str(s.extra.get("id", ""))) for s in sampler.sample(cfg.game.batch_size)]
+    tasks = [
+        SolverTask(s.extra["question"], s.golden, "labelled", str(s.extra.get("id", "")))
+        for s in sampler.sample(cfg.game.batch_size)
+    ]
     t0 = time.perf_counter()
     solved = solve(engine, retriever, tasks, cfg, step, judge)
     metrics = {**_solver_metrics(solved, tasks, judge), "timing/solver_s": time.perf_counter() - t0}
     return RoundResult([], [], [], solved.trajectories, solved.rewards, solved.groups, tasks, metrics, [], solved.excluded)
 
 
-def solve(engine: Engine, retriever: Retriever, tasks: list[SolverTask], cfg: Config, step: int,
-          judge: LLMJudge | None = None) -> Solved:
+def solve(
+    engine: Engine, retriever: Retriever, tasks: list[SolverTask], cfg: Config, step: int, judge: LLMJudge | None = None
+) -> Solved:
     """`solver_n` rollouts per task (the group is the task) and their rewards."""
     g = cfg.game
     solver_tasks = [t for t in tasks for _ in range(g.solver_n)]
     groups = [k for k in range(len(tasks)) for _ in range(g.solver_n)]
     prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(t.question)) for t in solver_tasks]
-    metas = [{"role": "solver", "id": f"step{step}-s{j}", "question": t.question, "golden": t.golden,
-              "source": t.source, "pool_id": t.pool_id} for j, t in enumerate(solver_tasks)]
-    trajs = run_episodes(engine, retriever, prompts, _role(cfg.rollout, g.solver_max_turns, step, 1),
-                         "answer", cfg.search.topk, metas)
+    metas = [
+        {
+            "role": "solver",
+            "id": f"step{step}-s{j}",
+            "question": t.question,
+            "golden": t.golden,
+            "source": t.source,
+            "pool_id": t.pool_id,
+        }
+        for j, t in enumerate(solver_tasks)
+    ]
+    trajs = run_episodes(
+        engine, retriever, prompts, _role(cfg.rollout, g.solver_max_turns, step, 1), "answer", cfg.search.topk, metas
+    )
     use_judge = judge if g.solver_reward == "judge" else None
     verdicts = _judge_solver_answers(trajs, solver_tasks, use_judge)
-    rewards = [solver_reward(t.final, task.golden, g.solver_reward, count_tags("".join(x.text for x in t.turns), "answer"), v)
-               for t, task, v in zip(trajs, solver_tasks, verdicts)]
-    excluded = [t.search_errors > 0 or (use_judge is not None and "judge" in t.meta and v is None)
-                for t, v in zip(trajs, verdicts)]
+    rewards = [
+        solver_reward(t.final, task.golden, g.solver_reward, count_tags("".join(x.text for x in t.turns), "answer"), v)
+        for t, task, v in zip(trajs, solver_tasks, verdicts)
+    ]
+    excluded = [
+        t.search_errors > 0 or (use_judge is not None and "judge" in t.meta and v is None) for t, v in zip(trajs, verdicts)
+    ]
     for t, r, x in zip(trajs, rewards, excluded):
         t.meta["reward"] = r
         t.meta["excluded"] = x
@@ -228,8 +292,14 @@ def _judge_solver_answers(solver: list[Trajectory], tasks: list[SolverTask], jud
     return verdicts
 
 
-def _proposer_metrics(proposer: list[Trajectory], rewards: list[float], excluded: list[bool], rejections: Counter,
-                      n_candidates: int, n_verified: int) -> dict[str, float]:
+def _proposer_metrics(
+    proposer: list[Trajectory],
+    rewards: list[float],
+    excluded: list[bool],
+    rejections: Counter,
+    n_candidates: int,
+    n_verified: int,
+) -> dict[str, float]:
     n_prop = max(len(proposer), 1)
     m: dict[str, float] = {
         "proposer/valid_rate": n_verified / n_prop,
@@ -261,6 +331,7 @@ def _solver_metrics(solved: Solved, tasks: list[SolverTask], judge: LLMJudge | N
     m.update(rollout_metrics(solved.trajectories, "solver"))
     if judge is not None:
         m.update({k: float(v) for k, v in judge.stats().items()})
-        m["solver/judge_unknown"] = float(sum(1 for t, v in zip(solved.trajectories, solved.verdicts)
-                                              if "judge" in t.meta and v is None))
+        m["solver/judge_unknown"] = float(
+            sum(1 for t, v in zip(solved.trajectories, solved.verdicts) if "judge" in t.meta and v is None)
+        )
     return m

@@ -33,10 +33,47 @@ from searchplay.judge.match import exact_match, normalize_answer
 from searchplay.llm.base import Engine, SamplingParams
 from searchplay.search.base import Hit, render_hits
 
-
 FUNCTION_WORDS = frozenset(
-    "what which where when whom whose does that this these those from with have been were they their there about "
-    "into than then them also only more most some such very other question answer name called known".split())
+    [
+        "what",
+        "which",
+        "where",
+        "when",
+        "whom",
+        "whose",
+        "does",
+        "that",
+        "this",
+        "these",
+        "those",
+        "from",
+        "with",
+        "have",
+        "been",
+        "were",
+        "they",
+        "their",
+        "there",
+        "about",
+        "into",
+        "than",
+        "then",
+        "them",
+        "also",
+        "only",
+        "more",
+        "most",
+        "some",
+        "such",
+        "very",
+        "other",
+        "question",
+        "answer",
+        "name",
+        "called",
+        "known",
+    ]
+)
 
 
 @dataclass
@@ -71,8 +108,9 @@ def evidence_check(question: str, seed: Seed, traj: Trajectory) -> Verification:
     return Verification(True, None, "answer_in_evidence", [d["id"] for d in grounded])
 
 
-def build_evidence(own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_blocks: int,
-                   rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
+def build_evidence(
+    own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_blocks: int, rng: random.Random
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The own block plus up to `noisy_blocks` whole blocks of other trajectories, in shuffled block order.
 
     A block is everything one trajectory retrieved, in its order (the paper's reference code mixes
@@ -103,8 +141,14 @@ def policy_answers(engine: Engine, items: list[tuple[str, str]], guided: bool, m
     prompts = []
     opening = engine.tokenizer.encode("<answer>", add_special_tokens=False) if guided else []
     for question, evidence in items:
-        prompts.append(chat_prompt_ids(engine.tokenizer, "You answer questions from documents.",
-                                       EVIDENCE_PROMPT.format(question=question, evidence=evidence)) + list(opening))
+        prompts.append(
+            chat_prompt_ids(
+                engine.tokenizer,
+                "You answer questions from documents.",
+                EVIDENCE_PROMPT.format(question=question, evidence=evidence),
+            )
+            + list(opening)
+        )
     outs = engine.generate(prompts, SamplingParams(temperature=0, max_new_tokens=max_new_tokens, stop=["</answer>"]))
     answers: list[str | None] = []
     for g in outs:
@@ -117,9 +161,16 @@ def policy_answers(engine: Engine, items: list[tuple[str, str]], guided: bool, m
     return answers
 
 
-def verify_questions(questions: list[tuple[str, Seed, Trajectory]], batch: list[Trajectory], verifier: str,
-                     noisy_docs: int, rng: random.Random, engine: Engine | None = None, judge: LLMJudge | None = None,
-                     guided: bool = False) -> list[Verification]:
+def verify_questions(
+    questions: list[tuple[str, Seed, Trajectory]],
+    batch: list[Trajectory],
+    verifier: str,
+    noisy_docs: int,
+    rng: random.Random,
+    engine: Engine | None = None,
+    judge: LLMJudge | None = None,
+    guided: bool = False,
+) -> list[Verification]:
     """Verify each (question, seed, proposer trajectory); `batch` is every proposer trajectory of the round."""
     if verifier == "evidence":
         return [evidence_check(question, seed, traj) for question, seed, traj in questions]

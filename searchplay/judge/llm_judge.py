@@ -18,9 +18,8 @@ import os
 import re
 import sqlite3
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import httpx
 
 from searchplay.agent.protocol import last_tag
 from searchplay.config import JudgeConfig, searchplay_home
+from searchplay.web import post_retrying
 
 EQUIVALENCE_PROMPT = (
     "Decide whether a predicted answer to a question is correct.\n"
@@ -41,6 +41,15 @@ EVIDENCE_PROMPT = (
     "Think briefly, then give only the answer inside <answer> and </answer>."
 )
 _VERDICT = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)  # the whole reply is the verdict, nothing else
+
+
+def _content(response: httpx.Response) -> str | None:
+    """The reply text of an OpenAI chat completion, or None when the body is not one."""
+    try:
+        text = response.json()["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return text if isinstance(text, str) else None
 
 
 class JudgeConfigError(RuntimeError):
@@ -81,8 +90,7 @@ class LLMJudge:
         self.cfg = cfg
         key = cfg.api_key or os.environ.get(cfg.api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(timeout=cfg.timeout_s, headers=headers,
-                                    limits=httpx.Limits(max_connections=cfg.concurrency))
+        self._client = httpx.Client(timeout=cfg.timeout_s, headers=headers, limits=httpx.Limits(max_connections=cfg.concurrency))
         cache_path = None if cfg.cache == "off" else Path(cfg.cache) if cfg.cache else searchplay_home() / "judge-cache.sqlite"
         self._cache = JudgeCache(cache_path) if cache_path else None
         self._lock = threading.Lock()
@@ -102,42 +110,38 @@ class LLMJudge:
         problem and is not; 401, 403 and 404 mean a misconfigured judge (key, model, URL) and raise
         `JudgeConfigError` with the server's message, since every later call would fail the same way.
         """
-        body = {"model": self.cfg.model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0.0, "max_tokens": self.cfg.max_tokens}
+        body = {
+            "model": self.cfg.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0.0,
+            "max_tokens": self.cfg.max_tokens,
+        }
         key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         if self._cache and (hit := self._cache.get(key)) is not None:
             self._count("cache_hits")
             return hit
-        for attempt in range(self.cfg.retries + 1):
-            if attempt:
-                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
-            self._count("calls")
-            try:
-                r = self._client.post(f"{self.cfg.base_url.rstrip('/')}/chat/completions", json=body)
-            except httpx.HTTPError:
-                continue
-            if r.status_code in (401, 403, 404):
-                raise JudgeConfigError(f"judge {self.cfg.base_url} (model {self.cfg.model!r}) refused: HTTP {r.status_code} "
-                                       f"{r.text[:300]}")
-            if r.status_code >= 500 or r.status_code in (408, 429):
-                continue
-            if r.status_code >= 400:
-                break  # this request is malformed for the server: asking again gives the same answer
-            try:
-                text = r.json()["choices"][0]["message"]["content"]
-            except (KeyError, IndexError, TypeError, ValueError):
-                continue
-            if not isinstance(text, str):
-                continue
-            if self._cache and readable(text):
-                self._cache.put(key, self.cfg.model, text)
-            return text
-        self._count("errors")
-        return None
+        r, _ = post_retrying(
+            self._client, f"{self.cfg.base_url.rstrip('/')}/chat/completions", body, self.cfg.retries + 1, 0.2,
+            retry=lambda r: r.status_code >= 500 or r.status_code in (408, 429) or (r.is_success and _content(r) is None),
+            on_attempt=lambda failed: self._count("calls"),
+        )  # fmt: skip
+        if r is not None and r.status_code in (401, 403, 404):
+            raise JudgeConfigError(
+                f"judge {self.cfg.base_url} (model {self.cfg.model!r}) refused: HTTP {r.status_code} {r.text[:300]}"
+            )
+        text = _content(r) if r is not None and r.is_success else None  # another 4xx: asking again gives the same answer
+        if text is None:
+            self._count("errors")
+            return None
+        if self._cache and readable(text):
+            self._cache.put(key, self.cfg.model, text)
+        return text
 
     def equivalent(self, question: str, golden_answers: list[str], prediction: str) -> Verdict:
-        raw = self.complete(EQUIVALENCE_PROMPT.format(question=question, golden="; ".join(golden_answers),
-                                                      prediction=prediction), lambda text: _VERDICT.match(text) is not None)
+        raw = self.complete(
+            EQUIVALENCE_PROMPT.format(question=question, golden="; ".join(golden_answers), prediction=prediction),
+            lambda text: _VERDICT.match(text) is not None,
+        )
         if raw is None:
             return Verdict(None, self.cfg.model)
         m = _VERDICT.match(raw)
@@ -147,8 +151,9 @@ class LLMJudge:
         return Verdict(m.group(1).lower() == "yes", self.cfg.model, raw)
 
     def answer_from_evidence(self, question: str, evidence: str) -> str | None:
-        raw = self.complete(EVIDENCE_PROMPT.format(question=question, evidence=evidence),
-                            lambda text: last_tag(text, "answer") is not None)
+        raw = self.complete(
+            EVIDENCE_PROMPT.format(question=question, evidence=evidence), lambda text: last_tag(text, "answer") is not None
+        )
         if raw is None:
             return None
         answer = last_tag(raw, "answer")

@@ -10,8 +10,9 @@ distribution is exactly the one sampled from (docs/method.md, "Updates").
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 FinishReason = Literal["stop", "length", "eos"]
 
@@ -43,7 +44,7 @@ class Engine(Protocol):
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]: ...
 
-    def keep_kv(self) -> ContextManager[None]:
+    def keep_kv(self) -> AbstractContextManager[None]:
         """A block over which the engine may reuse the keys/values of earlier generations whose
         text a later prompt extends (multi-turn episodes). Results are the same either way; an
         engine with automatic prefix caching (vLLM) or none at all returns a no-op context."""

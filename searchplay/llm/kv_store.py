@@ -56,8 +56,9 @@ class KVStore:
         return best, best_n
 
     def add(self, seq: KeptSequence) -> None:
-        superseded = [e for e in self.entries
-                      if len(e.ids) <= len(seq.ids) and common_prefix_length(e.ids, seq.ids) == len(e.ids)]
+        superseded = [
+            e for e in self.entries if len(e.ids) <= len(seq.ids) and common_prefix_length(e.ids, seq.ids) == len(e.ids)
+        ]
         for e in superseded:
             self._remove(e)
         if seq.nbytes > self.max_bytes:

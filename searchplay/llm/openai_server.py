@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from searchplay.config import ServerConfig
 from searchplay.llm.base import SamplingParams
+from searchplay.llm.chat import chat_ids
 from searchplay.llm.transformers_engine import TransformersEngine
 from searchplay.web import Admission, RequestError, add_fallback_handlers, read_json_body
 
@@ -43,8 +44,22 @@ def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: floa
 
 
 # Fields OpenAI clients send that we accept: only their no-op values where they would change the answer.
-ACCEPTED = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "n", "user",
-            "stream", "logprobs", "presence_penalty", "frequency_penalty"}
+ACCEPTED = {
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "n",
+    "user",
+    "stream",
+    "logprobs",
+    "presence_penalty",
+    "frequency_penalty",
+}
 NO_OP = {"stream": False, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0, "n": 1}
 
 
@@ -58,8 +73,11 @@ def parse_chat_request(body: Any, max_tokens_limit: int) -> tuple[list[dict[str,
     for name, allowed in NO_OP.items():
         value = body.get(name)
         if value is not None and (isinstance(value, bool) != isinstance(allowed, bool) or value != allowed):
-            what = "streaming is not supported; this server answers with one JSON response" if name == "stream" else \
-                f"only {name}={allowed!r} is supported, got {value!r}"
+            what = (
+                "streaming is not supported; this server answers with one JSON response"
+                if name == "stream"
+                else f"only {name}={allowed!r} is supported, got {value!r}"
+            )
             raise RequestError(name, what, 400)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -77,8 +95,13 @@ def parse_chat_request(body: Any, max_tokens_limit: int) -> tuple[list[dict[str,
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise RequestError("seed", "'seed' must be an integer")
-    params = SamplingParams(temperature=_number(body, "temperature", 1.0, 0.0, 2.0), top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
-                            max_new_tokens=max_tokens, stop=stop, seed=seed)
+    params = SamplingParams(
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
+        max_new_tokens=max_tokens,
+        stop=stop,
+        seed=seed,
+    )
     return [{"role": m["role"], "content": m["content"]} for m in messages], params
 
 
@@ -104,19 +127,22 @@ def create_app(engine: TransformersEngine, model_name: str, limits: ServerConfig
         requested = body.get("model", model_name)
         if requested not in (model_name, None, ""):
             raise RequestError("model", f"model {requested!r} is not served here; this server serves {model_name!r}", 404)
-        out = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        prompt = list(out["input_ids"] if hasattr(out, "keys") else out)
+        prompt = chat_ids(engine.tokenizer, messages)
         if len(prompt) > limits.max_prompt_tokens:
             raise RequestError("messages", f"prompt of {len(prompt)} tokens; the limit is {limits.max_prompt_tokens}", 413)
         with admission:
             text, finish, n_out = await anyio.to_thread.run_sync(complete, prompt, params)
         n_prompt = len(prompt)
-        return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex[:16]}", "object": "chat.completion", "created": int(time.time()),
-            "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out},
-        })
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out},
+            }
+        )
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

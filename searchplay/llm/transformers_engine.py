@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,15 +86,20 @@ class TransformersEngine:
             torch.set_num_threads(threads)
         self.eot_ids = end_of_turn_ids(tokenizer, model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eot_ids))
-        self.stats = {"generate_calls": 0, "generated_tokens": 0, "generate_seconds": 0.0,
-                      "prefill_tokens": 0, "reused_tokens": 0,  # prompt tokens encoded / taken from kept keys/values
-                      "prefill_seconds": 0.0}  # time spent encoding prompts, up to the first new token
+        self.stats = {
+            "generate_calls": 0,
+            "generated_tokens": 0,
+            "generate_seconds": 0.0,
+            "prefill_tokens": 0,
+            "reused_tokens": 0,  # prompt tokens encoded / taken from kept keys/values
+            "prefill_seconds": 0.0,
+        }  # time spent encoding prompts, up to the first new token
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # skip prefill logits
 
     @classmethod
-    def load(cls, model: str, dtype: str = "bfloat16", threads: int = 0, keep_kv_mib: int = 2048) -> "TransformersEngine":
+    def load(cls, model: str, dtype: str = "bfloat16", threads: int = 0, keep_kv_mib: int = 2048) -> TransformersEngine:
         net, tokenizer = load_model(model, dtype)
         return cls(net, tokenizer, threads, keep_kv_mib=keep_kv_mib)
 
@@ -184,7 +190,9 @@ class TransformersEngine:
                     ids = np.concatenate([prompt_arrays[i], np.asarray(out_ids[i][:-1], dtype=np.int64)])
                     kv = row_kv(cache, r, attention[r])
                     if kv and kv[0][0].shape[1] != len(ids):
-                        raise RuntimeError(f"KV cache row holds {kv[0][0].shape[1]} tokens, expected {len(ids)}: engine bookkeeping bug")
+                        raise RuntimeError(
+                            f"KV cache row holds {kv[0][0].shape[1]} tokens, expected {len(ids)}: engine bookkeeping bug"
+                        )
                     self._store.add(KeptSequence(ids, kv))
             self.stats["generated_tokens"] += len(active)
             if not keep_rows:
@@ -201,16 +209,32 @@ class TransformersEngine:
             self.model.train()
         self.stats["generate_calls"] += 1
         self.stats["generate_seconds"] += time.perf_counter() - t0
-        return [Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=False), lps, reason, stop)
-                for ids, lps, (reason, stop) in zip(out_ids, out_lp, finish)]
+        return [
+            Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=False), lps, reason, stop)
+            for ids, lps, (reason, stop) in zip(out_ids, out_lp, finish)
+        ]
 
-    def _forward(self, ids: torch.Tensor, attention: torch.Tensor | None, positions: torch.Tensor | None, cache: Any) -> torch.Tensor:
+    def _forward(
+        self, ids: torch.Tensor, attention: torch.Tensor | None, positions: torch.Tensor | None, cache: Any
+    ) -> torch.Tensor:
         """Logits of the last position of each row, float32."""
-        return self.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                          **{self._cache_kw: cache}, **self._last_logits_only).logits[:, -1, :].float()
+        return (
+            self.model(
+                input_ids=ids,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=True,
+                **{self._cache_kw: cache},
+                **self._last_logits_only,
+            )
+            .logits[:, -1, :]
+            .float()
+        )
 
-    def _prefill(self, prompts: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any, list[int]]:
-        """Encode the prompts; returns the logits of their last tokens and a decode batch (mask, last positions, cache, row order).
+    def _prefill(
+        self, prompts: list[np.ndarray], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any, list[int]]:
+        """Encode the prompts; returns their last tokens' logits and a decode batch (mask, last positions, cache, row order).
 
         Each prompt's longest kept prefix (`keep_kv()`) is reused and only the rest is encoded.
         Rows are encoded in groups of similar new-token counts, so that padding stays small when
@@ -241,7 +265,7 @@ class TransformersEngine:
         cache = DynamicCache()
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         for i, n in enumerate(lengths):
-            attention[i, width - n:] = 1
+            attention[i, width - n :] = 1
         if width == 0:
             return cache, attention.to(device)
         template = next(kv for kv, n in zip(rows, lengths) if n)
@@ -250,13 +274,14 @@ class TransformersEngine:
             values = v0.new_zeros((len(rows), v0.shape[0], width, v0.shape[2]))
             for i, (kv, n) in enumerate(zip(rows, lengths)):
                 if n:
-                    keys[i, :, width - n:] = kv[layer][0][:, :n]
-                    values[i, :, width - n:] = kv[layer][1][:, :n]
+                    keys[i, :, width - n :] = kv[layer][0][:, :n]
+                    values[i, :, width - n :] = kv[layer][1][:, :n]
             cache.update(keys.to(device), values.to(device), layer)
         return cache, attention.to(device)
 
-    def _start_batch(self, prompts: list[np.ndarray], matches: list[tuple[KeptSequence | None, int]],
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    def _start_batch(
+        self, prompts: list[np.ndarray], matches: list[tuple[KeptSequence | None, int]], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
         """Input ids, attention mask, positions and cache to encode one group of prompts.
 
         Each prompt's kept prefix goes into the cache (right-aligned) and the rest is input
@@ -265,15 +290,16 @@ class TransformersEngine:
         """
         rest = [p[n:] for p, (_, n) in zip(prompts, matches)]
         width = max(len(r) for r in rest)
-        cache, cached_mask = self._batch_cache([e.layers if e is not None else [] for e, _ in matches],
-                                               [n for _, n in matches], device)
+        cache, cached_mask = self._batch_cache(
+            [e.layers if e is not None else [] for e, _ in matches], [n for _, n in matches], device
+        )
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         input_mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, r in enumerate(rest):
-            input_ids[i, width - len(r):] = torch.from_numpy(r)
-            input_mask[i, width - len(r):] = 1
+            input_ids[i, width - len(r) :] = torch.from_numpy(r)
+            input_mask[i, width - len(r) :] = 1
         attention = torch.cat([cached_mask, input_mask.to(device)], dim=1)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, cached_mask.shape[1]:]
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, cached_mask.shape[1] :]
         self.stats["reused_tokens"] += sum(n for _, n in matches)
         self.stats["prefill_tokens"] += sum(len(r) for r in rest)
         return input_ids.to(device), attention, positions, cache

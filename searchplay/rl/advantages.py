@@ -56,8 +56,9 @@ def rloo(rewards: list[float], groups: list[int]) -> list[float]:
     return adv
 
 
-def reinforce_pp(rewards: list[float], masks: list[list[int]], token_kl: list[torch.Tensor] | None = None,
-                 kl_coef: float = 0.0) -> list[torch.Tensor]:
+def reinforce_pp(
+    rewards: list[float], masks: list[list[int]], token_kl: list[torch.Tensor] | None = None, kl_coef: float = 0.0
+) -> list[torch.Tensor]:
     """Per-token REINFORCE++ advantages over response positions, whitened over trained tokens only."""
     returns, where = [], []
     for i, (r, mask) in enumerate(zip(rewards, masks)):
@@ -78,8 +79,15 @@ def reinforce_pp(rewards: list[float], masks: list[list[int]], token_kl: list[to
     return [(((x - mean) / (std + EPS)) * m).float() for x, m in zip(returns, where)]
 
 
-def compute_advantages(kind: str, rewards: list[float], groups: list[int], masks: list[list[int]], norm_std: bool = True,
-                       token_kl: list[torch.Tensor] | None = None, kl_coef: float = 0.0) -> list[torch.Tensor | float]:
+def compute_advantages(
+    kind: str,
+    rewards: list[float],
+    groups: list[int],
+    masks: list[list[int]],
+    norm_std: bool = True,
+    token_kl: list[torch.Tensor] | None = None,
+    kl_coef: float = 0.0,
+) -> list[torch.Tensor | float]:
     """The configured estimator; scalars per sequence, or tensors per response token (reinforce_pp)."""
     if kind == "grpo":
         return list(grpo(rewards, groups, norm_std))

@@ -50,7 +50,7 @@ class Sample:
     old_logprobs: torch.Tensor | None = None  # per target position (len - 1), set by Learner.score_old
 
     @classmethod
-    def from_trajectory(cls, traj: Trajectory, advantage: float | torch.Tensor, version: int = 0) -> "Sample":
+    def from_trajectory(cls, traj: Trajectory, advantage: float | torch.Tensor, version: int = 0) -> Sample:
         return cls(traj.prompt_ids, traj.response_ids, traj.loss_mask, advantage, traj.logprobs, version)
 
     def __len__(self) -> int:
@@ -82,8 +82,15 @@ def enable_checkpointing(model: Any) -> None:
 
 
 class Learner:
-    def __init__(self, model: Any, cfg: LearnerConfig, reference: Any | None = None, total_steps: int = 1000,
-                 pad_id: int = 0, temperature: float = 1.0):
+    def __init__(
+        self,
+        model: Any,
+        cfg: LearnerConfig,
+        reference: Any | None = None,
+        total_steps: int = 1000,
+        pad_id: int = 0,
+        temperature: float = 1.0,
+    ):
         """`total_steps`: planned optimizer steps (the cosine length when cfg.total_steps is 0);
         `temperature`: the rollout temperature, so that log-probs are those of the sampled distribution."""
         self.model, self.cfg, self.reference, self.pad_id = model, cfg, reference, pad_id
@@ -92,8 +99,9 @@ class Learner:
             raise ValueError("the Learner keeps fp32 master weights: load the policy in float32 (bf16 is used via autocast)")
         if cfg.gradient_checkpointing:
             enable_checkpointing(model)
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, cfg.total_steps or total_steps))
         self.rng = random.Random(cfg.seed)
 
@@ -177,8 +185,10 @@ class Learner:
         order = list(range(len(samples)))
         unscored = [s for s in samples if s.old_logprobs is None]
         if any(s.version != self.version for s in unscored):
-            raise OffPolicyError("samples sampled before the last optimizer step have no old log-probs: "
-                                 "call Learner.score_old on them before the first update of the step")
+            raise OffPolicyError(
+                "samples sampled before the last optimizer step have no old log-probs: "
+                "call Learner.score_old on them before the first update of the step"
+            )
         # One epoch over one mini-batch is exactly on-policy: the old log-probs of samples not scored
         # yet are the current ones and come from the training forward pass itself (detached).
         on_policy = cfg.ppo_epochs == 1 and mini_size >= len(samples)
@@ -187,8 +197,15 @@ class Learner:
         chunks = self._index_chunks(order, samples)
         ref = self._score(self.reference, chunks, samples) if self.reference is not None and cfg.kl_coef > 0 else None
         self.model.train()
-        sums: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clipfrac": 0.0, "grad_norm": 0.0,
-                                  "ratio_dev": 0.0}
+        sums: dict[str, float] = {
+            "loss": 0.0,
+            "pg_loss": 0.0,
+            "kl": 0.0,
+            "entropy": 0.0,
+            "clipfrac": 0.0,
+            "grad_norm": 0.0,
+            "ratio_dev": 0.0,
+        }
         gap = _Gap()
         tokens_seen, optimizer_steps = 0, 0
         for epoch in range(cfg.ppo_epochs):
@@ -202,8 +219,12 @@ class Learner:
                     t = self._tensors(batch)
                     width = t["mask"].shape[1]
                     logp, entropy = self._logprobs_entropy(self.model, t)
-                    old_lp = torch.stack([_pad(s.old_logprobs, width) if s.old_logprobs is not None else row.detach()
-                                          for s, row in zip(batch, logp)])
+                    old_lp = torch.stack(
+                        [
+                            _pad(s.old_logprobs, width) if s.old_logprobs is not None else row.detach()
+                            for s, row in zip(batch, logp)
+                        ]
+                    )
                     if epoch == 0:
                         gap.add(batch, old_lp, t["mask"])
                     pg, clipped = ppo_clip_loss(logp, old_lp, t["adv"], t["mask"], cfg.clip_low, cfg.clip_high, cfg.dual_clip)
@@ -222,7 +243,9 @@ class Learner:
                     sums["clipfrac"] += float(clipped.detach().sum())
                     sums["ratio_dev"] += float(((logp.detach() - old_lp).exp() - 1).abs().mul(t["mask"]).sum())
                     tokens_seen += int(t["attention"].sum())
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                norm = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+                )
                 self.optimizer.step()
                 self.scheduler.step()
                 sums["grad_norm"] += float(norm)
@@ -231,13 +254,20 @@ class Learner:
         trained = float(sum(sum(s.loss_mask) for s in samples)) * cfg.ppo_epochs
         seconds = time.perf_counter() - t0
         return {
-            "learner/samples": float(len(samples)), "learner/loss": sums["loss"] / optimizer_steps,
-            "learner/pg_loss": sums["pg_loss"] / trained, "learner/kl": sums["kl"] / trained if ref is not None else 0.0,
-            "learner/entropy": sums["entropy"] / trained, "learner/clipfrac": sums["clipfrac"] / trained,
+            "learner/samples": float(len(samples)),
+            "learner/loss": sums["loss"] / optimizer_steps,
+            "learner/pg_loss": sums["pg_loss"] / trained,
+            "learner/kl": sums["kl"] / trained if ref is not None else 0.0,
+            "learner/entropy": sums["entropy"] / trained,
+            "learner/clipfrac": sums["clipfrac"] / trained,
             "learner/ratio_dev": sums["ratio_dev"] / trained,
-            "learner/grad_norm": sums["grad_norm"] / optimizer_steps, "learner/lr": float(self.scheduler.get_last_lr()[0]),
-            "learner/optimizer_steps": float(optimizer_steps), "learner/trained_tokens": trained,
-            "learner/tokens_per_s": tokens_seen / seconds, "learner/seconds": seconds, **gap.metrics(),
+            "learner/grad_norm": sums["grad_norm"] / optimizer_steps,
+            "learner/lr": float(self.scheduler.get_last_lr()[0]),
+            "learner/optimizer_steps": float(optimizer_steps),
+            "learner/trained_tokens": trained,
+            "learner/tokens_per_s": tokens_seen / seconds,
+            "learner/seconds": seconds,
+            **gap.metrics(),
         }
 
     @torch.no_grad()

@@ -16,8 +16,15 @@ LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
 KLEstimator = Literal["k1", "k2", "k3", "low_var_kl"]
 
 
-def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                  clip_low: float = 0.2, clip_high: float = 0.285, dual_clip: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_clip_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.285,
+    dual_clip: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token clipped surrogate loss and a per-token 'was clipped' indicator."""
     ratio = torch.exp((logp - old_logp).clamp(-20, 20))
     unclipped = -adv * ratio

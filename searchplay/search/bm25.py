@@ -85,8 +85,14 @@ def check_corpus(index_dir: Path, corpus: Path) -> None:
         )
 
 
-def build_bm25_index(corpus: Path, out_dir: Path, progress: bool = True, skip_bad_lines: bool = False,
-                     heap_bytes: int = 512_000_000, threads: int = 2) -> dict[str, Any]:
+def build_bm25_index(
+    corpus: Path,
+    out_dir: Path,
+    progress: bool = True,
+    skip_bad_lines: bool = False,
+    heap_bytes: int = 512_000_000,
+    threads: int = 2,
+) -> dict[str, Any]:
     """Index a corpus file into `out_dir` (replaced if present); returns the index metadata."""
     corpus, out_dir = Path(corpus), Path(out_dir)
     check_output_dir(out_dir, (META_FILE,), "index")
@@ -107,9 +113,14 @@ def build_bm25_index(corpus: Path, out_dir: Path, progress: bool = True, skip_ba
     writer.commit()
     writer.wait_merging_threads()
     meta = {
-        "kind": "bm25", "corpus_path": str(corpus.resolve()), "corpus_bytes": corpus.stat().st_size,
-        "corpus_sha256": corpus_checksum(corpus), "passages": stats.passages, "skipped_lines": stats.skipped,
-        "tantivy_version": metadata.version("tantivy"), "analyzer": "simple+lowercase+stop(english)+stem(english)",
+        "kind": "bm25",
+        "corpus_path": str(corpus.resolve()),
+        "corpus_bytes": corpus.stat().st_size,
+        "corpus_sha256": corpus_checksum(corpus),
+        "passages": stats.passages,
+        "skipped_lines": stats.skipped,
+        "tantivy_version": metadata.version("tantivy"),
+        "analyzer": "simple+lowercase+stop(english)+stem(english)",
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -7,13 +7,13 @@ A 4xx answer is the caller's mistake and is raised at once with the server's mes
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 
 from searchplay.search.base import Hit, SearchError
 from searchplay.search.corpus import split_contents
+from searchplay.web import post_retrying
 
 
 class HttpRetriever:
@@ -27,30 +27,25 @@ class HttpRetriever:
     def close(self) -> None:
         self._client.close()
 
+    def _count(self, failed: bool) -> None:
+        self.requests += 1
+        self.failures += failed
+
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-            self.requests += 1
-            try:
-                response = self._client.post(f"{self.url}/retrieve", json=payload)
-            except httpx.HTTPError as e:
-                self.failures += 1
-                last = f"{type(e).__name__}: {e}"
-                continue
-            if response.status_code >= 500:
-                self.failures += 1
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
-            if response.status_code >= 400:
-                self.failures += 1
-                raise SearchError(f"retrieval server {self.url} refused the request: HTTP {response.status_code} {response.text[:300]}")
-            try:
-                return response.json()
-            except ValueError:
-                raise SearchError(f"retrieval server {self.url} sent a body that is not JSON: {response.text[:200]!r}") from None
-        raise SearchError(f"retrieval server {self.url} failed after {self.retries + 1} attempts; last error: {last}")
+        response, last = post_retrying(
+            self._client, f"{self.url}/retrieve", payload, self.retries + 1, self.backoff_s,
+            retry=lambda r: r.status_code >= 500, on_attempt=self._count,
+        )  # fmt: skip
+        if response is None:
+            raise SearchError(f"retrieval server {self.url} failed after {self.retries + 1} attempts; last error: {last}")
+        if response.status_code >= 400:
+            raise SearchError(
+                f"retrieval server {self.url} refused the request: HTTP {response.status_code} {response.text[:300]}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise SearchError(f"retrieval server {self.url} sent a body that is not JSON: {response.text[:200]!r}") from None
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
         if not queries:

@@ -62,13 +62,14 @@ def _embedding_dim(encoder: Any) -> int:
 def scan_offsets(corpus: Path, skip_bad_lines: bool = False) -> np.ndarray:
     """Byte offsets of the corpus lines that hold a valid passage (one pass, nothing kept)."""
     if corpus.suffix == ".parquet":
-        raise CorpusError(f"{corpus}: dense indexes read passages back by byte offset and need a jsonl corpus; "
-                          "convert the parquet file to jsonl first")
+        raise CorpusError(
+            f"{corpus}: dense indexes read passages back by byte offset and need a jsonl corpus; "
+            "convert the parquet file to jsonl first"
+        )
     offsets: list[int] = []
     with open(corpus, "rb") as f:
-        pos, lineno = 0, 0
-        for line in f:
-            lineno += 1
+        pos = 0
+        for lineno, line in enumerate(f, 1):
             if line.strip():
                 try:
                     passage_from_record(json.loads(line))
@@ -91,10 +92,20 @@ def passage_input(title: str, text: str, prefix: str) -> str:
     return f"{prefix}{title}. {text}" if title else f"{prefix}{text}"
 
 
-def build_dense_index(corpus: Path, out_dir: Path, model: str | Path | None = None, query_prefix: str = "",
-                      passage_prefix: str = "", batch_size: int = 64, chunk_rows: int = 4096, normalize: bool = True,
-                      progress: bool = True, skip_bad_lines: bool = False, threads: int = 0,
-                      stop_after_rows: int | None = None) -> dict[str, Any]:
+def build_dense_index(
+    corpus: Path,
+    out_dir: Path,
+    model: str | Path | None = None,
+    query_prefix: str = "",
+    passage_prefix: str = "",
+    batch_size: int = 64,
+    chunk_rows: int = 4096,
+    normalize: bool = True,
+    progress: bool = True,
+    skip_bad_lines: bool = False,
+    threads: int = 0,
+    stop_after_rows: int | None = None,
+) -> dict[str, Any]:
     """Encode every passage into `out_dir`; resumes a build interrupted earlier with the same settings.
 
     The build is written to `<out_dir>.building` and swapped in when complete, so an index already
@@ -108,16 +119,23 @@ def build_dense_index(corpus: Path, out_dir: Path, model: str | Path | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(model, threads)
     encoder_name = str(Path(model).resolve()) if model else f"{DEFAULT_ENCODER_PACKAGE[0]} (all-MiniLM-L6-v2)"
-    settings: dict[str, Any] = {"kind": "dense", "corpus_path": str(corpus.resolve()), "corpus_bytes": corpus.stat().st_size,
-                "corpus_sha256": corpus_checksum(corpus), "encoder": encoder_name, "query_prefix": query_prefix,
-                "passage_prefix": passage_prefix, "normalize": normalize,
-                "dim": _embedding_dim(encoder)}
+    settings: dict[str, Any] = {
+        "kind": "dense",
+        "corpus_path": str(corpus.resolve()),
+        "corpus_bytes": corpus.stat().st_size,
+        "corpus_sha256": corpus_checksum(corpus),
+        "encoder": encoder_name,
+        "query_prefix": query_prefix,
+        "passage_prefix": passage_prefix,
+        "normalize": normalize,
+        "dim": _embedding_dim(encoder),
+    }
     progress_file = out_dir / PROGRESS
     state = json.loads(progress_file.read_text()) if progress_file.is_file() else None
     if state is None or state["settings"] != settings:
         offsets = scan_offsets(corpus, skip_bad_lines)
         np.save(out_dir / OFFSETS, offsets)
-        state = {"settings": settings, "done": 0, "count": int(len(offsets))}
+        state = {"settings": settings, "done": 0, "count": len(offsets)}
         np.memmap(out_dir / EMBEDDINGS, dtype=np.float16, mode="w+", shape=(max(len(offsets), 1), settings["dim"])).flush()
         _write_json(progress_file, state)
         (out_dir / META_FILE).unlink(missing_ok=True)
@@ -141,8 +159,12 @@ def build_dense_index(corpus: Path, out_dir: Path, model: str | Path | None = No
             _write_json(progress_file, state)
             tick(hi - lo)
     seconds = time.perf_counter() - t0
-    meta = {**settings, "passages": count, "encode_seconds": round(seconds, 2),
-            "sentence_transformers_version": metadata.version("sentence-transformers")}
+    meta = {
+        **settings,
+        "passages": count,
+        "encode_seconds": round(seconds, 2),
+        "sentence_transformers_version": metadata.version("sentence-transformers"),
+    }
     _write_json(out_dir / META_FILE, meta)
     (out_dir / PROGRESS).unlink()
     replace_dir(out_dir, final_dir)
@@ -158,8 +180,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 class DenseRetriever:
     """Exact (or faiss) inner-product search over a dense index directory."""
 
-    def __init__(self, index_dir: str | Path, corpus: str | Path | None = None, model: str | Path | None = None,
-                 faiss: str = "", block_rows: int = 1 << 18, threads: int = 0):
+    def __init__(
+        self,
+        index_dir: str | Path,
+        corpus: str | Path | None = None,
+        model: str | Path | None = None,
+        faiss: str = "",
+        block_rows: int = 1 << 18,
+        threads: int = 0,
+    ):
         self.index_dir = Path(index_dir)
         self.meta = read_index_meta(self.index_dir, "dense")
         if corpus is not None:

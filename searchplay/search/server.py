@@ -76,7 +76,9 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
         stats["requests"] += 1
         try:
             with admission:
-                queries, topk, return_scores = parse_retrieve_request(await read_json_body(request, limits.max_body_bytes), limits)
+                queries, topk, return_scores = parse_retrieve_request(
+                    await read_json_body(request, limits.max_body_bytes), limits
+                )
                 results = await anyio.to_thread.run_sync(retriever.search, queries, topk, limiter=limiter)
         except RequestError as e:
             stats["errors"] += 1
@@ -96,5 +98,10 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
 
 
 def serve(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] | None = None) -> None:
-    uvicorn.run(create_app(retriever, limits, info), host=limits.host, port=limits.port, log_level="warning",
-                timeout_graceful_shutdown=limits.shutdown_s)
+    uvicorn.run(
+        create_app(retriever, limits, info),
+        host=limits.host,
+        port=limits.port,
+        log_level="warning",
+        timeout_graceful_shutdown=limits.shutdown_s,
+    )

@@ -27,8 +27,16 @@ from searchplay.outdir import fsync_tree, replace_dir
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, learner_state: dict[str, Any],
-                    state: dict[str, Any], cfg: Config, keep: int = 2) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    learner_state: dict[str, Any],
+    state: dict[str, Any],
+    cfg: Config,
+    keep: int = 2,
+) -> Path:
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

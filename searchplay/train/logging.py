@@ -15,8 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from searchplay.config import Config
 from searchplay.train.run_dir import RunDir
 
-KEY_METRICS = (("solver/acc", "solver acc"), ("proposer/valid_rate", "valid q"), ("proposer/reward_mean", "prop reward"),
-               ("timing/step_s", "step s"))
+KEY_METRICS = (
+    ("solver/acc", "solver acc"),
+    ("proposer/valid_rate", "valid q"),
+    ("proposer/reward_mean", "prop reward"),
+    ("timing/step_s", "step s"),
+)
 
 
 class MetricsLogger:
@@ -28,7 +32,9 @@ class MetricsLogger:
             try:  # optional extra, imported only when asked for
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise RuntimeError("trainer.tensorboard needs the 'tensorboard' extra: pip install 'searchplay[tensorboard]'") from None
+                raise RuntimeError(
+                    "trainer.tensorboard needs the 'tensorboard' extra: pip install 'searchplay[tensorboard]'"
+                ) from None
             self._tb = SummaryWriter(str(run.root / "tensorboard"))
         if cfg.trainer.wandb:
             try:  # optional extra, imported only when asked for
@@ -36,9 +42,17 @@ class MetricsLogger:
             except ImportError:
                 raise RuntimeError("trainer.wandb needs the 'wandb' extra: pip install 'searchplay[wandb]'") from None
             self._wandb = wandb.init(project="searchplay", dir=str(run.root), name=run.root.name, resume="allow")
-        self._progress = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
-                                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[line]}"),
-                                  console=self.console, transient=False)
+        self._progress = Progress(
+            TextColumn("step"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[line]}"),
+            console=self.console,
+            transient=False,
+        )
         self._task = self._progress.add_task("train", total=total_steps, completed=start_step, line="")
         self._progress.start()
 
@@ -62,5 +76,3 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
-
-

@@ -15,17 +15,22 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     ("solver", [("solver/acc", "accuracy (full credit)"), ("solver/reward_mean", "reward")]),
     ("questions", [("proposer/valid_rate", "valid-question rate"), ("verify/pass_rate", "verification pass rate")]),
     ("rewards", [("proposer/reward_mean", "proposer reward"), ("solver/reward_mean", "solver reward")]),
     ("KL to reference", [("solver_update/kl", "solver"), ("proposer_update/kl", "proposer"), ("update/kl", "combined")]),
-    ("log-prob gap (rollout vs learner)", [("solver_update/logprob_gap_mean", "solver mean"),
-                                           ("proposer_update/logprob_gap_mean", "proposer mean"),
-                                           ("update/logprob_gap_mean", "combined mean")]),
+    (
+        "log-prob gap (rollout vs learner)",
+        [
+            ("solver_update/logprob_gap_mean", "solver mean"),
+            ("proposer_update/logprob_gap_mean", "proposer mean"),
+            ("update/logprob_gap_mean", "combined mean"),
+        ],
+    ),
     ("periodic evaluation", [("eval/em", "EM"), ("eval/cover_em", "cover EM"), ("eval/f1", "F1")]),
 ]
 STYLES = ["-", "--", ":", "-."]
@@ -63,8 +68,9 @@ def plot_runs(run_dirs: list[Path], out: Path, window: int = 1, labels: list[str
     if not panels:
         raise PlotError("none of the plotted series occur in the metrics")
     cols = 2
-    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(12, 3.4 * ((len(panels) + 1) // cols)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        (len(panels) + cols - 1) // cols, cols, figsize=(12, 3.4 * ((len(panels) + 1) // cols)), squeeze=False
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (title, series) in zip(axes.flat, panels):
         for r, (name, rows) in enumerate(runs):
@@ -76,15 +82,21 @@ def plot_runs(run_dirs: list[Path], out: Path, window: int = 1, labels: list[str
                 window_here = 1 if key.startswith("eval/") else window
                 # one run: a colour per series; several: a colour per run and a line style per series
                 colour = colours[(r if len(runs) > 1 else s) % len(colours)]
-                ax.plot(steps, smooth(list(values), window_here), STYLES[s % len(STYLES)], color=colour,
-                        marker="o" if len(points) < 30 else None, markersize=3,
-                        label=f"{label}" + (f" ({name})" if len(runs) > 1 else ""))
+                ax.plot(
+                    steps,
+                    smooth(list(values), window_here),
+                    STYLES[s % len(STYLES)],
+                    color=colour,
+                    marker="o" if len(points) < 30 else None,
+                    markersize=3,
+                    label=f"{label}" + (f" ({name})" if len(runs) > 1 else ""),
+                )
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     suffix = f", moving average over {window} steps" if window > 1 else ""
     fig.suptitle(f"{', '.join(name for name, _ in runs)}{suffix}")

@@ -1,10 +1,10 @@
 """The run directory layout that `play`, `train` and evaluation tools share.
 
-    RUN_DIR/config.toml          resolved configuration
-    RUN_DIR/metrics.jsonl        one JSON line of metrics per step
-    RUN_DIR/trajectories/        step-000001.jsonl ... (both roles, with rewards)
-    RUN_DIR/pool.jsonl           the question pool's event log
-    RUN_DIR/checkpoints/step-N/  checkpoints (training only)
+RUN_DIR/config.toml          resolved configuration
+RUN_DIR/metrics.jsonl        one JSON line of metrics per step
+RUN_DIR/trajectories/        step-000001.jsonl ... (both roles, with rewards)
+RUN_DIR/pool.jsonl           the question pool's event log
+RUN_DIR/checkpoints/step-N/  checkpoints (training only)
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
-    def create(self, cfg: Config) -> "RunDir":
+    def create(self, cfg: Config) -> RunDir:
         self.trajectories.mkdir(parents=True, exist_ok=True)
         self.config.write_text(to_toml(cfg))
         return self

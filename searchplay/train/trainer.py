@@ -34,14 +34,14 @@ from typing import Any
 import torch
 
 from searchplay.agent.trajectory import Trajectory
-from searchplay.config import Config, validate_for_training
 from searchplay.assets.names import model_path
+from searchplay.config import Config, validate_for_training
 from searchplay.eval.data import dataset_label, load_dataset
 from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions, summarize
 from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round
+from searchplay.jsonl import atomic_write, random_state
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
-from searchplay.jsonl import atomic_write
 from searchplay.outdir import check_output_dir
 from searchplay.rl.advantages import compute_advantages
 from searchplay.rl.learner import Learner, Sample
@@ -64,9 +64,18 @@ class TrainSummary:
     seconds: float
 
 
-def role_samples(trajs: list[Trajectory], rewards: list[float], groups: list[int], excluded: list[bool], estimator: str,
-                 norm_std: bool, dynamic_sampling: bool, version: int, learner: Learner | None = None,
-                 kl_in_reward: float = 0.0) -> list[Sample]:
+def role_samples(
+    trajs: list[Trajectory],
+    rewards: list[float],
+    groups: list[int],
+    excluded: list[bool],
+    estimator: str,
+    norm_std: bool,
+    dynamic_sampling: bool,
+    version: int,
+    learner: Learner | None = None,
+    kl_in_reward: float = 0.0,
+) -> list[Sample]:
     """Samples with advantages for one role.
 
     Rollouts that failed for infrastructure reasons (`excluded`) are dropped first, so they are
@@ -116,8 +125,7 @@ def informative(rewards: list[float], groups: list[int]) -> list[int]:
     by_group: dict[int, list[float]] = {}
     for r, g in zip(rewards, groups):
         by_group.setdefault(g, []).append(r)
-    return [i for i, g in enumerate(groups)
-            if (len(by_group[g]) == 1 and by_group[g][0] != 0) or len(set(by_group[g])) > 1]
+    return [i for i, g in enumerate(groups) if (len(by_group[g]) == 1 and by_group[g][0] != 0) or len(set(by_group[g])) > 1]
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -135,8 +143,9 @@ def eval_sets(cfg: Config) -> dict[str, list[dict[str, Any]]]:
     return {dataset_label(n): load_dataset(n)[: cfg.trainer.eval_limit] for n in cfg.trainer.eval_data.split(",")}
 
 
-def periodic_eval(engine: TransformersEngine, retriever: Any, sets: dict[str, list[dict[str, Any]]], cfg: Config,
-                  judge: Any | None) -> dict[str, float]:
+def periodic_eval(
+    engine: TransformersEngine, retriever: Any, sets: dict[str, list[dict[str, Any]]], cfg: Config, judge: Any | None
+) -> dict[str, float]:
     """Greedy evaluation on each set: `eval/<metric>` (the mean over sets) and, for several sets, `eval/<set>/<metric>`."""
     t0 = time.perf_counter()
     per_set: dict[str, dict[str, float]] = {}
@@ -154,16 +163,17 @@ def periodic_eval(engine: TransformersEngine, retriever: Any, sets: dict[str, li
 
 def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, version: int) -> dict[str, float]:
     """Both roles' updates for one round; old log-probs always come from the weights that sampled."""
-    solver: list[Sample] = []
-    if step > cfg.solver.warmup_steps:
-        solver = role_samples(result.solver, result.solver_rewards, result.solver_groups, result.solver_excluded,
-                              cfg.solver.adv_estimator, cfg.solver.norm_std, cfg.trainer.dynamic_sampling, version,
-                              learner, cfg.learner.kl_in_reward_coef)
-    proposer: list[Sample] = []
-    if step > cfg.proposer.warmup_steps:
-        proposer = role_samples(result.proposer, result.proposer_rewards, result.proposer_groups, result.proposer_excluded,
-                                cfg.proposer.adv_estimator, cfg.proposer.norm_std, cfg.trainer.dynamic_sampling, version,
-                                learner, cfg.learner.kl_in_reward_coef)
+    batches: dict[str, list[Sample]] = {}
+    for role, rc in (("solver", cfg.solver), ("proposer", cfg.proposer)):
+        if step <= rc.warmup_steps:
+            batches[role] = []
+            continue
+        trajectories, rewards, groups, excluded = result.of(role)
+        batches[role] = role_samples(
+            trajectories, rewards, groups, excluded, rc.adv_estimator, rc.norm_std, cfg.trainer.dynamic_sampling,
+            version, learner, cfg.learner.kl_in_reward_coef,
+        )  # fmt: skip
+    solver, proposer = batches["solver"], batches["proposer"]
     if cfg.trainer.combine_update:
         return _prefixed("update", learner.update(solver + proposer))
     roles = [("solver", solver), ("proposer", proposer)]
@@ -195,8 +205,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     if cfg.learner.kl_coef > 0:
         reference, _ = load_model(base_model, "float32")
         reference.requires_grad_(False)
-    engine = TransformersEngine(model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16",
-                                keep_kv_mib=cfg.model.keep_kv_mib)
+    engine = TransformersEngine(
+        model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16", keep_kv_mib=cfg.model.keep_kv_mib
+    )
     learner = Learner(model, cfg.learner, reference, planned_optimizer_steps(cfg), engine.pad_id, cfg.rollout.temperature)
     rng = random.Random(cfg.game.seed)
     start = 0
@@ -205,7 +216,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
         learner.load_state_dict(learner_state)
         start = state["step"]
         _cut_back(run, state)
-        rng.setstate(_tuple_state(state["game_rng"]))
+        rng.setstate(random_state(state["game_rng"]))
     elif resume:  # killed before its first checkpoint: what it logged belongs to steps that are played again
         _cut_back(run, {"step": -1, "pool_events": 0})
     parts = build_components(cfg, str(run.pool), engine)
@@ -249,25 +260,28 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
             done = step
             last = step == cfg.trainer.steps or bool(budget_s and train_seconds >= budget_s)
             if step % cfg.trainer.save_every == 0 or last:
-                state = {"pool_events": parts.pool.events, "sampler": parts.sampler.state(), "game_rng": rng.getstate(),
-                         "train_seconds": train_seconds}
-                saved = save_checkpoint(run.checkpoints, step, model, tokenizer, learner.state_dict(), state, cfg,
-                                        cfg.trainer.keep_checkpoints)
+                state = {
+                    "pool_events": parts.pool.events,
+                    "sampler": parts.sampler.state(),
+                    "game_rng": rng.getstate(),
+                    "train_seconds": train_seconds,
+                }
+                saved = save_checkpoint(
+                    run.checkpoints, step, model, tokenizer, learner.state_dict(), state, cfg, cfg.trainer.keep_checkpoints
+                )
     finally:
         logger.close()
     return TrainSummary(run.root, done, metrics, saved, time.perf_counter() - t_start)
 
 
-def _tuple_state(state: Any) -> Any:
-    """random.Random state back from JSON (lists to tuples)."""
-    return (state[0], tuple(state[1]), state[2])
-
-
 def _cut_back(run: RunDir, state: dict[str, Any]) -> None:
     """Drop what was written after the checkpoint: later metrics lines and later pool events."""
     step = state["step"]
-    kept = [line for line in (run.metrics.read_text().splitlines() if run.metrics.exists() else [])
-            if _line_step(line) is not None and _line_step(line) <= step]
+    kept = [
+        line
+        for line in (run.metrics.read_text().splitlines() if run.metrics.exists() else [])
+        if _line_step(line) is not None and _line_step(line) <= step
+    ]
     atomic_write(run.metrics, "".join(line + "\n" for line in kept).encode())
     if run.pool.exists():
         QuestionPool(run.pool)  # repairs a torn last line first
@@ -280,5 +294,3 @@ def _line_step(line: str) -> int | None:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return None
-
-

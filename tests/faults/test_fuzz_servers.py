@@ -16,18 +16,39 @@ from searchplay.llm.openai_server import create_app as model_app
 from searchplay.search.server import create_app as retrieval_app
 from searchplay.web import running_server
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-                    max_leaves=12)
-MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "tool", ""]), "content": JSON | st.text(max_size=40)})
-CHAT = st.fixed_dictionaries({}, optional={
-    "messages": st.lists(MESSAGE, max_size=3) | JSON, "max_tokens": st.integers(-5, 100) | JSON,
-    "temperature": st.floats(-1, 3) | JSON, "top_p": st.floats(-1, 2) | JSON, "stop": st.lists(st.text(max_size=5), max_size=3) | JSON,
-    "seed": st.integers() | JSON, "n": st.integers(0, 3), "stream": st.booleans(), "model": st.text(max_size=10) | JSON,
-    "logprobs": JSON, "extra": JSON})
-RETRIEVE = st.fixed_dictionaries({}, optional={
-    "queries": st.lists(st.text(max_size=30), max_size=5) | JSON, "topk": st.integers(-3, 200) | JSON,
-    "return_scores": st.booleans() | JSON, "extra": JSON})
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "assistant", "tool", ""]), "content": JSON | st.text(max_size=40)}
+)
+CHAT = st.fixed_dictionaries(
+    {},
+    optional={
+        "messages": st.lists(MESSAGE, max_size=3) | JSON,
+        "max_tokens": st.integers(-5, 100) | JSON,
+        "temperature": st.floats(-1, 3) | JSON,
+        "top_p": st.floats(-1, 2) | JSON,
+        "stop": st.lists(st.text(max_size=5), max_size=3) | JSON,
+        "seed": st.integers() | JSON,
+        "n": st.integers(0, 3),
+        "stream": st.booleans(),
+        "model": st.text(max_size=10) | JSON,
+        "logprobs": JSON,
+        "extra": JSON,
+    },
+)
+RETRIEVE = st.fixed_dictionaries(
+    {},
+    optional={
+        "queries": st.lists(st.text(max_size=30), max_size=5) | JSON,
+        "topk": st.integers(-3, 200) | JSON,
+        "return_scores": st.booleans() | JSON,
+        "extra": JSON,
+    },
+)
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -37,13 +58,13 @@ def check(response: httpx.Response) -> None:
 
 
 @pytest.fixture(scope="module")
-def retrieval_url(bundled_bm25):  # noqa: ANN001, ANN201
+def retrieval_url(bundled_bm25):
     with running_server(retrieval_app(bundled_bm25, ServerConfig(max_queries=8, max_topk=10))) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def model_url(tiny_engine):  # noqa: ANN001, ANN201
+def model_url(tiny_engine):
     with running_server(model_app(tiny_engine, "tiny", ServerConfig(max_new_tokens=16, max_prompt_tokens=512))) as url:
         yield url
 

@@ -22,14 +22,30 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 6
-ARGS = ["--config", "configs/tiny-test.toml", "--steps", str(STEPS), "--set", "trainer.save_every=1",
-        "--set", "trainer.eval_every=0", "--set", "trainer.keep_checkpoints=1"]
+ARGS = [
+    "--config",
+    "configs/tiny-test.toml",
+    "--steps",
+    str(STEPS),
+    "--set",
+    "trainer.save_every=1",
+    "--set",
+    "trainer.eval_every=0",
+    "--set",
+    "trainer.keep_checkpoints=1",
+]
 
 
 def train(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "searchplay", "train", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "searchplay", "train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def logged_steps(run: Path) -> list[int]:

@@ -16,7 +16,7 @@ from searchplay.web import free_port, running_server
 class DyingIndex:
     """The bundled index until its `alive` budget of calls is spent, then every search fails (an index gone away)."""
 
-    def __init__(self, inner, alive: int) -> None:  # noqa: ANN001
+    def __init__(self, inner, alive: int) -> None:
         self.inner, self.alive = inner, alive
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
@@ -26,13 +26,25 @@ class DyingIndex:
         return self.inner.search(queries, k)
 
 
-def test_training_survives_a_failing_retriever_server_and_a_dead_judge(bundled_bm25, tmp_path: Path) -> None:  # noqa: ANN001
+def test_training_survives_a_failing_retriever_server_and_a_dead_judge(bundled_bm25, tmp_path: Path) -> None:
     index = DyingIndex(bundled_bm25, alive=5)
     with running_server(create_app(index, ServerConfig())) as url:
-        cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny-test.toml", [
-            f"search.url={url}", "search.retries=0", "search.cache_size=0", "trainer.steps=2", "trainer.eval_every=0",
-            "game.solver_reward=judge", f"judge.base_url=http://127.0.0.1:{free_port()}/v1", "judge.model=nobody",
-            "judge.retries=0", "judge.timeout_s=2", f"judge.cache={tmp_path / 'judge.sqlite'}"])
+        cfg = load_config(
+            Path(__file__).resolve().parents[2] / "configs" / "tiny-test.toml",
+            [
+                f"search.url={url}",
+                "search.retries=0",
+                "search.cache_size=0",
+                "trainer.steps=2",
+                "trainer.eval_every=0",
+                "game.solver_reward=judge",
+                f"judge.base_url=http://127.0.0.1:{free_port()}/v1",
+                "judge.model=nobody",
+                "judge.retries=0",
+                "judge.timeout_s=2",
+                f"judge.cache={tmp_path / 'judge.sqlite'}",
+            ],
+        )
         summary = train(cfg, tmp_path / "run")
     assert summary.steps == 2
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -30,9 +30,25 @@ def test_admission_serves_capacity_plus_waiting_then_answers_503() -> None:
 
 def test_serve_model_exits_within_its_shutdown_budget_on_sigterm() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "searchplay", "serve-model", "--model", "tiny-random", "--port", str(port),
-                             "--set", "server.shutdown_s=2", "--set", "model.dtype=float32"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "searchplay",
+            "serve-model",
+            "--model",
+            "tiny-random",
+            "--port",
+            str(port),
+            "--set",
+            "server.shutdown_s=2",
+            "--set",
+            "model.dtype=float32",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -46,8 +62,13 @@ def test_serve_model_exits_within_its_shutdown_budget_on_sigterm() -> None:
 
         def long_request() -> None:
             try:
-                replies.append(httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
-                    "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000, "temperature": 1.0}).status_code)
+                replies.append(
+                    httpx.post(
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        timeout=60,
+                        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4000, "temperature": 1.0},
+                    ).status_code
+                )
             except httpx.HTTPError:
                 replies.append(0)
 
