@@ -382,7 +382,6 @@ def play(
 ) -> None:
     """Play self-play rounds without training; writes trajectories, the pool and metrics to a run directory."""
     from searchplay.game.seeds import SeedError
-    from searchplay.game.selfplay import play_round, play_supervised_round
     from searchplay.search.base import SearchError
     from searchplay.train.components import build_components
     from searchplay.train.run_dir import RunDir, default_run_dir
@@ -396,10 +395,7 @@ def play(
     rng = random.Random(cfg.game.seed)
     start = max((m["step"] for m in run.read_metrics()), default=0)
     for step in range(start + 1, start + rounds + 1):
-        if cfg.game.mode == "supervised":
-            result = play_supervised_round(parts.engine, parts.retriever, parts.sampler, cfg, step, parts.judge)
-        else:
-            result = play_round(parts.engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
+        result = parts.play(cfg, step, rng)
         run.write_trajectories(step, result.proposer + result.solver, parts.engine.tokenizer)
         run.append_jsonl(run.metrics, {"step": step, **result.metrics, "pool/size": len(parts.pool), **parts.search_metrics()})
         m = result.metrics
@@ -521,13 +517,11 @@ def eval_command(
     """
     from searchplay.assets.names import model_path
     from searchplay.eval.data import DatasetError, dataset_label, load_dataset
-    from searchplay.eval.report import summary_markdown
-    from searchplay.eval.run import EvalError, open_eval_dir, run_dataset
+    from searchplay.eval.run import EvalError, open_eval_dir, run_dataset, write_summary
     from searchplay.judge.llm_judge import JudgeConfigError, LLMJudge
     from searchplay.llm.transformers_engine import TransformersEngine
     from searchplay.progress import progress
-    from searchplay.search.base import NoRetriever, SearchError
-    from searchplay.search.resolve import open_retriever
+    from searchplay.search.base import SearchError
     from searchplay.train.checkpoint import policy_from_run
 
     cfg = _config(config, set_)
@@ -554,18 +548,9 @@ def eval_command(
         "topk": cfg.search.topk,
         "max_new_tokens": cfg.rollout.max_new_tokens,
     }
-    search: Retriever
     try:
         datasets = {label: load_dataset(name, mapping)[:limit] for name, label in zip(names, labels)}
-        if retriever == "none":
-            search = NoRetriever()
-            if cfg.rollout.scaffold == "guided":
-                cfg.rollout.max_turns = 1  # closed book: answer at once
-        elif retriever.startswith("http"):
-            cfg.search.url = retriever
-            search = open_retriever(cfg.search)
-        else:
-            search = _retriever_from_cli(cfg, index, retriever)
+        search = _eval_retriever(cfg, retriever, index)
         policy = model_path(policy_from_run(model), cfg)
         engine = TransformersEngine.load(policy, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
     except (DatasetError, SearchError, FileNotFoundError, ValueError) as e:
@@ -614,10 +599,23 @@ def eval_command(
             f"{name}: EM {100 * report['em']:.1f}  F1 {100 * report['f1']:.1f}{judged}  ({report['n']:.0f} questions, "
             f"{report['questions_per_minute']:.1f}/min, {report['retriever_errors']:.0f} retriever errors)"
         )
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "summary.md").write_text(summary_markdown(summary, f"Evaluation of {model}"))
-    print((out_dir / "summary.md").read_text())
+    print(write_summary(out_dir, summary, f"Evaluation of {model}"))
     console.print(f"written to {out_dir}", highlight=False)
+
+
+def _eval_retriever(cfg: Config, retriever: str, index: str | None) -> Retriever:
+    """`--retriever`: none (closed book), a server URL, or a local index kind."""
+    from searchplay.search.base import NoRetriever
+    from searchplay.search.resolve import open_retriever
+
+    if retriever == "none":
+        if cfg.rollout.scaffold == "guided":
+            cfg.rollout.max_turns = 1  # closed book: answer at once
+        return NoRetriever()
+    if retriever.startswith("http"):
+        cfg.search.url = retriever
+        return open_retriever(cfg.search)
+    return _retriever_from_cli(cfg, index, retriever)
 
 
 @app.command()

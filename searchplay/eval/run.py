@@ -18,7 +18,7 @@ from typing import Any
 
 from searchplay.config import RolloutConfig
 from searchplay.eval.evaluate import Prediction, evaluate, judge_predictions
-from searchplay.eval.report import dataset_report
+from searchplay.eval.report import dataset_report, summary_markdown
 from searchplay.jsonl import append_jsonl, write_jsonl
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.base import Engine
@@ -52,6 +52,14 @@ def open_eval_dir(out_dir: Path, settings: dict[str, Any], resume: bool, overwri
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").unlink(missing_ok=True)  # ours (--overwrite): the new summary replaces it at the end
     saved.write_text(json.dumps(settings, indent=2))
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any], title: str) -> str:
+    """summary.json (written last: its presence marks a finished evaluation) and summary.md; returns the markdown."""
+    markdown = summary_markdown(summary, title)
+    (out_dir / "summary.md").write_text(markdown)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return markdown
 
 
 def predictions_path(out_dir: Path, label: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from searchplay.assets.names import resolve_config
@@ -9,6 +10,7 @@ from searchplay.config import Config
 from searchplay.eval.data import load_dataset
 from searchplay.game.pool import QuestionPool
 from searchplay.game.seeds import SeedSampler, labelled_seeds, load_seeds
+from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.transformers_engine import TransformersEngine
 from searchplay.search.base import Retriever
@@ -22,6 +24,12 @@ class Components:
     judge: LLMJudge | None
     sampler: SeedSampler
     pool: QuestionPool
+
+    def play(self, cfg: Config, step: int, rng: random.Random) -> RoundResult:
+        """One round of the configured game: self-play, or the supervised control on labelled questions."""
+        if cfg.game.mode == "supervised":
+            return play_supervised_round(self.engine, self.retriever, self.sampler, cfg, step, self.judge)
+        return play_round(self.engine, self.retriever, self.sampler, self.pool, cfg, step, rng, self.judge)
 
     def search_metrics(self) -> dict[str, float]:
         """Cumulative retrieval cache counters (when the cache is on)."""

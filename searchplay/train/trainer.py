@@ -39,7 +39,7 @@ from searchplay.config import Config, validate_for_training
 from searchplay.eval.data import dataset_label, load_dataset
 from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions, summarize
 from searchplay.game.pool import QuestionPool
-from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round
+from searchplay.game.selfplay import RoundResult
 from searchplay.jsonl import atomic_write, random_state
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
 from searchplay.outdir import check_output_dir
@@ -199,12 +199,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     checkpoint = latest_checkpoint(run.checkpoints) if resume else None
     validate_for_training(cfg)
     torch.manual_seed(cfg.learner.seed)
-    base_model = model_path(cfg.model.path, cfg)
-    model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else base_model, "float32")
-    reference = None
-    if cfg.learner.kl_coef > 0:
-        reference, _ = load_model(base_model, "float32")
-        reference.requires_grad_(False)
+    model, tokenizer, reference = _load_models(cfg, checkpoint)
     engine = TransformersEngine(
         model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16", keep_kv_mib=cfg.model.keep_kv_mib
     )
@@ -238,10 +233,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
                 break
             t0 = time.perf_counter()
             version = learner.version
-            if cfg.game.mode == "supervised":
-                result = play_supervised_round(engine, parts.retriever, parts.sampler, cfg, step, parts.judge)
-            else:
-                result = play_round(engine, parts.retriever, parts.sampler, parts.pool, cfg, step, rng, parts.judge)
+            result = parts.play(cfg, step, rng)
             metrics = dict(result.metrics)
             t1 = time.perf_counter()
             metrics.update(update_roles(learner, result, cfg, step, version))
@@ -272,6 +264,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     finally:
         logger.close()
     return TrainSummary(run.root, done, metrics, saved, time.perf_counter() - t_start)
+
+
+def _load_models(cfg: Config, checkpoint: Path | None) -> tuple[Any, Any, Any | None]:
+    """(policy in fp32 from the checkpoint or the base model, tokenizer, frozen base reference if KL is on)."""
+    base_model = model_path(cfg.model.path, cfg)
+    model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else base_model, "float32")
+    reference = None
+    if cfg.learner.kl_coef > 0:
+        reference, _ = load_model(base_model, "float32")
+        reference.requires_grad_(False)
+    return model, tokenizer, reference
 
 
 def _cut_back(run: RunDir, state: dict[str, Any]) -> None:
