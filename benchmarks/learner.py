@@ -165,7 +165,7 @@ def run_trl(model: str, batch: list[dict], updates: int, checkpointing: bool) ->
     for _ in range(updates):
         update()
     seconds = (time.perf_counter() - t0) / updates
-    return {"seconds_per_update": seconds, "trained_tokens": int(tool_mask.sum()), "ref_model": ref is not None, "model": model}
+    return {"seconds_per_update": seconds, "trained_tokens": int(tool_mask.sum()), "ref_model": ref is not None}
 
 
 def child(method: str, model: str, batch_file: str, updates: int, checkpointing: bool, threads: int) -> None:
