@@ -11,7 +11,8 @@ Retrievers: our BM25 index (`wiki-bm25`), the bundled MiniLM dense index, their 
 the reference: Lucene's BM25 as Search-R1 and FlashRAG users run it, Anserini 0.16.2 from the fat
 jar inside pyserini 0.19.2 (IndexCollection + SearchCollection -bm25, its defaults k1 0.9, b 0.4),
 on Java 17 (Debian: apt-get install openjdk-17-jdk-headless). Without Java that row is skipped with
-a message. `--variants` adds the alternatives measured while closing the gap (how BM25 was chosen).
+a message. `--variants` adds the alternatives measured while closing the gap (how BM25 was chosen;
+the tantivy rows need `pip install tantivy`, the engine searchplay used before).
 
 Queries/s: all questions of a set, batches of 64, top 10, after one warm-up batch. Lucene's figure
 is the wall time of one SearchCollection run over the whole set (2 threads), JVM start included;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -31,12 +33,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bm25s
+import Stemmer
 from common import print_table
 
 from searchplay.assets import asset_file
 from searchplay.game.extract import mentions
-from searchplay.jsonl import read_jsonl
-from searchplay.search.bm25 import Bm25Retriever
+from searchplay.jsonl import read_jsonl, write_jsonl
+from searchplay.search.base import Hit
+from searchplay.search.bm25 import STOP_WORDS, Bm25Retriever, analyze
+from searchplay.search.corpus import read_passages
 from searchplay.search.dense import DenseRetriever
 from searchplay.search.hybrid import HybridRetriever
 
@@ -47,12 +53,12 @@ ANSERINI_JAR = "pyserini/resources/jars/anserini-0.16.2-fatjar.jar"
 Ranking = list[list[str]]  # per question, passage ids best first
 
 
-def recall(ranking: Ranking, questions: list[dict], contents: dict[str, str]) -> dict[str, float]:
+def recall(ranking: Ranking, questions: list[dict], contents: dict[str, str]) -> dict[str, str]:
     """Percentage of questions with a golden answer in the top k passages, for each k in DEPTHS."""
     out = {}
     for k in DEPTHS:
         found = sum(any(mentions(contents[i], q["golden_answers"]) for i in ids[:k]) for ids, q in zip(ranking, questions))
-        out[f"R@{k}"] = 100 * found / len(questions)
+        out[f"R@{k}"] = f"{100 * found / len(questions):.1f}"
     return out
 
 
@@ -79,7 +85,10 @@ class Lucene:
     def __init__(self, jar: Path, corpus: Path, work: Path):
         self.jar, self.work = jar, work
         (work / "collection").mkdir()
-        shutil.copy(corpus, work / "collection" / "passages.jsonl")  # already JsonCollection's {id, contents}
+        records = read_jsonl(corpus)
+        self.ids = [r["id"] for r in records]  # ours hold spaces, which a TREC run file cannot: number them
+        write_jsonl(({"id": str(i), "contents": r["contents"]} for i, r in enumerate(records)),
+                    work / "collection" / "passages.jsonl")  # fmt: skip
         self._java("io.anserini.index.IndexCollection", "-collection", "JsonCollection", "-input", work / "collection",
                    "-index", work / "index", "-generator", "DefaultLuceneDocumentGenerator", "-threads", "2",
                    "-storeRaw")  # fmt: skip
@@ -100,15 +109,69 @@ class Lucene:
         ranking: Ranking = [[] for _ in queries]
         for line in run.read_text().splitlines():  # TREC run: qid Q0 docid rank score tag
             qid, _, docid, *_ = line.split()
-            ranking[int(qid)].append(docid)
+            ranking[int(qid)].append(self.ids[int(docid)])
         return ranking, len(queries) / seconds
 
 
-def variants(corpus: Path, work: Path) -> dict[str, Callable[[list[str], int], list[list]]]:
-    """Alternatives measured while closing the gap to Lucene (see benchmarks/README.md)."""
-    from variants_bm25 import build_variants  # the investigation's candidates, kept beside this script
+def tantivy_search(corpus: Path, work: Path, two_fields: bool) -> Callable[[list[str], int], list[list]]:
+    """The BM25 searchplay used before (tantivy, k1 1.2 and b 0.75 fixed): title and body as two fields, or one text."""
+    import tantivy  # only for --variants: the engine this benchmark replaced (pip install tantivy)
 
-    return build_variants(corpus, work)
+    fields = ["title", "body"] if two_fields else ["contents"]
+    sb = tantivy.SchemaBuilder()
+    sb.add_text_field("id", stored=True, tokenizer_name="raw")
+    for f in fields:
+        sb.add_text_field(f, tokenizer_name="en")
+    index = tantivy.Index(sb.build(), path=str(work))
+    analyzer = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(40))
+    analyzer = analyzer.filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.stopword("english"))
+    index.register_tokenizer("en", analyzer.filter(tantivy.Filter.stemmer("english")).build())
+    writer = index.writer(heap_size=200_000_000, num_threads=1)
+    for p in read_passages(corpus):
+        text = {"title": p.title, "body": p.text} if two_fields else {"contents": f"{p.title} {p.text}"}
+        writer.add_document(tantivy.Document(id=p.id, **text))
+    writer.commit()
+    writer.wait_merging_threads()
+    index.reload()
+    searcher = index.searcher()
+
+    def search(queries: list[str], k: int) -> list[list]:
+        out = []
+        for q in queries:
+            words = re.sub(r"[^\w]+", " ", q.lower()).strip()
+            try:
+                hits = searcher.search(index.parse_query(words, fields), k).hits if words else []
+            except ValueError:  # stop words only
+                hits = []
+            out.append([Hit(searcher.doc(a)["id"][0], "", "", s) for s, a in hits])
+        return out
+
+    return search
+
+
+def bm25s_search(corpus: Path, k1: float, b: float) -> Callable[[list[str], int], list[list]]:
+    """Our analysis and Lucene's idf with other k1 / b: what tantivy's fixed constants cost."""
+    passages = list(read_passages(corpus))
+    model = bm25s.BM25(k1=k1, b=b, method="lucene")
+    model.index(bm25s.tokenize([f"{p.title} {p.text}" for p in passages], stopwords=STOP_WORDS, show_progress=False,
+                               stemmer=Stemmer.Stemmer("english")), show_progress=False)  # fmt: skip
+
+    def search(queries: list[str], k: int) -> list[list]:
+        docs, _ = model.retrieve(analyze(queries), k=k, show_progress=False)
+        return [[Hit(passages[j].id, "", "", 0.0) for j in row] for row in docs]
+
+    return search
+
+
+def variants(corpus: Path, work: Path) -> dict[str, Callable[[list[str], int], list[list]]]:
+    """The alternatives measured while closing the gap to Lucene (benchmarks/README.md)."""
+    (work / "t2").mkdir()
+    (work / "t1").mkdir()
+    return {
+        "before: tantivy, title + body fields": tantivy_search(corpus, work / "t2", two_fields=True),
+        "tantivy, one text (title + body)": tantivy_search(corpus, work / "t1", two_fields=False),
+        "bm25s, one text, k1 1.2 b 0.75 (tantivy's)": bm25s_search(corpus, 1.2, 0.75),
+    }
 
 
 def main() -> None:
@@ -123,7 +186,7 @@ def main() -> None:
     if args.limit:
         sets = {name: qs[: args.limit] for name, qs in sets.items()}
     bm25 = Bm25Retriever(asset_file("wiki-bm25"))
-    retrievers: dict[str, Callable[[list[str], int], list[list]]] = {"searchplay BM25 (wiki-bm25)": bm25.search}
+    retrievers: dict[str, Callable[[list[str], int], list[list]]] = {"searchplay BM25 (bm25s; wiki-bm25)": bm25.search}
     with tempfile.TemporaryDirectory() as tmp:
         if args.variants:
             retrievers.update(variants(corpus, Path(tmp)))

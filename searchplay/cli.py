@@ -1,7 +1,7 @@
 """The `searchplay` command line (one Typer app). Nothing else imports this module.
 
 Each command imports the searchplay modules it runs inside its own body, on purpose: importing
-them all (torch, transformers, tantivy, FastAPI) takes about 3 s, and `searchplay --help`,
+them all (torch, transformers, FastAPI) takes about 3 s, and `searchplay --help`,
 `config show` or a mistyped option should answer at once. Everything else in the package keeps
 its imports at the top.
 """
@@ -183,7 +183,7 @@ def index_build(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Build a BM25 (tantivy) or dense (sentence-transformers) index over a corpus. A dense build resumes if interrupted."""
+    """Build a BM25 (bm25s, Lucene scoring) or dense (sentence-transformers) index; a dense build resumes if interrupted."""
     from searchplay.assets.names import corpus_path
     from searchplay.search.base import SearchError
     from searchplay.search.bm25 import build_bm25_index

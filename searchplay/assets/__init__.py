@@ -183,10 +183,11 @@ ASSETS: dict[str, Asset] = {
             "index",
             "index",
             WIKI_LICENCE,
-            "BM25 (tantivy) index over the bundled wiki corpus",
+            "BM25 index (bm25s, Lucene scoring) over the bundled wiki corpus",
             sources=_no_sources,
             build=_build_bm25,
             needs=("wiki",),
+            version=2,  # 2: bm25s with Lucene's scoring, title and body as one text (was tantivy, two fields)
         ),
         Asset(
             "wiki-minilm",

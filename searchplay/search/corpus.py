@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from searchplay.jsonl import write_jsonl
@@ -124,6 +125,40 @@ def read_passages(path: str | Path, skip_bad_lines: bool = False, stats: CorpusS
     if p.suffix == ".parquet":
         return _parquet_passages(p, skip_bad_lines, stats)
     return _jsonl_passages(p, skip_bad_lines, stats)
+
+
+def scan_offsets(corpus: Path, skip_bad_lines: bool = False) -> np.ndarray:
+    """Byte offsets of the jsonl corpus lines that hold a valid passage (one pass, nothing kept).
+
+    Indexes keep these instead of the texts, and read a hit's passage back with `passages_at`.
+    """
+    if corpus.suffix == ".parquet":
+        raise CorpusError(
+            f"{corpus}: an index that reads passages back by byte offset needs a jsonl corpus; "
+            "convert the parquet file to jsonl first"
+        )
+    offsets: list[int] = []
+    with open(corpus, "rb") as f:
+        pos = 0
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    passage_from_record(json.loads(line))
+                    offsets.append(pos)
+                except (json.JSONDecodeError, ValueError) as e:
+                    if not skip_bad_lines:
+                        raise CorpusError(f"{corpus}:{lineno}: {e} (use --skip-bad-lines to skip such lines)") from None
+            pos += len(line)
+    return np.asarray(offsets, dtype=np.int64)
+
+
+def passages_at(handle: Any, offsets: np.ndarray) -> list[Passage]:
+    """The passages starting at these byte offsets of an open (binary) jsonl corpus."""
+    out = []
+    for off in offsets:
+        handle.seek(int(off))
+        out.append(passage_from_record(json.loads(handle.readline())))
+    return out
 
 
 def write_search_r1_jsonl(passages: Iterator[Passage] | list[Passage], path: Path) -> int:

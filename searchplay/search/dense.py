@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from searchplay.outdir import check_output_dir, replace_dir
 from searchplay.progress import progress as progress_counter
 from searchplay.search.base import Hit, SearchError
 from searchplay.search.bm25 import META_FILE, check_corpus, corpus_checksum, read_index_meta
-from searchplay.search.corpus import CorpusError, passage_from_record
+from searchplay.search.corpus import passages_at, scan_offsets
 from searchplay.sources import package_file
 
 EMBEDDINGS, OFFSETS, PROGRESS = "embeddings.f16", "offsets.npy", "progress.json"
@@ -57,35 +56,6 @@ def load_encoder(model: str | Path | None, threads: int = 0) -> Any:
 def _embedding_dim(encoder: Any) -> int:
     getter = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
     return int(getter())
-
-
-def scan_offsets(corpus: Path, skip_bad_lines: bool = False) -> np.ndarray:
-    """Byte offsets of the corpus lines that hold a valid passage (one pass, nothing kept)."""
-    if corpus.suffix == ".parquet":
-        raise CorpusError(
-            f"{corpus}: dense indexes read passages back by byte offset and need a jsonl corpus; "
-            "convert the parquet file to jsonl first"
-        )
-    offsets: list[int] = []
-    with open(corpus, "rb") as f:
-        pos = 0
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    passage_from_record(json.loads(line))
-                    offsets.append(pos)
-                except (json.JSONDecodeError, ValueError) as e:
-                    if not skip_bad_lines:
-                        raise CorpusError(f"{corpus}:{lineno}: {e} (use --skip-bad-lines to skip such lines)") from None
-            pos += len(line)
-    return np.asarray(offsets, dtype=np.int64)
-
-
-def _read_texts(corpus_handle: Any, offsets: np.ndarray) -> Iterator[tuple[str, str, str]]:
-    for off in offsets:
-        corpus_handle.seek(int(off))
-        p = passage_from_record(json.loads(corpus_handle.readline()))
-        yield p.id, p.title, p.text
 
 
 def passage_input(title: str, text: str, prefix: str) -> str:
@@ -151,7 +121,7 @@ def build_dense_index(
                 return {**state, "interrupted": True}
             lo = state["done"]
             hi = min(lo + chunk_rows, count)
-            texts = [passage_input(t, x, passage_prefix) for _, t, x in _read_texts(handle, offsets[lo:hi])]
+            texts = [passage_input(p.title, p.text, passage_prefix) for p in passages_at(handle, offsets[lo:hi])]
             emb = encoder.encode(texts, batch_size=batch_size, normalize_embeddings=normalize, convert_to_numpy=True)
             matrix[lo:hi] = emb.astype(np.float16)
             matrix.flush()
@@ -262,6 +232,6 @@ class DenseRetriever:
         with open(self.corpus, "rb") as handle:
             for row_scores, row_ids in zip(scores, ids):
                 valid = [(s, i) for s, i in zip(row_scores, row_ids) if i >= 0]
-                docs = list(_read_texts(handle, self._offsets[[i for _, i in valid]]))
-                out.append([Hit(pid, title, text, float(s)) for (s, _), (pid, title, text) in zip(valid, docs)])
+                docs = passages_at(handle, self._offsets[[i for _, i in valid]])
+                out.append([Hit(p.id, p.title, p.text, float(s)) for (s, _), p in zip(valid, docs)])
         return out
