@@ -68,9 +68,9 @@ class Scaffold(StrEnum):
 RETRIEVER_CHOICES = ("bm25", "dense", "hybrid", "none")
 
 
-def _retriever_choice(value: str) -> str:
+def _retriever_choice(value: str | None) -> str | None:
     """A retriever kind, 'none', or a server URL; anything else is a typo that must not run something else."""
-    if value in RETRIEVER_CHOICES or value.startswith(("http://", "https://")):
+    if value is None or value in RETRIEVER_CHOICES or value.startswith(("http://", "https://")):
         return value
     raise typer.BadParameter(f"{value!r} is not one of {', '.join(RETRIEVER_CHOICES)} nor an http(s):// URL")
 
@@ -494,8 +494,12 @@ def eval_command(
     ] = "nq-answerable",
     limit: Annotated[int | None, typer.Option(min=1, help="first N questions of each dataset")] = None,
     retriever: Annotated[
-        str, typer.Option(callback=_retriever_choice, help="bm25, dense, hybrid, none (closed book) or a retrieval server URL")
-    ] = "bm25",
+        str | None,
+        typer.Option(
+            callback=_retriever_choice,
+            help="bm25, dense, hybrid, none (closed book) or a retrieval server URL (default: search.kind of the config)",
+        ),
+    ] = None,
     index: IndexOpt = None,
     judge_url: Annotated[
         str | None, typer.Option("--judge", help="OpenAI-compatible judge endpoint (adds judge accuracy)")
@@ -525,6 +529,7 @@ def eval_command(
     from searchplay.train.checkpoint import policy_from_run
 
     cfg = _config(config, set_)
+    retriever = retriever or cfg.search.url or cfg.search.kind
     cfg.rollout.max_turns = max_turns or cfg.game.solver_max_turns
     mapping = dict(item.split("=", 1) for item in field_map.split(",")) if field_map else None
     names = data.split(",")

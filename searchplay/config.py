@@ -58,7 +58,11 @@ class AssetsConfig:
 @dataclass
 class SearchConfig:
     index: str = _f("bundled", "index directory, or 'bundled' for the BM25 index over the bundled corpus")
-    kind: Literal["bm25", "dense", "hybrid"] = _f("bm25", "retriever kind used when an index is loaded in-process")
+    kind: Literal["bm25", "dense", "hybrid"] = _f(
+        "bm25",
+        "retriever kind used when an index is loaded in-process; bm25 needs no extra, dense finds an answer-bearing "
+        "passage more often (the demo config's choice: docs/retrieval/README.md)",
+    )
     dense_index: str = _f("bundled", "dense index directory (kinds dense, hybrid), or 'bundled' (MiniLM over the bundled corpus)")
     faiss: Literal["", "flat", "ivf", "hnsw"] = _f(
         "", "dense search with faiss (needs the faiss extra); empty = exact torch search"
