@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 
 from searchplay.search.base import Hit, SearchError
 from searchplay.search.corpus import split_contents
@@ -43,8 +44,8 @@ class HttpRetriever:
                 f"retrieval server {self.url} refused the request: HTTP {response.status_code} {response.text[:300]}"
             )
         try:
-            return response.json()
-        except ValueError:
+            return orjson.loads(response.content)  # several times faster than json on result batches
+        except orjson.JSONDecodeError:
             raise SearchError(f"retrieval server {self.url} sent a body that is not JSON: {response.text[:200]!r}") from None
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:

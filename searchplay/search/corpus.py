@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 
 from searchplay.jsonl import write_jsonl
@@ -157,7 +158,7 @@ def passages_at(handle: Any, offsets: np.ndarray) -> list[Passage]:
     out = []
     for off in offsets:
         handle.seek(int(off))
-        out.append(passage_from_record(json.loads(handle.readline())))
+        out.append(passage_from_record(orjson.loads(handle.readline())))
     return out
 
 

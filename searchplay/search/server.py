@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from searchplay.config import ServerConfig
 from searchplay.search.base import Hit, Retriever, SearchError
@@ -72,7 +73,7 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
     admission = Admission(4, limits.max_waiting)
 
     @app.post("/retrieve")
-    async def retrieve(request: Request) -> JSONResponse:
+    async def retrieve(request: Request) -> Response:
         stats["requests"] += 1
         try:
             with admission:
@@ -87,7 +88,7 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
             stats["errors"] += 1
             return error_response(f"search failed: {e}", None, 503)
         stats["queries"] += len(queries)
-        return JSONResponse(render_result(results, return_scores))
+        return Response(orjson.dumps(render_result(results, return_scores)), media_type="application/json")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
