@@ -117,7 +117,7 @@ def build_bm25_index(corpus: Path, out_dir: Path, progress: bool = True, skip_ba
     tokenizer = bm25s.tokenization.Tokenizer(stopwords=STOP_WORDS, stemmer=_stemmer())
     texts = (f"{p.title} {p.text}" for p in read_passages(tmp / PASSAGES))
     ids = [array("i", doc) for doc in tokenizer.streaming_tokenize(texts)]
-    model = bm25s.BM25(k1=K1, b=B, method="lucene")
+    model = bm25s.BM25(k1=K1, b=B, method="lucene", csc_backend="scipy")
     model.index((ids, tokenizer.get_vocab_dict()), show_progress=progress)
     del ids
     model.save(str(tmp / MODEL_DIR), show_progress=False)
