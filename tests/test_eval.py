@@ -91,26 +91,18 @@ def test_malformed_files_name_file_line_and_problem(tmp_path: Path, content: str
         load_dataset("no-such-set")
 
 
+# `searchplay eval` of the tiny model on answerable NQ questions, in a subprocess.
+EVAL_TINY = [sys.executable, "-m", "searchplay", "eval", "--model", "tiny-random", "--data", "nq-answerable",
+             "--set", "model.dtype=float32"]  # fmt: skip
+
+
+def compare_cli(a: Path, b: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "searchplay", "compare", str(a), str(b)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
 def run_eval(out: Path, *extra: str) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "searchplay",
-        "eval",
-        "--model",
-        "tiny-random",
-        "--data",
-        "nq-answerable",
-        "--limit",
-        "10",
-        "--out",
-        str(out),
-        "--set",
-        "model.dtype=float32",
-        "--set",
-        "rollout.max_new_tokens=6",
-        *extra,
-    ]
+    cmd = [*EVAL_TINY, "--limit", "10", "--out", str(out), "--set", "rollout.max_new_tokens=6", *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -127,22 +119,10 @@ def test_eval_end_to_end_and_compare(tmp_path: Path) -> None:
     preds = (tmp_path / "a" / "predictions-nq-answerable.jsonl").read_text().splitlines()
     assert len(preds) == 10 and "trajectory" in json.loads(preds[0])
     assert "| nq-answerable | 10 |" in (tmp_path / "a" / "summary.md").read_text()
-    out = subprocess.run(
-        [sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "b")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    out = compare_cli(tmp_path / "a", tmp_path / "b")
     assert out.returncode == 0, out.stderr
     assert "| nq-answerable | em |" in out.stdout and "| nq-answerable | f1 |" in out.stdout
-    same = subprocess.run(
-        [sys.executable, "-m", "searchplay", "compare", str(tmp_path / "a"), str(tmp_path / "a")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    same = compare_cli(tmp_path / "a", tmp_path / "a")
     assert "+0.0 [+0.0, +0.0] | 0 | 0 | 10 |" in same.stdout
 
 
@@ -157,18 +137,8 @@ def test_eval_outputs_are_checked_before_any_work_and_named_by_dataset_stem(tmp_
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "mine.txt").write_text("keep")
-    base = [
-        sys.executable,
-        "-m",
-        "searchplay",
-        "eval",
-        "--config",
-        "configs/tiny-test.toml",
-        "--model",
-        "tiny-random",
-        "--data",
-        str(data),
-    ]
+    base = [sys.executable, "-m", "searchplay", "eval", "--config", "configs/tiny-test.toml", "--model", "tiny-random",
+            "--data", str(data)]  # fmt: skip
     refused = subprocess.run([*base, "--out", str(notes)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert refused.returncode == 2 and "holds no evaluation written by searchplay" in refused.stderr
     assert sorted(p.name for p in notes.iterdir()) == ["mine.txt"]
@@ -190,26 +160,7 @@ def test_eval_outputs_are_checked_before_any_work_and_named_by_dataset_stem(tmp_
 
 def test_an_interrupted_evaluation_resumes_and_a_dead_retriever_stops_it(tmp_path: Path) -> None:
     out = tmp_path / "ev"
-    base = [
-        sys.executable,
-        "-m",
-        "searchplay",
-        "eval",
-        "--model",
-        "tiny-random",
-        "--data",
-        "nq-answerable",
-        "--limit",
-        "6",
-        "--batch-size",
-        "2",
-        "--set",
-        "model.dtype=float32",
-        "--set",
-        "rollout.max_new_tokens=4",
-        "--out",
-        str(out),
-    ]
+    base = [*EVAL_TINY, "--limit", "6", "--batch-size", "2", "--set", "rollout.max_new_tokens=4", "--out", str(out)]
     full = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
     reference = (out / "predictions-nq-answerable.jsonl").read_text().splitlines()

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,14 +14,14 @@ import pytest
 
 from searchplay.assets.names import BUNDLED, seeds_path
 from searchplay.config import Config, GameConfig, JudgeConfig, RolloutConfig, ServerConfig, load_config
-from searchplay.game.pool import PoolQuestion, QuestionPool
+from searchplay.game.pool import QuestionPool
 from searchplay.game.seeds import Seed, SeedSampler, load_seeds
 from searchplay.game.selfplay import play_round
 from searchplay.game.verify import verify_questions
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.openai_server import create_app
 from tests.servers import free_port, running_server
-from tests.test_game_rules import GOOD_Q, proposer_traj
+from tests.test_game_rules import GOOD_Q, pool_question, proposer_traj
 
 
 @pytest.fixture(scope="module")
@@ -246,23 +247,7 @@ def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bun
     cfg = tiny_config(verifier="policy", failure_handling="reuse", min_searches=0)
     pool = QuestionPool(tmp_path / "pool.jsonl")
     for k in range(3):  # questions from an earlier round, solved by nobody yet
-        pool.add(
-            PoolQuestion(
-                id=f"old-{k}",
-                question=f"Which city is the capital of country {k}?",
-                answer="Paris",
-                aliases=[],
-                hops=1,
-                step=0,
-                proposer_trajectory="p",
-                evidence_ids=[],
-                noisy_ids=[],
-                verifier_answer="Paris",
-                verdict="exact_match",
-                solver_rewards=[0.0],
-                success_rate=0.0,
-            )
-        )
+        pool.add(replace(pool_question(k, 0.0), id=f"old-{k}", question=f"Which city is the capital of country {k}?"))
     result = play_round(
         tiny_engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 1), pool, cfg, 1, random.Random(0)
     )

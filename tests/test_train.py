@@ -26,6 +26,11 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return out
 
 
+def run_tiny(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`searchplay train` with the tiny test config into `run_dir`."""
+    return run("--config", "configs/tiny-test.toml", "--run-dir", str(run_dir), *args)
+
+
 def steps(run_dir: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -131,22 +136,8 @@ def test_sigkill_mid_step_then_resume_loses_nothing_before_the_checkpoint(tmp_pa
 
 def test_supervised_control_and_the_training_time_budget(tmp_path: Path) -> None:
     rd = tmp_path / "sup"
-    run(
-        "--config",
-        "configs/tiny-test.toml",
-        "--run-dir",
-        str(rd),
-        "--steps",
-        "5",
-        "--set",
-        "game.mode=supervised",
-        "--set",
-        "game.train_data=nq-dev-answerable",
-        "--set",
-        "trainer.max_minutes=0.0001",
-        "--set",
-        "trainer.eval_every=0",
-    )
+    run_tiny(rd, "--steps", "5", "--set", "game.mode=supervised", "--set", "game.train_data=nq-dev-answerable",
+             "--set", "trainer.max_minutes=0.0001", "--set", "trainer.eval_every=0")  # fmt: skip
     metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1]  # the budget ran out during step 1: stop, checkpoint, no step 2
     assert (rd / "checkpoints" / "step-1").is_dir()
@@ -160,22 +151,8 @@ def test_supervised_control_and_the_training_time_budget(tmp_path: Path) -> None
 
 def test_evaluation_before_training_on_several_sets(tmp_path: Path) -> None:
     rd = tmp_path / "ev"
-    run(
-        "--config",
-        "configs/tiny-test.toml",
-        "--run-dir",
-        str(rd),
-        "--steps",
-        "1",
-        "--set",
-        "trainer.eval_before_training=true",
-        "--set",
-        "trainer.eval_every=1",
-        "--set",
-        "trainer.eval_limit=2",
-        "--set",
-        "trainer.eval_data=nq-dev-answerable,triviaqa-dev-answerable",
-    )
+    run_tiny(rd, "--steps", "1", "--set", "trainer.eval_before_training=true", "--set", "trainer.eval_every=1",
+             "--set", "trainer.eval_limit=2", "--set", "trainer.eval_data=nq-dev-answerable,triviaqa-dev-answerable")  # fmt: skip
     metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 1]
     for m in metrics:
