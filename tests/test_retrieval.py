@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from searchplay.assets.names import corpus_path, index_path
@@ -256,3 +259,20 @@ def test_retrieval_server_bounds_bodies_and_survives_hostile_json(server_url: st
     huge_number = httpx.post(f"{server_url}/retrieve", content=b'{"queries": ["x"], "topk": ' + b"7" * 20_000 + b"}")
     assert huge_number.status_code == 400
     assert httpx.post(f"{server_url}/retrieve", json={"queries": ["Paris"], "topk": 1}).status_code == 200
+
+
+def test_bm25_scores_are_lucenes_and_parquet_corpora_index(tmp_path: Path) -> None:
+    """Lucene's BM25 by hand: idf ln(1 + (N - df + 0.5) / (df + 0.5)), tf / (tf + k1 (1 - b + b dl / avgdl)),
+    k1 0.9, b 0.4, over analysed terms (stop words out, Snowball stems); a repeated query word counts twice."""
+    rows = {"id": ["a", "b", "c"], "title": ["Red", "Blue", "Green"],
+            "text": ["apple apple pie", "apple tart with cream", "grass"]}  # fmt: skip
+    pq.write_table(pa.table(rows), tmp_path / "c.parquet")
+    build_bm25_index(tmp_path / "c.parquet", tmp_path / "idx", progress=False)
+    bm25 = Bm25Retriever(tmp_path / "idx")
+    # terms: a = red appl appl pie (4), b = blue appl tart cream (4; "with" is a stop word), c = green grass (2)
+    avgdl, idf = 10 / 3, math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))
+    expected = {"a": idf * 2 / (2 + 0.9 * (0.6 + 0.4 * 4 / avgdl)), "b": idf * 1 / (1 + 0.9 * (0.6 + 0.4 * 4 / avgdl))}
+    once, twice = bm25.search(["apples", "Apple? APPLE!"], 3)
+    assert [h.id for h in once] == ["a", "b"] and [h.score for h in once] == pytest.approx([expected["a"], expected["b"]])
+    assert [h.score for h in twice] == pytest.approx([2 * expected["a"], 2 * expected["b"]])
+    assert (once[0].title, once[0].text) == ("Red", "apple apple pie")  # read back from the index's own copy
