@@ -136,6 +136,47 @@ class TransformersEngine:
         finally:
             self._store = None
 
+    def _next_tokens(
+        self, logits: torch.Tensor, params: SamplingParams, no_end_yet: bool, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's next token and its log-prob under softmax(logits / T), the distribution sampled
+        from (before top-k / top-p); with `no_end_yet`, end-of-turn tokens cannot be drawn."""
+        scale = params.temperature if params.temperature > 0 else 1.0
+        logprobs = torch.log_softmax(logits / scale, dim=-1)
+        if no_end_yet:
+            logits[:, list(self.eot_ids)] = float("-inf")
+        if params.temperature <= 0:
+            tokens = logits.argmax(-1)
+        else:
+            filtered = filter_logits(logits / params.temperature, params.top_k, params.top_p)
+            tokens = sample(torch.softmax(filtered, -1).cpu(), gen).to(logits.device)
+        return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+    def _finished(
+        self, ids: list[int], too_early: bool, params: SamplingParams, tail_tokens: int
+    ) -> tuple[FinishReason, str | None] | None:
+        """Why a sequence ends with its last token, or None while it goes on."""
+        if ids[-1] in self.eot_ids:
+            return "eos", None
+        if too_early:  # min_new_tokens not reached: stop strings and length wait
+            return None
+        if (hit := self._stop_hit(ids, params.stop, tail_tokens)) is not None:
+            return "stop", hit
+        if len(ids) >= params.max_new_tokens:
+            return "length", None
+        return None
+
+    @staticmethod
+    def _keep_finished(
+        store: KVStore, prompt: np.ndarray, sampled: list[int], cache: Any, row: int, attention: torch.Tensor
+    ) -> None:
+        """Keep a finished row's keys/values (its prompt and every sampled token but the last) for the next turn."""
+        ids = np.concatenate([prompt, np.asarray(sampled[:-1], dtype=np.int64)])
+        kv = row_kv(cache, row, attention)
+        if kv and kv[0][0].shape[1] != len(ids):
+            raise RuntimeError(f"KV cache row holds {kv[0][0].shape[1]} tokens, expected {len(ids)}: engine bookkeeping bug")
+        store.add(KeptSequence(ids, kv))
+
     def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         t0 = time.perf_counter()
         if any(len(p) == 0 for p in prompts):
@@ -157,43 +198,20 @@ class TransformersEngine:
         tail_tokens = max((len(self.tokenizer.encode(s, add_special_tokens=False)) for s in params.stop), default=0) + 2
         min_new = min(params.min_new_tokens, params.max_new_tokens)
         step = 0
-        scale = params.temperature if params.temperature > 0 else 1.0
         while True:  # row r of the batch is prompt active[r]
-            logprobs = torch.log_softmax(logits / scale, dim=-1)  # the distribution sampled from, before top-k/top-p
             step += 1  # every row gets its step-th token now
-            if step <= min_new:
-                logits[:, list(self.eot_ids)] = float("-inf")
-            if params.temperature <= 0:
-                tokens = logits.argmax(-1)
-            else:
-                filtered = filter_logits(logits / params.temperature, params.top_k, params.top_p)
-                tokens = sample(torch.softmax(filtered, -1).cpu(), gen).to(device)
-            token_lp = logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+            tokens, token_lp = self._next_tokens(logits, params, step <= min_new, gen)
             keep_rows: list[int] = []
             for r, i in enumerate(active):
-                tok = int(tokens[r])
-                out_ids[i].append(tok)
+                out_ids[i].append(int(tokens[r]))
                 out_lp[i].append(float(token_lp[r]))
-                if tok in self.eot_ids:
-                    finish[i] = ("eos", None)
-                elif step < min_new:
+                done = self._finished(out_ids[i], step < min_new, params, tail_tokens)
+                if done is None:
                     keep_rows.append(r)
                     continue
-                elif (hit := self._stop_hit(out_ids[i], params.stop, tail_tokens)) is not None:
-                    finish[i] = ("stop", hit)
-                elif len(out_ids[i]) >= params.max_new_tokens:
-                    finish[i] = ("length", None)
-                else:
-                    keep_rows.append(r)
-                    continue
-                if self._store is not None:  # the cache holds the prompt and all sampled tokens but the last
-                    ids = np.concatenate([prompt_arrays[i], np.asarray(out_ids[i][:-1], dtype=np.int64)])
-                    kv = row_kv(cache, r, attention[r])
-                    if kv and kv[0][0].shape[1] != len(ids):
-                        raise RuntimeError(
-                            f"KV cache row holds {kv[0][0].shape[1]} tokens, expected {len(ids)}: engine bookkeeping bug"
-                        )
-                    self._store.add(KeptSequence(ids, kv))
+                finish[i] = done
+                if self._store is not None:
+                    self._keep_finished(self._store, prompt_arrays[i], out_ids[i], cache, r, attention[r])
             self.stats["generated_tokens"] += len(active)
             if not keep_rows:
                 break
