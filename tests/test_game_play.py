@@ -14,6 +14,7 @@ import pytest
 
 from searchplay.assets.names import BUNDLED, seeds_path
 from searchplay.config import Config, GameConfig, JudgeConfig, RolloutConfig, ServerConfig, load_config
+from searchplay.game.extract import REJECTION_REASONS
 from searchplay.game.pool import QuestionPool
 from searchplay.game.seeds import Seed, SeedSampler, load_seeds
 from searchplay.game.selfplay import play_round
@@ -255,6 +256,12 @@ def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bun
     verdicts = [t.meta["verification"]["verdict"] for t in result.proposer if "verification" in t.meta]
     assert len(verdicts) == m["verify/candidates"] > 0  # questions reached the policy verifier ...
     assert m["proposer/reject_verification_failed"] + m["proposer/reject_verifier_error"] > 0  # ... which rejected some
+    for t in result.proposer:  # each trajectory says what it asked, why it was dropped, what the verifier read
+        assert t.meta["rejection"] is None or t.meta["rejection"] in REJECTION_REASONS
+        if "verification" in t.meta:
+            v, own = t.meta["verification"], {d["id"] for d in t.retrieved}
+            assert t.meta["rejection"] is None and t.meta["question"] and v["evidence_ids"]
+            assert set(v["evidence_ids"]) <= own and not set(v["noisy_ids"]) & set(v["evidence_ids"])
     rejected = 6 - sum(t.source == "new" for t in result.tasks)
     reused = [t for t in result.tasks if t.source == "reuse"]
     assert m["pool/reused"] == len(reused) == min(rejected, 3) > 0  # their slots went to pool questions

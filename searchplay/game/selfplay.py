@@ -119,6 +119,8 @@ def play_round(
 
     # 3. extraction and rule filters
     extractions = [extract_question(t, s, g) for t, s in zip(proposer, proposer_seeds)]
+    for t, e in zip(proposer, extractions):  # logged with the trajectory: what was asked, and why it was dropped
+        t.meta["question"], t.meta["rejection"] = e.question, e.rejection
     rejections = Counter(e.rejection for e in extractions if e.rejection)
     candidates = [i for i, e in enumerate(extractions) if e.rejection is None]
 
@@ -137,7 +139,10 @@ def play_round(
             guided=guided,
         )
         for i, v in zip(candidates, checks):
-            proposer[i].meta["verification"] = {"passed": v.passed, "answer": v.answer, "verdict": v.verdict}
+            proposer[i].meta["verification"] = {
+                "passed": v.passed, "answer": v.answer, "verdict": v.verdict,
+                "evidence_ids": v.evidence_ids, "noisy_ids": v.noisy_ids,  # the verifier's input documents
+            }  # fmt: skip
             proposer_excluded[i] = proposer_excluded[i] or v.infra
             if v.passed:
                 verified[i] = v

@@ -2,7 +2,9 @@
 
 RUN_DIR/config.toml          resolved configuration
 RUN_DIR/metrics.jsonl        one JSON line of metrics per step
-RUN_DIR/trajectories/        step-000001.jsonl ... (both roles, with rewards)
+RUN_DIR/trajectories/        step-000001.jsonl ... (both roles, with rewards; a proposer's `meta`
+                             holds its extracted question, the filter that rejected it, and the
+                             verifier's verdict, answer and input document ids)
 RUN_DIR/pool.jsonl           the question pool's event log
 RUN_DIR/checkpoints/step-N/  checkpoints (training only)
 """
