@@ -24,19 +24,21 @@ import json
 import shutil
 import time
 from array import array
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import bm25s
 import numpy as np
+import orjson
 import scipy.sparse as sp
 import Stemmer
 
 from searchplay.outdir import check_output_dir, replace_dir
 from searchplay.progress import progress as progress_counter
 from searchplay.search.base import Hit, SearchError
-from searchplay.search.corpus import CorpusStats, passages_at, read_passages, scan_offsets, write_search_r1_jsonl
+from searchplay.search.corpus import CorpusStats, passages_at, read_passages
 from searchplay.sources import sha256_file
 
 META_FILE = "searchplay-index.json"
@@ -102,21 +104,24 @@ def build_bm25_index(corpus: Path, out_dir: Path, progress: bool = True, skip_ba
     (tmp / BUILDING_MARKER).write_text("")
     stats = CorpusStats()
     t0 = time.perf_counter()
-    with progress_counter(progress, f"reading {corpus.name}") as tick:
-
-        def counted(passages: Any) -> Any:
-            for p in passages:
-                tick(1)
-                yield p
-
-        count = write_search_r1_jsonl(counted(read_passages(corpus, skip_bad_lines, stats)), tmp / PASSAGES)
-    if count == 0:
-        raise SearchError(f"corpus {corpus} holds no passages")
-    np.save(tmp / OFFSETS, scan_offsets(tmp / PASSAGES))
-    # Streamed, and 4 bytes a term: a million passages stay within a few hundred MiB of term ids.
+    # One streamed pass: each passage is copied into the index (its byte offset noted, to read hits
+    # back) and analysed; term ids are kept at 4 bytes each, so a million passages stay within a few
+    # hundred MiB before bm25s builds its score matrix.
     tokenizer = bm25s.tokenization.Tokenizer(stopwords=STOP_WORDS, stemmer=_stemmer())
-    texts = (f"{p.title} {p.text}" for p in read_passages(tmp / PASSAGES))
-    ids = [array("i", doc) for doc in tokenizer.streaming_tokenize(texts)]
+    offsets: list[int] = []
+    with open(tmp / PASSAGES, "wb") as copy, progress_counter(progress, f"indexing {corpus.name}") as tick:
+
+        def texts() -> Iterator[str]:
+            for p in read_passages(corpus, skip_bad_lines, stats):
+                offsets.append(copy.tell())
+                copy.write(orjson.dumps(p.to_search_r1()) + b"\n")
+                tick(1)
+                yield f"{p.title} {p.text}"
+
+        ids = [array("i", doc) for doc in tokenizer.streaming_tokenize(texts())]
+    if not offsets:
+        raise SearchError(f"corpus {corpus} holds no passages")
+    np.save(tmp / OFFSETS, np.asarray(offsets, dtype=np.int64))
     model = bm25s.BM25(k1=K1, b=B, method="lucene", csc_backend="scipy")
     model.index((ids, tokenizer.get_vocab_dict()), show_progress=progress)
     del ids
@@ -126,7 +131,7 @@ def build_bm25_index(corpus: Path, out_dir: Path, progress: bool = True, skip_ba
         "corpus_path": str(corpus.resolve()),
         "corpus_bytes": corpus.stat().st_size,
         "corpus_sha256": corpus_checksum(corpus),
-        "passages": count,
+        "passages": len(offsets),
         "skipped_lines": stats.skipped,
         "bm25s_version": metadata.version("bm25s"),
         "k1": K1,
