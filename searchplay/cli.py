@@ -663,6 +663,59 @@ def plot(
     console.print(f"wrote {target} ({', '.join(panels)})", highlight=False)
 
 
+def _viewable(run_dirs: list[Path], eval_dirs: list[Path]) -> None:
+    """Refuse paths that cannot be a run or an evaluation before anything starts."""
+    for d in run_dirs:
+        if not d.is_dir():
+            _fail(f"{d} is not a directory; pass run directories (the --run-dir of train or play)")
+    for d in eval_dirs:
+        if not (d / "summary.json").is_file():
+            _fail(f"{d} is not an evaluation directory (no summary.json); create one with searchplay eval --out")
+
+
+EvalDirsOpt = Annotated[list[Path] | None, typer.Option("--eval", help="evaluation directory to show (repeatable)")]
+
+
+@app.command()
+def view(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories (several are overlaid in the curves)")],
+    eval_dirs: EvalDirsOpt = None,
+    host: Annotated[str, typer.Option(help="bind address; 127.0.0.1 keeps the page on this machine")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8002,
+) -> None:
+    """A local web page to watch runs: curves, proposals with their verification, the pool, every trajectory."""
+    import uvicorn
+
+    from searchplay.view.app import create_app
+
+    _viewable(run_dirs, eval_dirs or [])
+    err.print(f"run viewer on http://{host}:{port}/ (Ctrl-C stops it)", highlight=False)
+    uvicorn.run(create_app(run_dirs, eval_dirs or []), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories")],
+    out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("report.html"),
+    eval_dirs: EvalDirsOpt = None,
+    last_steps: Annotated[
+        int | None, typer.Option(min=1, help="embed the trajectories of only the last N logged steps (default: all)")
+    ] = None,
+) -> None:
+    """The viewer's page and the runs' data as one self-contained HTML file (works offline)."""
+    from searchplay.view.report import write_report
+    from searchplay.view.run_data import RunViewError
+
+    _viewable(run_dirs, eval_dirs or [])
+    if out.is_dir():
+        _fail(f"--out {out} is a directory; give a file name such as {out / 'report.html'}")
+    try:
+        size = write_report(run_dirs, eval_dirs or [], out, last_steps)
+    except RunViewError as e:
+        _fail(str(e))
+    console.print(f"wrote {out} ({_human(size)})", highlight=False)
+
+
 @app.command()
 def demo(
     config: Annotated[Path, typer.Option("--config", "-c", help="training config of the demo")] = Path(

@@ -301,7 +301,7 @@ def test_searchplay_play_with_the_bundled_model(tmp_path: Path) -> None:
     assert metrics[0]["step"] == 1 and "proposer/valid_rate" in metrics[0]
     trajs = [json.loads(line) for line in (run / "trajectories" / "step-000001.jsonl").read_text().splitlines()]
     proposers = [t for t in trajs if t["meta"]["role"] == "proposer"]
-    assert len(proposers) == 2 and all(t["turns"] and t["response_text"] for t in proposers)
+    assert len(proposers) == 2 and all(t["turns"] and t["response_segments"] for t in proposers)
     assert (run / "config.toml").is_file()
 
 

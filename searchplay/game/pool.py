@@ -46,9 +46,14 @@ class PoolError(ValueError):
 
 
 class QuestionPool:
-    def __init__(self, path: str | Path | None = None):
+    """The pool of a run. `read_only` (a viewer beside a running trainer) leaves the file as it is,
+    a torn last line included, and keeps the questions that maintenance dropped in `cleared`."""
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False):
         self.path = Path(path) if path else None
+        self.read_only = read_only
         self.questions: dict[str, PoolQuestion] = {}  # insertion order = age
+        self.cleared: dict[str, tuple[PoolQuestion, int]] = {}  # read-only: dropped question -> step of the clear
         self.events = 0
         self.torn_lines = 0
         if self.path and self.path.exists():
@@ -74,7 +79,7 @@ class QuestionPool:
             self._apply(event)
             self.events += 1
             good_end += len(raw) + 1  # a complete last record cut before its newline gets one below
-        if good_end != len(data):
+        if good_end != len(data) and not self.read_only:
             with open(self.path, "r+b") as f:
                 f.truncate(min(good_end, len(data)))
                 if good_end > len(data):
@@ -93,9 +98,13 @@ class QuestionPool:
                 q.attempts += 1
         elif kind == "clear":
             keep = set(event["keep_ids"])
+            if self.read_only:
+                self.cleared.update({k: (v, event["step"]) for k, v in self.questions.items() if k not in keep})
             self.questions = {k: v for k, v in self.questions.items() if k in keep}
 
     def _append(self, event: dict[str, Any]) -> None:
+        if self.read_only:
+            raise PoolError(f"{self.path} was opened read-only")
         self._apply(event)
         self.events += 1
         if self.path is None:

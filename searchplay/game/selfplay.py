@@ -138,16 +138,20 @@ def play_round(
             judge=judge,
             guided=guided,
         )
+        titles = {h["id"]: h["title"] for t in proposer for h in t.retrieved}
         for i, v in zip(candidates, checks):
             proposer[i].meta["verification"] = {
                 "passed": v.passed, "answer": v.answer, "verdict": v.verdict,
                 "evidence_ids": v.evidence_ids, "noisy_ids": v.noisy_ids,  # the verifier's input documents
+                "noisy_titles": [titles.get(d, "") for d in v.noisy_ids],  # their text is in other proposers' hits
             }  # fmt: skip
             proposer_excluded[i] = proposer_excluded[i] or v.infra
             if v.passed:
                 verified[i] = v
             else:
-                rejections[VERIFY_ERROR if v.verdict in ("verifier_error", "judge_unknown") else VERIFY_FAILED] += 1
+                reason = VERIFY_ERROR if v.verdict in ("verifier_error", "judge_unknown") else VERIFY_FAILED
+                rejections[reason] += 1
+                proposer[i].meta["rejection"] = reason
     elif candidates:
         verified = dict.fromkeys(candidates)
     timing["timing/verify_s"] = time.perf_counter() - t0

@@ -2,9 +2,11 @@
 
 RUN_DIR/config.toml          resolved configuration
 RUN_DIR/metrics.jsonl        one JSON line of metrics per step
-RUN_DIR/trajectories/        step-000001.jsonl ... (both roles, with rewards; a proposer's `meta`
-                             holds its extracted question, the filter that rejected it, and the
-                             verifier's verdict, answer and input document ids)
+RUN_DIR/trajectories/        step-000001.jsonl ... (both roles, with rewards and advantages; a
+                             proposer's `meta` holds its extracted question, the filter that
+                             rejected it, and the verifier's verdict, answer and input documents;
+                             `prompt_text` and `response_segments` [[text, trained], ...] are the
+                             decoded prompt and response, cut where sampled and inserted tokens meet)
 RUN_DIR/pool.jsonl           the question pool's event log
 RUN_DIR/checkpoints/step-N/  checkpoints (training only)
 """
@@ -20,6 +22,17 @@ from typing import Any
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import Config, to_toml
 from searchplay.jsonl import append_jsonl
+
+
+def response_segments(t: Trajectory, tokenizer: Any) -> list[tuple[str, int]]:
+    """The response decoded in runs of equal loss mask: (text, 1) was sampled and trained, (text, 0) inserted."""
+    segments: list[tuple[str, int]] = []
+    start = 0
+    for i in range(1, len(t.response_ids) + 1):
+        if i == len(t.response_ids) or t.loss_mask[i] != t.loss_mask[start]:
+            segments.append((tokenizer.decode(t.response_ids[start:i], skip_special_tokens=False), t.loss_mask[start]))
+            start = i
+    return segments
 
 
 def default_run_dir() -> Path:
@@ -64,8 +77,10 @@ class RunDir:
         with open(path, "w", encoding="utf-8") as f:
             for t in trajectories:
                 record = t.to_dict()
+                record["logprobs"] = [round(x, 4) for x in t.logprobs]  # a third of the file at full precision
                 if tokenizer is not None:
-                    record["response_text"] = tokenizer.decode(t.response_ids, skip_special_tokens=False)
+                    record["prompt_text"] = tokenizer.decode(t.prompt_ids, skip_special_tokens=False)
+                    record["response_segments"] = response_segments(t, tokenizer)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         return path
 

@@ -90,9 +90,18 @@ def role_samples(
     samples = [Sample.from_trajectory(t, 0.0, version) for t in trajs]
     token_kl = learner.token_kl(samples) if (learner is not None and kl_in_reward > 0 and estimator == "reinforce_pp") else None
     masks = [t.loss_mask for t in trajs]
-    for s, adv in zip(samples, compute_advantages(estimator, rewards, groups, masks, norm_std, token_kl, kl_in_reward)):
+    for t, s, adv in zip(trajs, samples, compute_advantages(estimator, rewards, groups, masks, norm_std, token_kl, kl_in_reward)):
         s.advantage = adv
+        t.meta["advantage"] = _mean_advantage(adv, t.loss_mask)  # logged with the trajectory
     return samples
+
+
+def _mean_advantage(adv: float | torch.Tensor, mask: list[int]) -> float:
+    """A sequence's advantage as one number: itself, or the mean over trained tokens of a per-token one."""
+    if not isinstance(adv, torch.Tensor):
+        return float(adv)
+    trained = torch.tensor(mask, dtype=torch.bool)
+    return float(adv[trained].mean()) if trained.any() else 0.0
 
 
 def planned_optimizer_steps(cfg: Config) -> int:
