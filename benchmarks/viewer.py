@@ -34,7 +34,7 @@ from searchplay.web import running_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-WORDS = "the of river city king war film album born capital team league museum island company song first".split()
+WORDS = ("the", "of", "river", "city", "king", "war", "film", "album", "born", "capital", "team", "league", "song")  # fmt: skip
 
 
 class WordTokenizer:
