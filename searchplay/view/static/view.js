@@ -324,6 +324,9 @@ function renderTrajectory(d) {
     parts.push(el("div", { class: "card verification" },
       el("h3", {}, "Verification input"),
       el("p", {}, `verdict: ${d.verdict} · verifier answer: ${d.verifier_answer ?? "none"} · ${d.passed ? "passed" : "failed"}`),
+      el("p", { class: "muted" }, d.noisy.length
+        ? "the verifier read this proposer's documents and the noisy ones (retrieved by other proposers), shuffled by block"
+        : "documents of this proposer's own retrieval that the verifier relied on; no noisy documents were mixed in"),
       d.evidence.map((x) => doc(x, false)), d.noisy.map((x) => doc(x, true))));
   }
   const segments = d.segments.map(([text, trained]) => el("span", { class: trained === null ? "seg-unknown" : trained ? "seg-trained" : "seg-masked" }, text));
