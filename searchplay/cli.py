@@ -300,8 +300,10 @@ def serve_model(
 
     cfg = _config(config, set_)
     try:
-        engine = TransformersEngine.load(model_path(model, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
-    except FileNotFoundError as e:
+        engine = TransformersEngine.load(
+            model_path(model, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib, cfg.model.device
+        )
+    except (FileNotFoundError, ValueError) as e:  # ValueError: DeviceError
         _fail(str(e))
     host = host or cfg.server.host
     err.print(f"serving {model} as {name or model!r} on http://{host}:{port}/v1")
@@ -341,9 +343,9 @@ def ask(
     try:
         retriever = _retriever_from_cli(cfg, index, kind)
         engine = TransformersEngine.load(
-            model_path(model or cfg.model.path, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib
+            model_path(model or cfg.model.path, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib, cfg.model.device
         )
-    except (SearchError, FileNotFoundError) as e:
+    except (SearchError, FileNotFoundError, ValueError) as e:  # ValueError: DeviceError
         _fail(str(e))
     t0 = time.perf_counter()
     prompt = chat_prompt_ids(engine.tokenizer, *solver_messages(question))
@@ -557,7 +559,7 @@ def eval_command(
         datasets = {label: load_dataset(name, mapping)[:limit] for name, label in zip(names, labels)}
         search = _eval_retriever(cfg, retriever, index)
         policy = model_path(policy_from_run(model), cfg)
-        engine = TransformersEngine.load(policy, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib)
+        engine = TransformersEngine.load(policy, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib, cfg.model.device)
     except (DatasetError, SearchError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     judge = None

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import functools
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # model.device
 
 
 class ConfigError(ValueError):
@@ -98,6 +101,10 @@ class ModelConfig:
     path: str = _f("bundled", "policy model: local HF directory, a cached HF id, or 'bundled' (SmolLM2-135M)")
     dtype: Literal["bfloat16", "float32"] = _f("bfloat16", "compute dtype of the transformers engine")
     threads: int = _f(0, "torch CPU threads; 0 = number of cores", 0, 1024)
+    device: str = _f(
+        "auto",
+        "where policy, reference, engine and learner run: auto (the first CUDA device when torch has one), cpu, cuda, cuda:N",
+    )
     keep_kv_mib: int = _f(
         2048,
         "memory for each episode's keys/values kept between turns, so a turn encodes only its new tokens; 0 = off",
@@ -361,6 +368,8 @@ def _nest(parts: list[str], value: Any) -> dict[str, Any]:
 def validate(cfg: Config) -> None:
     """Ranges of every numeric field, then cross-field checks that a range alone cannot express."""
     check_ranges(cfg)
+    if not DEVICE_PATTERN.fullmatch(cfg.model.device):
+        raise ConfigError(f"model.device: value {cfg.model.device!r} is not one of auto, cpu, cuda, cuda:N")
     a = cfg.assets
     if a.seed_hops_min > a.seed_hops_max:
         raise ConfigError(f"assets.seed_hops_min/max: need min <= max, got {a.seed_hops_min}..{a.seed_hops_max}")

@@ -28,22 +28,24 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from searchplay.llm.base import FinishReason, Generation, SamplingParams
+from searchplay.llm.device import resolve_device
 from searchplay.llm.kv_store import KeptSequence, KVStore, LayerKV, common_prefix_length
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 MIN_SHARED_PREFIX = 16  # tokens; a shorter shared prefix is not worth its own forward pass
 
 
-def load_model(model: str, dtype: str = "bfloat16") -> tuple[Any, Any]:
-    """(model, tokenizer) from a local directory or a hub id already cached. Never downloads."""
+def load_model(model: str, dtype: str = "bfloat16", device: str = "cpu") -> tuple[Any, Any]:
+    """(model on `device`, tokenizer) from a local directory or a hub id already cached. Never downloads."""
+    target = resolve_device(device)
     local = Path(model).is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
-        net = AutoModelForCausalLM.from_pretrained(model, dtype=DTYPES[dtype], local_files_only=True)
+        net: Any = AutoModelForCausalLM.from_pretrained(model, dtype=DTYPES[dtype], local_files_only=True)
     except OSError as e:
         where = "directory" if local else "Hugging Face id (must already be in the local cache; nothing is downloaded)"
         raise FileNotFoundError(f"cannot load model {model!r} as a {where}: {e}") from None
-    net.eval()
+    net = net.to(target).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return net, tokenizer
@@ -99,8 +101,10 @@ class TransformersEngine:
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # skip prefill logits
 
     @classmethod
-    def load(cls, model: str, dtype: str = "bfloat16", threads: int = 0, keep_kv_mib: int = 2048) -> TransformersEngine:
-        net, tokenizer = load_model(model, dtype)
+    def load(
+        cls, model: str, dtype: str = "bfloat16", threads: int = 0, keep_kv_mib: int = 2048, device: str = "cpu"
+    ) -> TransformersEngine:
+        net, tokenizer = load_model(model, dtype, device)
         return cls(net, tokenizer, threads, keep_kv_mib=keep_kv_mib)
 
     def _stop_hit(self, ids: list[int], stops: list[str], tail_tokens: int) -> str | None:
@@ -115,7 +119,8 @@ class TransformersEngine:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         if not prompts:
             return []
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast_bf16 else contextlib.nullcontext()
+        device_type = next(self.model.parameters()).device.type
+        autocast = torch.autocast(device_type, dtype=torch.bfloat16) if self.autocast_bf16 else contextlib.nullcontext()
         with torch.no_grad(), autocast:
             return self._generate(prompts, params)
 

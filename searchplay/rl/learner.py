@@ -94,6 +94,9 @@ class Learner:
         """`total_steps`: planned optimizer steps (the cosine length when cfg.total_steps is 0);
         `temperature`: the rollout temperature, so that log-probs are those of the sampled distribution."""
         self.model, self.cfg, self.reference, self.pad_id = model, cfg, reference, pad_id
+        self.device = next(model.parameters()).device  # the policy's; batches, the reference and old log-probs follow it
+        if reference is not None and next(reference.parameters()).device != self.device:
+            raise ValueError(f"the reference model is on {next(reference.parameters()).device}, the policy on {self.device}")
         self.temperature = temperature if temperature > 0 else 1.0
         if any(p.dtype != torch.float32 for p in model.parameters()):
             raise ValueError("the Learner keeps fp32 master weights: load the policy in float32 (bf16 is used via autocast)")
@@ -111,7 +114,7 @@ class Learner:
         return int(self.scheduler.last_epoch)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.cfg.bf16 else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.bf16 else contextlib.nullcontext()
 
     def _tensors(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded ids, attention, and per-target-position mask/advantage tensors."""
@@ -128,7 +131,7 @@ class Learner:
             mask[i, start:end] = torch.tensor(s.loss_mask, dtype=torch.float)
             a = s.advantage
             adv[i, start:end] = a.float() if isinstance(a, torch.Tensor) else float(a)
-        return {"ids": ids, "attention": attention, "mask": mask, "adv": adv}
+        return {k: v.to(self.device) for k, v in {"ids": ids, "attention": attention, "mask": mask, "adv": adv}.items()}
 
     def _trained_logits(self, model: Any, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits / temperature at trained positions only, and those positions.
@@ -321,7 +324,8 @@ class _Gap:
                 continue
             start = len(s.prompt_ids) - 1
             where = mask[k, start : start + len(s.response_ids)].bool()
-            diff = (old_lp[k, start : start + len(s.response_ids)] - torch.tensor(s.rollout_logprobs)).abs()[where]
+            rollout = torch.tensor(s.rollout_logprobs, device=old_lp.device)
+            diff = (old_lp[k, start : start + len(s.response_ids)] - rollout).abs()[where]
             if diff.numel():
                 self.total, self.count = self.total + float(diff.sum()), self.count + diff.numel()
                 self.max = max(self.max, float(diff.max()))
@@ -336,4 +340,4 @@ def _pad(row: torch.Tensor, width: int) -> torch.Tensor:
     """Old/reference log-probs were scored in another micro-batch: fit them to this one's width."""
     if row.shape[0] >= width:
         return row[:width]
-    return torch.cat([row, torch.zeros(width - row.shape[0])])
+    return torch.cat([row, torch.zeros(width - row.shape[0], device=row.device)])

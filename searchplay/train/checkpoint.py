@@ -68,7 +68,9 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_trainer_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(learner state incl. RNGs, state.json) of a checkpoint; restores the global RNGs."""
-    blob = torch.load(path / "trainer.pt", weights_only=False)
+    blob = torch.load(
+        path / "trainer.pt", weights_only=False, map_location="cpu"
+    )  # the optimizer moves its state to the parameters' device
     torch.set_rng_state(blob.pop("torch_rng"))
     random.setstate(blob.pop("python_rng"))
     return blob, json.loads((path / "state.json").read_text())

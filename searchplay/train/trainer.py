@@ -41,6 +41,7 @@ from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions
 from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult
 from searchplay.jsonl import atomic_write, random_state
+from searchplay.llm.device import DeviceError, resolve_device
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
 from searchplay.outdir import check_output_dir
 from searchplay.rl.advantages import compute_advantages
@@ -207,6 +208,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
             raise TrainError(f"{run_dir} already holds a run; resume it with --resume or choose another --run-dir")
     checkpoint = latest_checkpoint(run.checkpoints) if resume else None
     validate_for_training(cfg)
+    try:
+        resolve_device(cfg.model.device)
+    except DeviceError as e:
+        raise TrainError(str(e)) from None
     torch.manual_seed(cfg.learner.seed)
     model, tokenizer, reference = _load_models(cfg, checkpoint)
     engine = TransformersEngine(
@@ -278,10 +283,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
 def _load_models(cfg: Config, checkpoint: Path | None) -> tuple[Any, Any, Any | None]:
     """(policy in fp32 from the checkpoint or the base model, tokenizer, frozen base reference if KL is on)."""
     base_model = model_path(cfg.model.path, cfg)
-    model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else base_model, "float32")
+    model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else base_model, "float32", cfg.model.device)
     reference = None
     if cfg.learner.kl_coef > 0:
-        reference, _ = load_model(base_model, "float32")
+        reference, _ = load_model(base_model, "float32", cfg.model.device)
         reference.requires_grad_(False)
     return model, tokenizer, reference
 
