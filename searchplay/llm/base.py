@@ -41,6 +41,7 @@ class Engine(Protocol):
     """Anything that turns token-id prompts into Generations (transformers here; vLLM on GPUs)."""
 
     tokenizer: Any  # a Hugging Face tokenizer (untyped)
+    pad_id: int  # the id that pads batches of its token sequences (the learner uses the same)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]: ...
 
@@ -48,4 +49,13 @@ class Engine(Protocol):
         """A block over which the engine may reuse the keys/values of earlier generations whose
         text a later prompt extends (multi-turn episodes). Results are the same either way; an
         engine with automatic prefix caching (vLLM) or none at all returns a no-op context."""
+        ...
+
+    def sync_weights(self, model: Any) -> dict[str, float]:
+        """Generate from `model`'s current weights from now on (after a learner update); returns
+        metrics of the transfer (time, size), empty when the engine samples from `model` itself."""
+        ...
+
+    def asleep(self) -> AbstractContextManager[None]:
+        """A block (the learner's update) during which the engine may free its accelerator memory."""
         ...

@@ -28,6 +28,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from searchplay.llm.base import FinishReason, Generation, SamplingParams
+from searchplay.llm.chat import end_of_turn_ids
 from searchplay.llm.device import resolve_device
 from searchplay.llm.kv_store import KeptSequence, KVStore, LayerKV, common_prefix_length
 
@@ -49,18 +50,6 @@ def load_model(model: str, dtype: str = "bfloat16", device: str = "cpu") -> tupl
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return net, tokenizer
-
-
-def end_of_turn_ids(tokenizer: Any, model: Any) -> set[int]:
-    """Token ids that end a model turn: eos plus the chat template's end marker when it has one."""
-    ids = {i for i in [tokenizer.eos_token_id] if i is not None}
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-    for marker in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
-        tid = tokenizer.convert_tokens_to_ids(marker)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
-            ids.add(tid)
-    return ids
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -86,7 +75,7 @@ class TransformersEngine:
         self._store: KVStore | None = None
         if threads:
             torch.set_num_threads(threads)
-        self.eot_ids = end_of_turn_ids(tokenizer, model)
+        self.eot_ids = end_of_turn_ids(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eot_ids))
         self.stats = {
             "generate_calls": 0,
@@ -140,6 +129,17 @@ class TransformersEngine:
             yield
         finally:
             self._store = None
+
+    def sync_weights(self, model: Any) -> dict[str, float]:
+        """Nothing to send: this engine generates with the learner's own model object."""
+        if model is not self.model:
+            raise ValueError("the transformers engine generates with the learner's model object; pass that model")
+        return {}
+
+    @contextlib.contextmanager
+    def asleep(self) -> Iterator[None]:
+        """Nothing to free: the weights are the learner's, and kept keys/values live only inside keep_kv()."""
+        yield
 
     def _next_tokens(
         self, logits: torch.Tensor, params: SamplingParams, no_end_yet: bool, gen: torch.Generator

@@ -12,6 +12,7 @@ from searchplay.game.pool import QuestionPool
 from searchplay.game.seeds import SeedSampler, labelled_seeds, load_seeds
 from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round
 from searchplay.judge.llm_judge import LLMJudge
+from searchplay.llm.base import Engine
 from searchplay.llm.transformers_engine import TransformersEngine
 from searchplay.search.base import Retriever
 from searchplay.search.resolve import open_retriever
@@ -19,7 +20,7 @@ from searchplay.search.resolve import open_retriever
 
 @dataclass
 class Components:
-    engine: TransformersEngine
+    engine: Engine
     retriever: Retriever
     judge: LLMJudge | None
     sampler: SeedSampler
@@ -37,7 +38,7 @@ class Components:
         return {f"search/{k}": float(v) for k, v in stats().items()} if callable(stats) else {}
 
 
-def build_components(cfg: Config, pool_path: str | None, engine: TransformersEngine | None = None) -> Components:
+def build_components(cfg: Config, pool_path: str | None, engine: Engine | None = None) -> Components:
     """Everything a round needs; names like 'bundled' in `cfg` are resolved to paths here."""
     cfg = resolve_config(cfg)
     engine = engine or TransformersEngine.load(

