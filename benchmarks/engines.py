@@ -45,15 +45,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (benchmarks/gpu.sh)")
     args = ap.parse_args()
     questions = [r["question"] for r in read_jsonl(asset_file("nq-answerable"))]
     retriever = Bm25Retriever(asset_file("wiki-bm25"))
     cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=args.max_new_tokens, temperature=0.0, seed=0)
     model_dir = str(model_path(BUNDLED))
-    policy, tokenizer = load_model(model_dir, "float32")  # the learner's copy
+    policy, tokenizer = load_model(model_dir, "float32", args.device)  # the learner's copy
     hf = TransformersEngine(policy, tokenizer, threads=2, autocast_bf16=True)
     t0 = time.perf_counter()
-    vllm = VLLMEngine(model_dir, "bfloat16", "cpu")
+    vllm = VLLMEngine(model_dir, "bfloat16", args.device)
     start_s = time.perf_counter() - t0
     syncs = [vllm.sync_weights(policy)["timing/weight_sync_s"] for _ in range(3)]
     sync_s = sorted(syncs)[1]
@@ -65,7 +66,10 @@ def main() -> None:
         prompts = [chat_prompt_ids(tokenizer, *solver_messages(q)) for q in questions[:batch]]
         hf_tokens, hf_s = timed_episodes(hf, retriever, prompts, cfg)
         v_tokens, v_s = timed_episodes(vllm, retriever, prompts, cfg)
-        for name, tokens, seconds, sync in (("transformers", hf_tokens, hf_s, 0.0), ("vLLM (CPU)", v_tokens, v_s, sync_s)):
+        for name, tokens, seconds, sync in (
+            ("transformers", hf_tokens, hf_s, 0.0),
+            (f"vLLM ({args.device})", v_tokens, v_s, sync_s),
+        ):
             rows.append(
                 {
                     "batch": batch,
@@ -82,7 +86,8 @@ def main() -> None:
     bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
     mib = sum(p.numel() for p in policy.parameters()) * 2 / 2**20
     print(f"\nvLLM start {start_s:.0f} s; weight sync ({mib:.0f} MiB in bf16) median of 3: {sync_s:.2f} s")
-    print(f"VLLM_CPU_OMP_THREADS_BIND={bind}; torch {torch.__version__}")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"VLLM_CPU_OMP_THREADS_BIND={bind}"
+    print(f"{where}; torch {torch.__version__}")
 
 
 if __name__ == "__main__":  # vLLM starts its engine in a spawned process

@@ -35,7 +35,8 @@ else:
 from searchplay.llm.vllm_engine import VLLMEngine
 
 ROOT = Path(__file__).resolve().parents[1]
-LOGPROB_TOL = 2e-3  # nats, fp32 on both sides; vLLM's CPU kernels sum in another order
+LOGPROB_TOL = 2e-3  # nats, fp32 on both sides; vLLM's kernels sum in another order
+DEVICE = os.environ.get("SEARCHPLAY_TEST_DEVICE", "cpu")  # benchmarks/gpu.sh sets cuda
 QUESTIONS = ["Who wrote Hamlet?", "What is the capital of Ecuador?", "When did the Apollo 11 mission land?"]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=24, stop=["</search>", "</answer>"])
 
@@ -47,7 +48,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engines(model_dir: Path) -> tuple[VLLMEngine, TransformersEngine]:
-    return VLLMEngine(str(model_dir), "float32", "cpu"), TransformersEngine.load(str(model_dir), "float32", threads=1)
+    return VLLMEngine(str(model_dir), "float32", DEVICE), TransformersEngine.load(str(model_dir), "float32", 1, device=DEVICE)
 
 
 def _prompts(engine: TransformersEngine) -> list[list[int]]:
@@ -77,7 +78,7 @@ def test_sampled_logprobs_are_those_the_learner_recomputes(engines: tuple[VLLMEn
     for s in samples:
         start = len(s.prompt_ids) - 1
         recomputed = s.old_logprobs[start : start + len(s.response_ids)]
-        assert (recomputed - torch.tensor(s.rollout_logprobs)).abs().max() < LOGPROB_TOL  # the rollout/learner gap
+        assert (recomputed.cpu() - torch.tensor(s.rollout_logprobs)).abs().max() < LOGPROB_TOL  # the rollout/learner gap
 
 
 def test_multi_turn_episodes_search_and_answer(engines: tuple[VLLMEngine, TransformersEngine], bundled_bm25) -> None:
@@ -95,7 +96,7 @@ def test_multi_turn_episodes_search_and_answer(engines: tuple[VLLMEngine, Transf
 
 def test_after_an_update_the_engine_generates_from_the_new_weights(model_dir: Path, engines) -> None:
     vllm_engine, _ = engines
-    model, tokenizer = load_model(str(model_dir), "float32")
+    model, tokenizer = load_model(str(model_dir), "float32", DEVICE)
     hf = TransformersEngine(model, tokenizer, threads=1)
     prompts = _prompts(hf)
     before = [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)]
@@ -116,7 +117,7 @@ def test_after_an_update_the_engine_generates_from_the_new_weights(model_dir: Pa
 
 def test_training_with_the_vllm_engine(model_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    sets = ["trainer.steps=2", "trainer.eval_every=0", f"model.path={model_dir}", "model.engine=vllm", "model.device=cpu"]
+    sets = ["trainer.steps=2", "trainer.eval_every=0", f"model.path={model_dir}", "model.engine=vllm", f"model.device={DEVICE}"]
     cmd = [sys.executable, "-m", "searchplay", "train", "-c", "configs/tiny-test.toml", "--run-dir", str(run)]
     out = subprocess.run([*cmd, *(a for s in sets for a in ("--set", s))], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
