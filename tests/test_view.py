@@ -293,3 +293,18 @@ def test_the_report_works_from_the_file_alone(browser: Any, tmp_path: Path, runs
     page.click("#trajectories-table tbody tr >> nth=0")
     page.wait_for_selector("pre.response span.seg-trained")
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+
+
+@pytest.mark.browser
+def test_the_page_follows_a_run_that_is_training(browser: Any, tmp_path: Path, runs: dict[str, Path]) -> None:
+    run = tmp_path / "live"
+    shutil.copytree(runs["plain"], run, ignore=shutil.ignore_patterns("checkpoints"))
+    with running_server(create_app([run])) as base:
+        page = _open(browser, base)
+        assert "step 3 / 3" in page.inner_text("#runs")
+        last = _lines(run / "metrics.jsonl")[-1]
+        with open(run / "metrics.jsonl", "a") as f:  # the trainer logs step 4
+            f.write(json.dumps({**last, "step": 4, "solver/acc": 0.75}) + "\n")
+        page.wait_for_function("document.querySelector('#runs').innerText.includes('step 4')", timeout=15_000)
+        xs = page.evaluate("document.querySelector(\".chart[data-group='solver']\").data[0].x")
+        assert xs[-1] == 4  # the curves were redrawn with the new step
