@@ -14,7 +14,7 @@ import pytest
 
 from searchplay.assets.names import BUNDLED, seeds_path
 from searchplay.config import Config, GameConfig, JudgeConfig, RolloutConfig, ServerConfig, load_config
-from searchplay.game.extract import REJECTION_REASONS
+from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAILED
 from searchplay.game.pool import QuestionPool
 from searchplay.game.seeds import Seed, SeedSampler, load_seeds
 from searchplay.game.selfplay import play_round
@@ -260,7 +260,9 @@ def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bun
         assert t.meta["rejection"] is None or t.meta["rejection"] in REJECTION_REASONS
         if "verification" in t.meta:
             v, own = t.meta["verification"], {d["id"] for d in t.retrieved}
-            assert t.meta["rejection"] is None and t.meta["question"] and v["evidence_ids"]
+            failed = VERIFY_ERROR if v["verdict"] in ("verifier_error", "judge_unknown") else VERIFY_FAILED
+            assert t.meta["rejection"] == (None if v["passed"] else failed)  # passed the rules; verification decides
+            assert t.meta["question"] and v["evidence_ids"] and len(v["noisy_titles"]) == len(v["noisy_ids"])
             assert set(v["evidence_ids"]) <= own and not set(v["noisy_ids"]) & set(v["evidence_ids"])
     rejected = 6 - sum(t.source == "new" for t in result.tasks)
     reused = [t for t in result.tasks if t.source == "reuse"]
