@@ -306,5 +306,5 @@ def test_the_page_follows_a_run_that_is_training(browser: Any, tmp_path: Path, r
         with open(run / "metrics.jsonl", "a") as f:  # the trainer logs step 4
             f.write(json.dumps({**last, "step": 4, "solver/acc": 0.75}) + "\n")
         page.wait_for_function("document.querySelector('#runs').innerText.includes('step 4')", timeout=15_000)
-        xs = page.evaluate("document.querySelector(\".chart[data-group='solver']\").data[0].x")
-        assert xs[-1] == 4  # the curves were redrawn with the new step
+        solver = "document.querySelector(\".chart[data-group='solver']\")"
+        page.wait_for_function(f"{solver}.data[0].x.at(-1) === 4", timeout=5_000)  # the curves were redrawn
