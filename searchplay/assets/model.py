@@ -48,7 +48,7 @@ def export_model(out_dir: Path) -> dict[str, Any]:
 def greedy_chat_reply(model_dir: Path, prompt: str, max_new_tokens: int = 24) -> str:
     """One greedy chat turn; used as the export's sanity check."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # generate()'s typing varies by version
     inputs: Any = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )

