@@ -52,6 +52,7 @@ def test_train_two_steps_then_resume_with_the_same_pool(tmp_path: Path) -> None:
         "pool/size",
     ):
         assert key in metrics[1], key
+    assert all(100 < m["memory/rss_mib"] < 20_000 for m in metrics)  # a real process's resident memory, in MiB
     ckpt = rd / "checkpoints" / "step-2"
     assert (ckpt / "model" / "model.safetensors").is_file() and (ckpt / "trainer.pt").is_file()
     state = json.loads((ckpt / "state.json").read_text())

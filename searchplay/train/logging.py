@@ -6,7 +6,10 @@ optional back-ends get the same numbers. The console shows step, ETA and the key
 
 from __future__ import annotations
 
+import os
+import resource
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -21,6 +24,15 @@ KEY_METRICS = (
     ("proposer/reward_mean", "prop reward"),
     ("timing/step_s", "step s"),
 )
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (Linux /proc), else its peak so far: a run's memory over steps."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class MetricsLogger:
@@ -57,7 +69,7 @@ class MetricsLogger:
         self._progress.start()
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        record = {"step": step, "time": time.time(), **metrics}
+        record = {"step": step, "time": time.time(), **metrics, "memory/rss_mib": rss_mib()}
         self.run.append_jsonl(self.run.metrics, record)
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         if self._tb is not None:
