@@ -37,9 +37,9 @@ from transformers import GenerationConfig
 from searchplay.llm.base import FinishReason, Generation, SamplingParams
 from searchplay.llm.chat import end_of_turn_ids
 from searchplay.llm.device import resolve_device
+from searchplay.llm.transformers_engine import DTYPES
 
 SYNC_CHUNK_BYTES = 256 * 2**20
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def vllm_installed() -> bool:
