@@ -283,6 +283,18 @@ class TrainerConfig:
     save_every: int = _f(5, "checkpoint every this many steps (and at the end)", 1, 100000000)
     keep_checkpoints: int = _f(2, "checkpoints kept (older ones are deleted)", 1, 10000)
     trajectories_per_step: int = _f(16, "trajectories per role written to trajectories/ each step (0 = all)", 0, 10000000)
+    backend: Literal["local", "ray"] = _f(
+        "local",
+        "where rollouts and updates run: this process, or Ray actors (rollout workers + a data-parallel learner "
+        "group; extra 'ray', docs/scaling.md)",
+    )
+    rollout_workers: int = _f(
+        2, "backend = ray: rollout actors, each with its own engine; a round's episodes are split across them", 1, 4096
+    )
+    learner_workers: int = _f(
+        1, "backend = ray: data-parallel learner ranks (gloo on CPU, NCCL on GPU); N ranks make one rank's update", 1, 4096
+    )
+    ray_address: str = _f("", "backend = ray: the cluster to join ('auto' or HOST:PORT); empty starts a local Ray instance")
     tensorboard: bool = _f(False, "also log to TensorBoard (extra 'tensorboard')")
     wandb: bool = _f(False, "also log to Weights & Biases (extra 'wandb'; WANDB_MODE=offline works)")
 

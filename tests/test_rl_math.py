@@ -9,7 +9,7 @@ import torch
 
 from searchplay.rl.advantages import compute_advantages, grpo, reinforce_pp, rloo
 from searchplay.rl.losses import aggregate, kl_penalty, ppo_clip_loss
-from searchplay.train.trainer import informative
+from searchplay.train.update import informative
 
 
 def test_grpo_hand_computed() -> None:
@@ -86,7 +86,7 @@ def test_dynamic_sampling_keeps_single_sample_groups_with_a_reward() -> None:
 
 def test_planned_optimizer_steps_count_mini_batches_epochs_and_updates() -> None:
     from searchplay.config import load_config
-    from searchplay.train.trainer import planned_optimizer_steps
+    from searchplay.train.update import planned_optimizer_steps
 
     cfg = load_config(
         None,

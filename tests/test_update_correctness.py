@@ -23,7 +23,7 @@ from searchplay.game.selfplay import play_round
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.transformers_engine import TransformersEngine
 from searchplay.rl.learner import Learner, OffPolicyError, Sample
-from searchplay.train.trainer import role_samples, update_roles
+from searchplay.train.update import role_samples, update_roles
 from tests.servers import free_port
 from tests.test_agent import FlakyRetriever
 from tests.test_game_play import tiny_config

@@ -11,6 +11,10 @@ Each turn, for every active episode:
    and goes on (`"show"`, the paper's code); either way the trajectory counts it in
    `search_errors`, and the game keeps such episodes out of the loss.
 
+An engine that plays whole episodes itself (`EpisodeRunner`: the Ray backend's rollout workers,
+each with its own engine and retriever) is handed the batch instead, and the `retriever`
+argument is unused: the workers search with their own. Callers (the game, evaluation) are the same.
+
 The turns run inside `engine.keep_kv()`, so each turn encodes only the tokens added since the
 episode's previous turn (its keys/values for the rest are kept), not the whole episode again.
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from searchplay.agent.protocol import parse_action
 from searchplay.agent.trajectory import Trajectory, Turn
@@ -54,6 +58,15 @@ def chat_prompt_ids(tokenizer: Any, system: str, user: str) -> list[int]:
 
 def information_text(hits: list[Hit]) -> str:
     return f"\n<information>{render_hits(hits) if hits else 'No results.'}</information>\n"
+
+
+@runtime_checkable
+class EpisodeRunner(Protocol):
+    """An engine that runs `run_episodes` itself, on workers that hold their own engines and retrievers."""
+
+    def run_episodes(
+        self, prompts: list[list[int]], cfg: RolloutConfig, final_tag: FinalTag, topk: int, metas: list[dict[str, Any]] | None
+    ) -> list[Trajectory]: ...
 
 
 @dataclass
@@ -85,6 +98,8 @@ def run_episodes(
     metas: list[dict[str, Any]] | None = None,
 ) -> list[Trajectory]:
     """Play one episode per prompt; returns trajectories in prompt order."""
+    if isinstance(engine, EpisodeRunner):
+        return engine.run_episodes(prompts, cfg, final_tag, topk, metas)
     tokens = _Tokens(engine.tokenizer)
     episodes = [_Episode(Trajectory(list(p), meta=dict(metas[i]) if metas else {})) for i, p in enumerate(prompts)]
     with engine.keep_kv():  # each turn then encodes only its new tokens, not the whole episode again

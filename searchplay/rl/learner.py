@@ -12,6 +12,10 @@ One update, in order:
    forward + backward each (gradient accumulation; normalisers count the whole mini-batch),
    clip the gradient norm, step AdamW and the LR schedule (one scheduler step per optimizer step).
 
+Inside a torch.distributed group (the Ray backend's learner ranks) each rank takes its share of
+every mini-batch and of every scoring pass, and gradients are summed over the ranks before the
+clip (rl/data_parallel.py): N ranks make the same update as one process on the same samples.
+
 Log-probs are those of softmax(logits / T) with T the rollout temperature, the distribution the
 engine sampled from; `learner/logprob_gap_*` reports how far the learner's old log-probs are from
 the engine's (`Trajectory.logprobs`), a training/inference mismatch check.
@@ -34,6 +38,7 @@ import torch
 
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import LearnerConfig
+from searchplay.rl.data_parallel import all_reduce_floats, all_reduce_grads, gather_rows, my_share, rank_and_world
 from searchplay.rl.losses import aggregate, entropy_from_logits, kl_penalty, ppo_clip_loss
 
 
@@ -107,6 +112,7 @@ class Learner:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, cfg.total_steps or total_steps))
         self.rng = random.Random(cfg.seed)
+        self.rank, self.world = rank_and_world()
 
     @property
     def version(self) -> int:
@@ -158,22 +164,26 @@ class Learner:
         logits, where = self._trained_logits(model, t)
         return self._logprobs(model, t, logits), torch.zeros_like(t["mask"]).masked_scatter(where, entropy_from_logits(logits))
 
+    def _my_chunks(self, indices: list[int], samples: list[Sample]) -> list[list[int]]:
+        """Micro-batches of this rank's share of `indices` (all of them in one process)."""
+        return self._index_chunks(my_share(indices, [len(s) for s in samples], self.rank, self.world), samples)
+
     @torch.no_grad()
-    def _score(self, model: Any, chunks: list[list[int]], samples: list[Sample]) -> dict[int, torch.Tensor]:
-        """Log-probs of every sample under `model`, keyed by sample index, one per target position."""
+    def _score(self, model: Any, indices: list[int], samples: list[Sample]) -> dict[int, torch.Tensor]:
+        """Log-probs of the samples `indices` under `model`, keyed by sample index, one per target position."""
         model.eval()
         scored: dict[int, torch.Tensor] = {}
-        for chunk in chunks:
+        for chunk in self._my_chunks(indices, samples):
             rows = self._logprobs(model, self._tensors([samples[i] for i in chunk]))
             scored.update((i, row[: len(samples[i]) - 1]) for i, row in zip(chunk, rows))
-        return scored
+        return gather_rows(scored, self.device)
 
     def score_old(self, samples: list[Sample]) -> None:
         """Store each sample's old log-probs; call while the weights are still those that sampled them."""
         stale = {s.version for s in samples} - {self.version}
         if stale:
             raise OffPolicyError(f"samples from weights version {sorted(stale)} cannot be scored at version {self.version}")
-        scored = self._score(self.model, self._index_chunks(list(range(len(samples))), samples), samples)
+        scored = self._score(self.model, list(range(len(samples))), samples)
         for i, s in enumerate(samples):
             s.old_logprobs = scored[i]
 
@@ -197,8 +207,7 @@ class Learner:
         on_policy = cfg.ppo_epochs == 1 and mini_size >= len(samples)
         if unscored and not on_policy:
             self.score_old(unscored)
-        chunks = self._index_chunks(order, samples)
-        ref = self._score(self.reference, chunks, samples) if self.reference is not None and cfg.kl_coef > 0 else None
+        ref = self._score(self.reference, order, samples) if self.reference is not None and cfg.kl_coef > 0 else None
         self.model.train()
         sums: dict[str, float] = {
             "loss": 0.0,
@@ -217,7 +226,7 @@ class Learner:
                 mini = order[lo : lo + mini_size]
                 n_tokens = float(sum(sum(samples[i].loss_mask) for i in mini))
                 self.optimizer.zero_grad(set_to_none=True)
-                for chunk in self._index_chunks(mini, samples):
+                for chunk in self._my_chunks(mini, samples):
                     batch = [samples[i] for i in chunk]
                     t = self._tensors(batch)
                     width = t["mask"].shape[1]
@@ -246,6 +255,7 @@ class Learner:
                     sums["clipfrac"] += float(clipped.detach().sum())
                     sums["ratio_dev"] += float(((logp.detach() - old_lp).exp() - 1).abs().mul(t["mask"]).sum())
                     tokens_seen += int(t["attention"].sum())
+                all_reduce_grads(self.model.parameters())  # no-op in one process
                 norm = torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
                 )
@@ -254,6 +264,9 @@ class Learner:
                 sums["grad_norm"] += float(norm)
                 optimizer_steps += 1
         self.model.eval()
+        grad_norm = sums.pop("grad_norm")  # the same on every rank: not summed
+        sums = all_reduce_floats({**sums, "tokens_seen": float(tokens_seen)})
+        tokens_seen = int(sums["tokens_seen"])
         trained = float(sum(sum(s.loss_mask) for s in samples)) * cfg.ppo_epochs
         seconds = time.perf_counter() - t0
         return {
@@ -264,7 +277,7 @@ class Learner:
             "learner/entropy": sums["entropy"] / trained,
             "learner/clipfrac": sums["clipfrac"] / trained,
             "learner/ratio_dev": sums["ratio_dev"] / trained,
-            "learner/grad_norm": sums["grad_norm"] / optimizer_steps,
+            "learner/grad_norm": grad_norm / optimizer_steps,
             "learner/lr": float(self.scheduler.get_last_lr()[0]),
             "learner/optimizer_steps": float(optimizer_steps),
             "learner/trained_tokens": trained,
@@ -279,13 +292,14 @@ class Learner:
         if self.reference is None:
             raise ValueError("KL needs a reference model: set learner.kl_coef > 0")
         result: dict[int, torch.Tensor] = {}
-        for chunk in self._index_chunks(list(range(len(samples))), samples):
+        for chunk in self._my_chunks(list(range(len(samples))), samples):
             batch = [samples[i] for i in chunk]
             t = self._tensors(batch)
             kl = kl_penalty(self._logprobs(self.model, t), self._logprobs(self.reference, t), self.cfg.kl_estimator)
             for i, row, s in zip(chunk, kl * t["mask"], batch):
                 start = len(s.prompt_ids) - 1
                 result[i] = row[start : start + len(s.response_ids)]
+        result = gather_rows(result, self.device)
         return [result[i] for i in range(len(samples))]
 
     def _index_chunks(self, indices: list[int], samples: list[Sample]) -> list[list[int]]:
@@ -331,9 +345,12 @@ class _Gap:
                 self.max = max(self.max, float(diff.max()))
 
     def metrics(self) -> dict[str, float]:
-        if not self.count:
+        """Over every rank's tokens (a collective call: each rank calls it once per update)."""
+        summed = all_reduce_floats({"total": self.total, "count": float(self.count)})
+        top = all_reduce_floats({"max": self.max}, op="max")["max"]
+        if not summed["count"]:
             return {}
-        return {"learner/logprob_gap_mean": self.total / self.count, "learner/logprob_gap_max": self.max}
+        return {"learner/logprob_gap_mean": summed["total"] / summed["count"], "learner/logprob_gap_max": top}
 
 
 def _pad(row: torch.Tensor, width: int) -> torch.Tensor:

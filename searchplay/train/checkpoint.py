@@ -73,7 +73,12 @@ def load_trainer_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     )  # the optimizer moves its state to the parameters' device
     torch.set_rng_state(blob.pop("torch_rng"))
     random.setstate(blob.pop("python_rng"))
-    return blob, json.loads((path / "state.json").read_text())
+    return blob, read_state(path)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's state.json: step, pool events, seed sampler and game RNG, training seconds."""
+    return json.loads((path / "state.json").read_text())
 
 
 def policy_from_run(model: str) -> str:

@@ -38,12 +38,17 @@ class Components:
         return {f"search/{k}": float(v) for k, v in stats().items()} if callable(stats) else {}
 
 
-def build_components(cfg: Config, pool_path: str | None, engine: Engine | None = None) -> Components:
-    """Everything a round needs; names like 'bundled' in `cfg` are resolved to paths here."""
+def build_components(
+    cfg: Config, pool_path: str | None, engine: Engine | None = None, retriever: Retriever | None = None
+) -> Components:
+    """Everything a round needs; names like 'bundled' in `cfg` are resolved to paths here. `retriever`:
+    one the caller already has (the Ray backend's), else the one `cfg.search` names."""
     cfg = resolve_config(cfg)
     engine = engine or TransformersEngine.load(
         cfg.model.path, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib, cfg.model.device
     )
     judge = LLMJudge(cfg.judge) if cfg.judge.base_url else None
     seeds = labelled_seeds(load_dataset(cfg.game.train_data)) if cfg.game.mode == "supervised" else load_seeds(cfg.game.seeds)
-    return Components(engine, open_retriever(cfg.search), judge, SeedSampler(seeds, cfg.game.seed), QuestionPool(pool_path))
+    return Components(
+        engine, retriever or open_retriever(cfg.search), judge, SeedSampler(seeds, cfg.game.seed), QuestionPool(pool_path)
+    )

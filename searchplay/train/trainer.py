@@ -14,9 +14,11 @@
         pool maintenance                every pool_clear_interval steps keep the newest keep_ratio
         checkpoint every save_every     model + optimizer + RNG + pool position, atomically
 
-Generation and learning share one in-memory fp32 model (the engine autocasts to bf16); with
-model.engine = "vllm" the engine is vLLM, loaded from the same weights and sent the learner's
-new weights in memory after every update (timing/weight_sync_s).
+Where the policy lives is the backend's business (train/backend.py): with trainer.backend =
+"local" generation and learning share one in-memory fp32 model (the engine autocasts to bf16; with
+model.engine = "vllm" the engine is vLLM, sent the learner's new weights in memory after every
+update); with "ray", rollout actors play the episodes and a data-parallel group of learner actors
+updates (train/ray_backend.py). The loop below is the same for both.
 Resuming loads the latest checkpoint, cuts the pool log and metrics back to that step (events
 written after it belonged to a step that is now played again) and continues; a run killed before
 its first checkpoint starts again from step 1. The run folder is written only once the model,
@@ -25,8 +27,8 @@ retriever and seeds have loaded, so a run that cannot start leaves nothing behin
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -45,12 +47,9 @@ from searchplay.game.selfplay import RoundResult
 from searchplay.jsonl import atomic_write, random_state
 from searchplay.llm.base import Engine
 from searchplay.llm.device import DeviceError, resolve_device
-from searchplay.llm.transformers_engine import TransformersEngine, load_model
-from searchplay.llm.vllm_engine import VLLMEngine, vllm_installed
 from searchplay.outdir import check_output_dir
-from searchplay.rl.advantages import compute_advantages
-from searchplay.rl.learner import Learner, Sample
-from searchplay.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from searchplay.train.backend import Backend, LocalBackend, WorkerFailure
+from searchplay.train.checkpoint import latest_checkpoint, read_state
 from searchplay.train.components import build_components
 from searchplay.train.logging import MetricsLogger
 from searchplay.train.run_dir import RunDir
@@ -67,83 +66,6 @@ class TrainSummary:
     last_metrics: dict[str, Any]
     checkpoint: Path | None
     seconds: float
-
-
-def role_samples(
-    trajs: list[Trajectory],
-    rewards: list[float],
-    groups: list[int],
-    excluded: list[bool],
-    estimator: str,
-    norm_std: bool,
-    dynamic_sampling: bool,
-    version: int,
-    learner: Learner | None = None,
-    kl_in_reward: float = 0.0,
-) -> list[Sample]:
-    """Samples with advantages for one role.
-
-    Rollouts that failed for infrastructure reasons (`excluded`) are dropped first, so they are
-    neither trained on nor part of a group's baseline; with dynamic sampling, groups without
-    signal are dropped too. `version` is the learner version that generated the rollouts.
-    """
-    keep = [i for i, x in enumerate(excluded) if not x] if excluded else list(range(len(trajs)))
-    if dynamic_sampling:
-        signal = set(informative([rewards[i] for i in keep], [groups[i] for i in keep]))
-        keep = [i for k, i in enumerate(keep) if k in signal]
-    trajs, rewards, groups = [trajs[i] for i in keep], [rewards[i] for i in keep], [groups[i] for i in keep]
-    samples = [Sample.from_trajectory(t, 0.0, version) for t in trajs]
-    token_kl = learner.token_kl(samples) if (learner is not None and kl_in_reward > 0 and estimator == "reinforce_pp") else None
-    masks = [t.loss_mask for t in trajs]
-    for t, s, adv in zip(trajs, samples, compute_advantages(estimator, rewards, groups, masks, norm_std, token_kl, kl_in_reward)):
-        s.advantage = adv
-        t.meta["advantage"] = _mean_advantage(adv, t.loss_mask)  # logged with the trajectory
-    return samples
-
-
-def _mean_advantage(adv: float | torch.Tensor, mask: list[int]) -> float:
-    """A sequence's advantage as one number: itself, or the mean over trained tokens of a per-token one."""
-    if not isinstance(adv, torch.Tensor):
-        return float(adv)
-    trained = torch.tensor(mask, dtype=torch.bool)
-    return float(adv[trained].mean()) if trained.any() else 0.0
-
-
-def planned_optimizer_steps(cfg: Config) -> int:
-    """Optimizer steps a run takes when every rollout yields a sample: the LR schedule's length.
-
-    Per step and update: ceil(samples / mini_batch_size) mini-batches x ppo_epochs. Dynamic
-    sampling, rejected questions and excluded rollouts can only make the real count smaller.
-    """
-    g, lc = cfg.game, cfg.learner
-    proposer_n = 0 if g.mode == "supervised" else g.batch_size * g.proposer_n
-    solver_n = g.batch_size * g.solver_n * (1 if g.mode == "supervised" else g.proposer_n)
-
-    def batches(n: int) -> int:
-        return math.ceil(n / (lc.mini_batch_size or n)) if n else 0
-
-    total = 0
-    for step in range(1, cfg.trainer.steps + 1):
-        sizes = [solver_n if step > cfg.solver.warmup_steps else 0, proposer_n if step > cfg.proposer.warmup_steps else 0]
-        total += batches(sum(sizes)) if cfg.trainer.combine_update else sum(batches(n) for n in sizes)
-    return total * lc.ppo_epochs
-
-
-def informative(rewards: list[float], groups: list[int]) -> list[int]:
-    """Indices of samples in groups that carry a learning signal.
-
-    A group of several samples whose rewards all agree has none. A group of one sample (the
-    proposer with one rollout per seed) has advantage = its reward, so it is dropped only when
-    that reward is 0.
-    """
-    by_group: dict[int, list[float]] = {}
-    for r, g in zip(rewards, groups):
-        by_group.setdefault(g, []).append(r)
-    return [i for i, g in enumerate(groups) if (len(by_group[g]) == 1 and by_group[g][0] != 0) or len(set(by_group[g])) > 1]
-
-
-def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}/{k.split('/', 1)[1]}": v for k, v in metrics.items()}
 
 
 def _sample_trajectories(result: RoundResult, per_role: int) -> list[Trajectory]:
@@ -175,34 +97,6 @@ def periodic_eval(
     return out
 
 
-def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, version: int) -> dict[str, float]:
-    """Both roles' updates for one round; old log-probs always come from the weights that sampled."""
-    batches: dict[str, list[Sample]] = {}
-    for role, rc in (("solver", cfg.solver), ("proposer", cfg.proposer)):
-        if step <= rc.warmup_steps:
-            batches[role] = []
-            continue
-        trajectories, rewards, groups, excluded = result.of(role)
-        batches[role] = role_samples(
-            trajectories, rewards, groups, excluded, rc.adv_estimator, rc.norm_std, cfg.trainer.dynamic_sampling,
-            version, learner, cfg.learner.kl_in_reward_coef,
-        )  # fmt: skip
-    solver, proposer = batches["solver"], batches["proposer"]
-    if cfg.trainer.combine_update:
-        return _prefixed("update", learner.update(solver + proposer))
-    roles = [("solver", solver), ("proposer", proposer)]
-    if cfg.trainer.update_order == "proposer_first":
-        roles.reverse()
-    if roles[0][1] and roles[1][1]:  # the first update changes the weights: score the second role's rollouts now
-        learner.score_old(roles[1][1])
-    metrics: dict[str, float] = {}
-    for role, samples in roles:
-        if role == "proposer" and not result.proposer:  # the supervised control has no proposer
-            continue
-        metrics.update(_prefixed(f"{role}_update", learner.update(samples)))
-    return metrics
-
-
 def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     t_start = time.perf_counter()
     run = RunDir(run_dir)
@@ -217,20 +111,27 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     except DeviceError as e:
         raise TrainError(str(e)) from None
     torch.manual_seed(cfg.learner.seed)
-    model, tokenizer, reference = _load_models(cfg, checkpoint)
-    engine = _engine(cfg, model, tokenizer, checkpoint)
-    learner = Learner(model, cfg.learner, reference, planned_optimizer_steps(cfg), engine.pad_id, cfg.rollout.temperature)
+    backend = _open_backend(cfg, checkpoint)
+    try:
+        return _train(cfg, run, backend, checkpoint, resume, t_start)
+    except WorkerFailure as e:
+        raise TrainError(f"{e}; the run stopped cleanly: continue it from its last checkpoint with --resume") from e
+    finally:
+        backend.close()
+
+
+def _train(cfg: Config, run: RunDir, backend: Backend, checkpoint: Path | None, resume: bool, t_start: float) -> TrainSummary:
     rng = random.Random(cfg.game.seed)
-    start = 0
+    start, state = 0, {}
     if checkpoint is not None:
-        learner_state, state = load_trainer_state(checkpoint)
-        learner.load_state_dict(learner_state)
+        state = read_state(checkpoint)
         start = state["step"]
         _cut_back(run, state)
         rng.setstate(random_state(state["game_rng"]))
     elif resume:  # killed before its first checkpoint: what it logged belongs to steps that are played again
         _cut_back(run, {"step": -1, "pool_events": 0})
-    parts = build_components(cfg, str(run.pool), engine)
+    engine = backend.engine
+    parts = build_components(cfg, str(run.pool), engine, backend.retriever)
     run.create(cfg)  # only once everything loaded: a run that cannot start leaves no folder behind
     if checkpoint is not None:
         parts.sampler.restore(state["sampler"])
@@ -238,7 +139,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     sets = eval_sets(cfg) if cfg.trainer.eval_every or cfg.trainer.eval_before_training else {}
     metrics: dict[str, Any] = {}
     saved = checkpoint
-    train_seconds = float(state.get("train_seconds", 0.0)) if checkpoint is not None else 0.0
+    train_seconds = float(state.get("train_seconds", 0.0))
     budget_s = cfg.trainer.max_minutes * 60
     done = start
     try:
@@ -248,14 +149,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
             if budget_s and train_seconds >= budget_s:
                 break
             t0 = time.perf_counter()
-            version = learner.version
+            version = backend.version
             result = parts.play(cfg, step, rng)
             metrics = dict(result.metrics)
             t1 = time.perf_counter()
-            with engine.asleep():  # a vLLM engine on a GPU frees its memory for the update
-                metrics.update(update_roles(learner, result, cfg, step, version))
+            metrics.update(backend.update(result, cfg, step, version))
             metrics["timing/update_s"] = time.perf_counter() - t1
-            metrics.update(engine.sync_weights(model))  # the next rollouts come from the new weights
+            metrics.update(backend.sync_weights())  # the next rollouts come from the new weights
             train_seconds += time.perf_counter() - t0
             metrics["timing/train_s"] = train_seconds  # rounds + updates so far, what trainer.max_minutes counts
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
@@ -264,8 +164,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
                 metrics["pool/cleared"] = float(parts.pool.clear(cfg.game.keep_ratio, step))
             metrics["pool/size"] = float(len(parts.pool))
             metrics.update(parts.search_metrics())
+            metrics.update(backend.metrics())
             metrics["timing/step_s"] = time.perf_counter() - t0
-            run.write_trajectories(step, _sample_trajectories(result, cfg.trainer.trajectories_per_step), tokenizer)
+            run.write_trajectories(step, _sample_trajectories(result, cfg.trainer.trajectories_per_step), engine.tokenizer)
             logger.log(step, metrics)
             done = step
             last = step == cfg.trainer.steps or bool(budget_s and train_seconds >= budget_s)
@@ -276,35 +177,23 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
                     "game_rng": rng.getstate(),
                     "train_seconds": train_seconds,
                 }
-                saved = save_checkpoint(
-                    run.checkpoints, step, model, tokenizer, learner.state_dict(), state, cfg, cfg.trainer.keep_checkpoints
-                )
+                saved = backend.save(run.checkpoints, step, state, cfg)
     finally:
         logger.close()
     return TrainSummary(run.root, done, metrics, saved, time.perf_counter() - t_start)
 
 
-def _engine(cfg: Config, model: Any, tokenizer: Any, checkpoint: Path | None) -> Engine:
-    """The rollout engine: the transformers loop over the learner's own model (bf16 autocast), or
-    vLLM started from the same weights on disk and kept current by `sync_weights` after each update
-    (model.engine = "auto": vLLM when installed; benchmarks/README.md, "Rollout engines")."""
-    if cfg.model.engine == "vllm" or (cfg.model.engine == "auto" and vllm_installed()):
-        weights = str(checkpoint / "model") if checkpoint else model_path(cfg.model.path, cfg)
-        return VLLMEngine(weights, cfg.model.dtype, cfg.model.device, cfg.model.vllm_gpu_memory, cfg.rollout.seed)
-    return TransformersEngine(
-        model, tokenizer, cfg.model.threads, autocast_bf16=cfg.model.dtype == "bfloat16", keep_kv_mib=cfg.model.keep_kv_mib
-    )
+def _open_backend(cfg: Config, checkpoint: Path | None) -> Backend:
+    """The policy's home: weights from the checkpoint when resuming, else the base model."""
+    base = model_path(cfg.model.path, cfg)
+    weights = str(checkpoint / "model") if checkpoint else base
+    if cfg.trainer.backend == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise TrainError("trainer.backend = 'ray' needs Ray: pip install 'searchplay[ray]'")
+        from searchplay.train.ray_backend import RayBackend  # imports Ray, the optional extra 'ray'
 
-
-def _load_models(cfg: Config, checkpoint: Path | None) -> tuple[Any, Any, Any | None]:
-    """(policy in fp32 from the checkpoint or the base model, tokenizer, frozen base reference if KL is on)."""
-    base_model = model_path(cfg.model.path, cfg)
-    model, tokenizer = load_model(str(checkpoint / "model") if checkpoint else base_model, "float32", cfg.model.device)
-    reference = None
-    if cfg.learner.kl_coef > 0:
-        reference, _ = load_model(base_model, "float32", cfg.model.device)
-        reference.requires_grad_(False)
-    return model, tokenizer, reference
+        return RayBackend(cfg, weights, base, checkpoint)
+    return LocalBackend(cfg, weights, base, checkpoint)
 
 
 def _cut_back(run: RunDir, state: dict[str, Any]) -> None:

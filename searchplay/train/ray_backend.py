@@ -1,0 +1,125 @@
+"""trainer.backend = "ray": rollout workers and a data-parallel learner group on a Ray cluster.
+
+    driver (this process)      the game: seeds, pool, verification, rewards, logging, run folder
+    retriever actor per node   the index and cache, shared by the node's rollout workers
+    rollout workers (N)        engine + retriever; a round's episodes split across them
+    learner workers (M)        torch.distributed group; every update summed over the ranks
+    weight sync                rank 0's fp32 parameters through the object store to every worker
+
+With `trainer.ray_address` empty a local Ray instance is started (and stopped at the end); else
+the driver joins that cluster ('auto': the one `ray start` made on this machine). The run
+directory is written by the driver and the checkpoints by learner rank 0, so on several machines
+it must be on storage they share. Each actor asks Ray for one CPU, or one GPU when
+model.device is CUDA. docs/scaling.md has the layout and the measured costs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from transformers import AutoTokenizer
+
+from searchplay.assets.names import resolve_config
+from searchplay.config import Config
+from searchplay.game.selfplay import RoundResult
+from searchplay.llm.device import resolve_device
+from searchplay.search.base import Retriever
+from searchplay.train.backend import WorkerFailure
+from searchplay.train.ray_learner import LearnerWorker
+from searchplay.train.ray_retrieval import NodeRetriever, start_node_retrievers
+from searchplay.train.ray_rollout import WORKER_DEATHS, RolloutWorkers, phase_threads
+
+
+def connect(address: str, cpus_needed: int) -> bool:
+    """Join the cluster at `address`, or start a local instance; True when this call started Ray."""
+    if ray.is_initialized():
+        return False
+    env = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "TOKENIZERS_PARALLELISM": "false"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        return False
+    # Ray's CPU count is a scheduling budget, not a thread limit: every actor gets a slot even on
+    # a 2-core machine, and each sets its own torch thread count (model.threads).
+    ray.init(num_cpus=max(os.cpu_count() or 1, cpus_needed), include_dashboard=False, runtime_env=env, log_to_driver=True)
+    return True
+
+
+class RayBackend:
+    engine: RolloutWorkers
+
+    def __init__(self, cfg: Config, weights: str, base: str, checkpoint: Path | None):
+        t = cfg.trainer
+        cfg = resolve_config(cfg)  # the actors get plain paths
+        self.started = connect(t.ray_address, t.rollout_workers + t.learner_workers)
+        self.learners: list[Any] = []
+        self.retrievers: dict[str, Any] = {}
+        try:
+            gpu = resolve_device(cfg.model.device).type == "cuda"
+            resources: dict[str, float] = {"num_cpus": 0, "num_gpus": 1} if gpu else {"num_cpus": 1}
+            self.retrievers = {} if cfg.search.url else start_node_retrievers(cfg.search)
+            self.retriever: Retriever | None = NodeRetriever(self.retrievers) if self.retrievers else None
+            tokenizer = AutoTokenizer.from_pretrained(weights)
+            self.engine = RolloutWorkers(cfg, weights, self.retrievers, tokenizer, resources)
+            learner_cls: Any = ray.remote(LearnerWorker).options(**resources)
+            self.learners = [learner_cls.remote(rank, t.learner_workers) for rank in range(t.learner_workers)]
+            master = ray.get(self.learners[0].address.remote())
+            threads = phase_threads(cfg, t.learner_workers)
+            ckpt = str(checkpoint) if checkpoint else None
+            versions = ray.get(
+                [w.setup.remote(cfg, weights, base, ckpt, master, self.engine.pad_id, threads) for w in self.learners]
+            )
+            self._version = versions[0]
+            self.weight_mib = ray.get(self.learners[0].weight_mib.remote())
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def update(self, result: RoundResult, cfg: Config, step: int, version: int) -> dict[str, float]:
+        shared = ray.put(result)  # one copy in the object store for every rank
+        try:
+            outs = ray.get([w.update.remote(shared, step, version) for w in self.learners])
+        except WORKER_DEATHS as e:
+            raise WorkerFailure(f"a learner worker died during the update of step {step}: {e}") from e
+        metrics, advantages, self._version = outs[0]
+        for traj, adv in zip(result.proposer + result.solver, advantages):
+            if adv is not None:
+                traj.meta["advantage"] = adv  # logged with the trajectory, as in one process
+        return metrics
+
+    def sync_weights(self) -> dict[str, float]:
+        """Rank 0's new weights to every rollout worker (the time includes publishing them)."""
+        t0 = time.perf_counter()
+        try:
+            weights = self.learners[0].weights.remote()
+            metrics = self.engine.sync_weights(weights)
+        except WORKER_DEATHS as e:
+            raise WorkerFailure(f"a worker died while the weights were sent: {e}") from e
+        return {**metrics, "timing/weight_sync_s": time.perf_counter() - t0, "sync/weight_mib": self.weight_mib}
+
+    def save(self, root: Path, step: int, state: dict[str, Any], cfg: Config) -> Path:
+        try:
+            return Path(ray.get(self.learners[0].save.remote(str(root), step, state)))
+        except WORKER_DEATHS as e:
+            raise WorkerFailure(f"learner rank 0 died while saving the checkpoint of step {step}: {e}") from e
+
+    def metrics(self) -> dict[str, float]:
+        return self.engine.metrics()
+
+    def close(self) -> None:
+        """Stop every actor (a rank blocked in a collective with a dead peer too), and Ray if we started it."""
+        if hasattr(self, "engine"):  # not when start-up failed before the workers existed
+            self.engine.close()
+        for actor in [*self.learners, *self.retrievers.values()]:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        if self.started:
+            ray.shutdown()

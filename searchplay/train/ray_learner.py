@@ -1,0 +1,95 @@
+"""Ray learner workers: a data-parallel group of Learners joined by torch.distributed.
+
+Each rank is an actor holding the policy (fp32), the reference if KL is on, and a Learner; the
+group is one torch.distributed process group (gloo on CPU, NCCL on GPU) whose rank 0 publishes
+its address. Every rank receives the whole round and runs the same `update_roles` as the local
+trainer; the Learner takes each rank's share of the work and sums gradients over the group
+(rl/data_parallel.py), so all ranks step identically and rank 0 speaks for them: it returns the
+metrics and advantages, publishes the weights for the rollout workers and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+import torch.distributed as dist
+
+from searchplay.config import Config
+from searchplay.game.selfplay import RoundResult
+from searchplay.llm.device import resolve_device
+from searchplay.train.backend import build_learner, load_policy
+from searchplay.train.checkpoint import save_checkpoint
+from searchplay.train.logging import rss_mib, trim_heap
+from searchplay.train.update import update_roles
+
+GROUP_TIMEOUT = timedelta(minutes=30)  # a rank waiting this long for a peer in a collective gives up
+
+
+def group_address() -> tuple[str, int]:
+    """This node's address and a free TCP port for the process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+class LearnerWorker:
+    """One rank of the learner group."""
+
+    def __init__(self, rank: int, world: int):
+        self.rank, self.world = rank, world
+
+    def address(self) -> tuple[str, int]:
+        return group_address()
+
+    def setup(
+        self, cfg: Config, weights: str, base: str, checkpoint: str | None, master: tuple[str, int], pad_id: int, threads: int
+    ) -> int:
+        """Join the group, load the policy (and optimizer state when resuming); returns the learner version."""
+        torch.set_num_threads(threads)
+        device = resolve_device(cfg.model.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            init_method=f"tcp://{master[0]}:{master[1]}",
+            rank=self.rank,
+            world_size=self.world,
+            timeout=GROUP_TIMEOUT,
+        )
+        torch.manual_seed(cfg.learner.seed)
+        self.cfg = cfg
+        self.model, self.tokenizer, reference = load_policy(cfg, weights, base)
+        self.learner = build_learner(cfg, self.model, reference, pad_id, Path(checkpoint) if checkpoint else None)
+        return self.learner.version
+
+    def update(self, result: RoundResult, step: int, version: int) -> tuple[dict[str, float], list[float | None], int]:
+        """Both roles' updates; (metrics, each trajectory's advantage for the log, the new version)."""
+        metrics = update_roles(self.learner, result, self.cfg, step, version)
+        trim_heap()
+        metrics["memory/learner_rss_mib"] = rss_mib()
+        return metrics, [t.meta.get("advantage") for t in result.proposer + result.solver], self.learner.version
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The parameters by name as fp32 arrays, for the rollout workers."""
+        return {name: p.detach().cpu().numpy() for name, p in self.model.named_parameters()}
+
+    def weight_mib(self) -> float:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20
+
+    def save(self, root: str, step: int, state: dict[str, Any]) -> str:
+        cfg = self.cfg
+        path = save_checkpoint(
+            Path(root), step, self.model, self.tokenizer, self.learner.state_dict(), state, cfg, cfg.trainer.keep_checkpoints
+        )
+        return str(path)
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,159 @@
+"""Ray rollout workers: actors that each hold an engine and a retriever and play whole episodes.
+
+`RolloutWorkers` is what the game sees: an Engine whose `run_episodes` (agent/rollout.py,
+`EpisodeRunner`) splits a batch of episodes into contiguous shards, one per worker, and gathers
+the trajectories back in prompt order; single `generate` calls (the policy verifier) are split
+the same way. Each shard samples with the rollout seed offset by its first episode's index, so
+that copies of one prompt in different shards (a proposer group) do not repeat each other.
+
+A worker that dies (its process killed, its node lost) is replaced by a new actor that loads the
+base weights and then the last synced ones, and its shard is played again from the start; the
+replacements and the episodes played again are counted (`ray/rollout_restarts`,
+`ray/episodes_rerun`). After `MAX_TRIES` deaths of one shard the round fails (WorkerFailure).
+
+Weights arrive as the learner's fp32 parameters by name (numpy arrays in Ray's object store,
+shared, not copied, by the workers of a node) and are copied into the worker's model; a vLLM
+engine is then sent them as in one process (`Engine.sync_weights`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from searchplay.agent.rollout import FinalTag, run_episodes
+from searchplay.agent.trajectory import Trajectory
+from searchplay.config import Config, RolloutConfig
+from searchplay.llm.base import Generation, SamplingParams
+from searchplay.llm.transformers_engine import load_model
+from searchplay.train.backend import WorkerFailure, make_engine
+from searchplay.train.ray_retrieval import worker_retriever
+
+MAX_TRIES = 3  # plays of one shard (the first and two after worker deaths) before the round fails
+WORKER_DEATHS = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+
+
+def phase_threads(cfg: Config, workers: int) -> int:
+    """Torch threads per worker: model.threads, else the node's cores shared by the workers of one phase."""
+    return cfg.model.threads or max(1, (os.cpu_count() or 1) // workers)
+
+
+class RolloutWorker:
+    """One rollout actor: the policy (fp32, as the learner holds it), its engine and a retriever."""
+
+    def __init__(self, cfg: Config, weights: str, retrievers: dict[str, Any], threads: int):
+        torch.set_num_threads(threads)
+        self.model, tokenizer = load_model(weights, "float32", cfg.model.device)
+        self.engine = make_engine(cfg, self.model, tokenizer, weights, threads)
+        self.retriever = worker_retriever(cfg.search, retrievers)
+        self.params = dict(self.model.named_parameters())
+
+    def pad_id(self) -> int:
+        return self.engine.pad_id
+
+    def run_episodes(
+        self, prompts: list[list[int]], cfg: RolloutConfig, final_tag: FinalTag, topk: int, metas: list[dict[str, Any]] | None
+    ) -> list[Trajectory]:
+        return run_episodes(self.engine, self.retriever, prompts, cfg, final_tag, topk, metas)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        return self.engine.generate(prompts, params)
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # arrays in the object store are read-only; they are only read
+            for name, array in weights.items():
+                self.params[name].copy_(torch.from_numpy(array))
+        self.engine.sync_weights(self.model)  # vLLM: send them on; transformers: generates from self.model already
+
+
+class RolloutWorkers:
+    """The Engine of the Ray backend: episodes and generations split over rollout actors."""
+
+    def __init__(self, cfg: Config, weights: str, retrievers: dict[str, Any], tokenizer: Any, resources: dict[str, float]):
+        self.cfg, self.weights, self.retrievers, self.tokenizer = cfg, weights, retrievers, tokenizer
+        self.actor_cls: Any = ray.remote(RolloutWorker).options(**resources)
+        self.threads = phase_threads(cfg, cfg.trainer.rollout_workers)
+        self.workers = [self._spawn() for _ in range(cfg.trainer.rollout_workers)]
+        pad_ids = ray.get([w.pad_id.remote() for w in self.workers])  # every worker loaded
+        self.pad_id: int = pad_ids[0]
+        self.synced: Any = None  # the last weights sent (an object ref): a replacement worker loads them
+        self.restarts = 0
+        self.episodes_rerun = 0
+
+    def _spawn(self) -> Any:
+        return self.actor_cls.remote(self.cfg, self.weights, self.retrievers, self.threads)
+
+    def _replace(self, k: int) -> None:
+        with contextlib.suppress(Exception):
+            ray.kill(self.workers[k])
+        self.workers[k] = self._spawn()
+        if self.synced is not None:
+            ray.get(self.workers[k].load_weights.remote(self.synced))
+        self.restarts += 1
+
+    def _map(self, n: int, call: Callable[[Any, int, int], Any]) -> list[Any]:
+        """`call(worker, lo, hi)` on contiguous shards of n items, results concatenated in order."""
+        shards = [(n * k // len(self.workers), n * (k + 1) // len(self.workers)) for k in range(len(self.workers))]
+        shards = [(lo, hi) for lo, hi in shards if hi > lo]
+        pending = [call(self.workers[k], lo, hi) for k, (lo, hi) in enumerate(shards)]
+        results: list[Any] = []
+        for k, (lo, hi) in enumerate(shards):
+            for attempt in range(1, MAX_TRIES + 1):
+                try:
+                    results.extend(ray.get(pending[k]))
+                    break
+                except WORKER_DEATHS as e:
+                    if attempt == MAX_TRIES:
+                        raise WorkerFailure(f"rollout worker {k} died {MAX_TRIES} times on one shard: {e}") from e
+                    self._replace(k)
+                    self.episodes_rerun += hi - lo
+                    pending[k] = call(self.workers[k], lo, hi)
+        return results
+
+    def run_episodes(
+        self, prompts: list[list[int]], cfg: RolloutConfig, final_tag: FinalTag, topk: int, metas: list[dict[str, Any]] | None
+    ) -> list[Trajectory]:
+        return self._map(
+            len(prompts),
+            lambda w, lo, hi: w.run_episodes.remote(
+                prompts[lo:hi], replace(cfg, seed=cfg.seed + lo), final_tag, topk, metas[lo:hi] if metas else None
+            ),
+        )
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        def call(w: Any, lo: int, hi: int) -> Any:
+            return w.generate.remote(prompts[lo:hi], replace(params, seed=None if params.seed is None else params.seed + lo))
+
+        return self._map(len(prompts), call)
+
+    def keep_kv(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # each worker keeps keys/values inside its own episodes
+
+    def asleep(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the workers hold their own devices
+
+    def sync_weights(self, model: Any) -> dict[str, float]:
+        """Every worker loads `model`: here the learner's published weights (an object ref of
+        {name: fp32 array}), not a module; returns the time it took."""
+        t0 = time.perf_counter()
+        ray.get([w.load_weights.remote(model) for w in self.workers])
+        self.synced = model
+        return {"timing/weight_sync_s": time.perf_counter() - t0}
+
+    def metrics(self) -> dict[str, float]:
+        return {"ray/rollout_restarts": float(self.restarts), "ray/episodes_rerun": float(self.episodes_rerun)}
+
+    def close(self) -> None:
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                ray.kill(w)
