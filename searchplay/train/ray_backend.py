@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from searchplay.train.backend import WorkerFailure
 from searchplay.train.ray_learner import LearnerWorker
 from searchplay.train.ray_retrieval import NodeRetriever, start_node_retrievers
 from searchplay.train.ray_rollout import WORKER_DEATHS, RolloutWorkers, phase_threads
+
+DEATH_REPORT_S = 15.0  # after a rank's error, how long to wait for its peers' results before judging
 
 
 def connect(address: str, cpus_needed: int) -> bool:
@@ -64,9 +67,13 @@ class RayBackend:
             self.retrievers = {} if cfg.search.url else start_node_retrievers(cfg.search)
             self.retriever: Retriever | None = NodeRetriever(self.retrievers) if self.retrievers else None
             tokenizer = AutoTokenizer.from_pretrained(weights)
-            self.engine = RolloutWorkers(cfg, weights, self.retrievers, tokenizer, resources)
-            learner_cls: Any = ray.remote(LearnerWorker).options(**resources)
-            self.learners = [learner_cls.remote(rank, t.learner_workers) for rank in range(t.learner_workers)]
+            run_id = uuid.uuid4().hex[:8]  # actor names (searchplay-rollout-K-ID, searchplay-learner-R-ID) for `ray list actors`
+            self.engine = RolloutWorkers(cfg, weights, self.retrievers, tokenizer, resources, run_id)
+            learner_cls: Any = ray.remote(LearnerWorker)
+            self.learners = [
+                learner_cls.options(name=f"searchplay-learner-{rank}-{run_id}", **resources).remote(rank, t.learner_workers)
+                for rank in range(t.learner_workers)
+            ]
             master = ray.get(self.learners[0].address.remote())
             threads = phase_threads(cfg, t.learner_workers)
             ckpt = str(checkpoint) if checkpoint else None
@@ -85,15 +92,35 @@ class RayBackend:
 
     def update(self, result: RoundResult, cfg: Config, step: int, version: int) -> dict[str, float]:
         shared = ray.put(result)  # one copy in the object store for every rank
-        try:
-            outs = ray.get([w.update.remote(shared, step, version) for w in self.learners])
-        except WORKER_DEATHS as e:
-            raise WorkerFailure(f"a learner worker died during the update of step {step}: {e}") from e
-        metrics, advantages, self._version = outs[0]
+        calls = [w.update.remote(shared, step, version) for w in self.learners]
+        metrics, advantages, self._version = self._gather(calls, step)[0]
         for traj, adv in zip(result.proposer + result.solver, advantages):
             if adv is not None:
                 traj.meta["advantage"] = adv  # logged with the trajectory, as in one process
         return metrics
+
+    def _gather(self, calls: list[Any], step: int) -> list[Any]:
+        """Results of one call per rank, taken as they finish. A rank that died fails the step
+        (WorkerFailure); its peers, blocked in a collective with it or failing on the closed
+        connection, are stopped by close()."""
+        pending = list(calls)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except WORKER_DEATHS as death:
+                raise WorkerFailure(f"learner rank {calls.index(done[0])} died during step {step}: {death}") from death
+            except ray.exceptions.RayError:  # a rank's own error: a peer's death may be its cause
+                ray.wait(pending, num_returns=len(pending), timeout=DEATH_REPORT_S)
+                for call in pending:
+                    try:
+                        ray.get(call, timeout=0)
+                    except WORKER_DEATHS as death:
+                        raise WorkerFailure(f"learner rank {calls.index(call)} died during step {step}: {death}") from death
+                    except ray.exceptions.RayError:
+                        pass
+                raise
+        return ray.get(calls)
 
     def sync_weights(self) -> dict[str, float]:
         """Rank 0's new weights to every rollout worker (the time includes publishing them)."""

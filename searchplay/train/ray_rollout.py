@@ -79,24 +79,33 @@ class RolloutWorker:
 class RolloutWorkers:
     """The Engine of the Ray backend: episodes and generations split over rollout actors."""
 
-    def __init__(self, cfg: Config, weights: str, retrievers: dict[str, Any], tokenizer: Any, resources: dict[str, float]):
-        self.cfg, self.weights, self.retrievers, self.tokenizer = cfg, weights, retrievers, tokenizer
-        self.actor_cls: Any = ray.remote(RolloutWorker).options(**resources)
+    def __init__(
+        self, cfg: Config, weights: str, retrievers: dict[str, Any], tokenizer: Any, resources: dict[str, float], run_id: str
+    ):
+        self.cfg, self.weights, self.retrievers, self.tokenizer, self.run_id = cfg, weights, retrievers, tokenizer, run_id
+        self.actor_cls: Any = ray.remote(RolloutWorker)
+        self.resources = resources
         self.threads = phase_threads(cfg, cfg.trainer.rollout_workers)
-        self.workers = [self._spawn() for _ in range(cfg.trainer.rollout_workers)]
+        self.spawned = 0
+        self.workers = [self._spawn(k) for k in range(cfg.trainer.rollout_workers)]
         pad_ids = ray.get([w.pad_id.remote() for w in self.workers])  # every worker loaded
         self.pad_id: int = pad_ids[0]
         self.synced: Any = None  # the last weights sent (an object ref): a replacement worker loads them
         self.restarts = 0
         self.episodes_rerun = 0
 
-    def _spawn(self) -> Any:
-        return self.actor_cls.remote(self.cfg, self.weights, self.retrievers, self.threads)
+    def _spawn(self, k: int) -> Any:
+        """Worker k's actor, named searchplay-rollout-K-RUN (a replacement gets a new -N suffix)."""
+        self.spawned += 1
+        name = f"searchplay-rollout-{k}-{self.run_id}" + (
+            f"-{self.spawned}" if self.spawned > self.cfg.trainer.rollout_workers else ""
+        )
+        return self.actor_cls.options(name=name, **self.resources).remote(self.cfg, self.weights, self.retrievers, self.threads)
 
     def _replace(self, k: int) -> None:
         with contextlib.suppress(Exception):
             ray.kill(self.workers[k])
-        self.workers[k] = self._spawn()
+        self.workers[k] = self._spawn(k)
         if self.synced is not None:
             ray.get(self.workers[k].load_weights.remote(self.synced))
         self.restarts += 1
