@@ -420,6 +420,14 @@ def train(
     steps: Annotated[
         int | None, typer.Option(min=1, help="total steps (default trainer.steps; raise it to extend a resumed run)")
     ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="train on this Ray cluster ('auto' or HOST:PORT; sets trainer.backend=ray); "
+            "trainer.backend=ray without it starts a local Ray instance",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -450,6 +458,10 @@ def train(
         target = run_dir or default_run_dir()
     if steps is not None:
         cfg.trainer.steps = steps
+    if ray_address is not None:
+        if not ray_address.strip():
+            _fail("--ray-address: give 'auto' or HOST:PORT (leave the option out to start a local Ray instance)")
+        cfg.trainer.backend, cfg.trainer.ray_address = "ray", ray_address
     try:
         summary = run_training(cfg, target, resume=resume is not None)
     except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError, JudgeConfigError, OutputDirError) as e:

@@ -11,9 +11,15 @@ the tiny random Llama, the bundled BM25 index, gloo for the learner group.
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +222,39 @@ def test_a_dead_learner_worker_stops_the_step_cleanly_and_the_run_resumes_in_ray
     assert (run / "metrics.jsonl").read_text().startswith(logged_before)
     assert rows[-1]["solver_update/logprob_gap_max"] < 1e-4  # resumed workers sample from the resumed weights
     assert (run / "checkpoints/step-3/model/model.safetensors").is_file()
+
+
+def test_train_joins_an_existing_cluster_with_ray_address(tmp_path: Path) -> None:
+    """`ray start --head` as a user would run it, then `searchplay train --ray-address HOST:PORT`."""
+    port = group_address()[1]
+    # token authentication, as a cluster of several machines should run it (README): the head makes the token
+    # (~/.ray/auth_token) and every process that joins reads it; Ray 2.60 asks for it only when told to
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}", "--num-cpus=5", "--include-dashboard=false", "--block"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        run = tmp_path / "run"
+        cmd = [sys.executable, "-m", "searchplay", "train", "-c", "configs/tiny-test.toml", "--run-dir", str(run),
+               "--ray-address", f"127.0.0.1:{port}", "--set", "trainer.eval_every=0", "--steps", "1"]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "Started a local Ray instance" not in out.stderr  # it joined the head started above
+        assert re.search(rf"Connecting to existing Ray cluster at address: [0-9.]+:{port}", out.stderr)
+        assert [m["step"] for m in metrics(run)] == [1] and (run / "checkpoints/step-1").is_dir()
+        assert tomllib.loads((run / "config.toml").read_text())["trainer"]["backend"] == "ray"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head stops the processes it started
+        head.wait(timeout=60)
+    time.sleep(2)
+    left = subprocess.run(["pgrep", "-f", f"gcs-address=[0-9.]+:{port}"], capture_output=True, text=True).stdout
+    assert not left, f"the head left processes behind: {left}"
+
+
+def test_ray_address_must_name_a_cluster(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "searchplay", "train", "-c", "configs/tiny-test.toml", "--run-dir", str(tmp_path / "r"),
+           "--ray-address", " "]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "--ray-address: give 'auto' or HOST:PORT" in out.stderr
+    assert not (tmp_path / "r").exists()

@@ -44,7 +44,13 @@ def connect(address: str, cpus_needed: int) -> bool:
         return False
     env = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "TOKENIZERS_PARALLELISM": "false"}}
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        try:
+            ray.init(address=address, runtime_env=env, log_to_driver=True)
+        except ConnectionError as e:
+            raise ConnectionError(
+                f"could not join the Ray cluster at {address!r} ({e}); is `ray start --head` running there, and "
+                "with token authentication, is RAY_AUTH_MODE=token set here too (README, 'Several machines')?"
+            ) from None
         return False
     # Ray's CPU count is a scheduling budget, not a thread limit: every actor gets a slot even on
     # a 2-core machine, and each sets its own torch thread count (model.threads).

@@ -111,7 +111,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     except DeviceError as e:
         raise TrainError(str(e)) from None
     torch.manual_seed(cfg.learner.seed)
-    backend = _open_backend(cfg, checkpoint)
+    try:
+        backend = _open_backend(cfg, checkpoint)
+    except ConnectionError as e:  # a Ray cluster that cannot be joined
+        raise TrainError(str(e)) from None
     try:
         return _train(cfg, run, backend, checkpoint, resume, t_start)
     except WorkerFailure as e:
