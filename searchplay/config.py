@@ -294,6 +294,13 @@ class TrainerConfig:
     learner_workers: int = _f(
         1, "backend = ray: data-parallel learner ranks (gloo on CPU, NCCL on GPU); N ranks make one rank's update", 1, 4096
     )
+    gpus_per_worker: float = _f(
+        1.0,
+        "backend = ray with model.device = cuda: GPUs Ray reserves for each rollout and each learner worker; 0.5 puts "
+        "one of each on a GPU (learner ranks need a GPU each: NCCL refuses two ranks on one device)",
+        0.01,
+        64,
+    )
     ray_address: str = _f("", "backend = ray: the cluster to join ('auto' or HOST:PORT); empty starts a local Ray instance")
     tensorboard: bool = _f(False, "also log to TensorBoard (extra 'tensorboard')")
     wandb: bool = _f(False, "also log to Weights & Biases (extra 'wandb'; WANDB_MODE=offline works)")

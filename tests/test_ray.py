@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance for the module; the trainer joins it instead of starting its own."""
-    ray.init(num_cpus=6, include_dashboard=False, runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}})
+    ray.init(address="local", num_cpus=6, include_dashboard=False, runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}})
     yield
     ray.shutdown()
 

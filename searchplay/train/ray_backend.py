@@ -9,8 +9,9 @@
 With `trainer.ray_address` empty a local Ray instance is started (and stopped at the end); else
 the driver joins that cluster ('auto': the one `ray start` made on this machine). The run
 directory is written by the driver and the checkpoints by learner rank 0, so on several machines
-it must be on storage they share. Each actor asks Ray for one CPU, or one GPU when
-model.device is CUDA. docs/scaling.md has the layout and the measured costs.
+it must be on storage they share. Each worker asks Ray for one CPU, or `trainer.gpus_per_worker`
+GPUs when model.device is CUDA (the GPU path has not run on a GPU yet). docs/scaling.md has the
+layout and the measured costs.
 """
 
 from __future__ import annotations
@@ -52,9 +53,16 @@ def connect(address: str, cpus_needed: int) -> bool:
                 "with token authentication, is RAY_AUTH_MODE=token set here too (README, 'Several machines')?"
             ) from None
         return False
-    # Ray's CPU count is a scheduling budget, not a thread limit: every actor gets a slot even on
-    # a 2-core machine, and each sets its own torch thread count (model.threads).
-    ray.init(num_cpus=max(os.cpu_count() or 1, cpus_needed), include_dashboard=False, runtime_env=env, log_to_driver=True)
+    # "local": a new instance even when another cluster is (or was: Ray remembers its address in
+    # /tmp/ray) running on this machine. Ray's CPU count is a scheduling budget, not a thread limit:
+    # every actor gets a slot even on a 2-core machine, and each sets its own torch thread count.
+    ray.init(
+        address="local",
+        num_cpus=max(os.cpu_count() or 1, cpus_needed),
+        include_dashboard=False,
+        runtime_env=env,
+        log_to_driver=True,
+    )
     return True
 
 
@@ -69,7 +77,7 @@ class RayBackend:
         self.retrievers: dict[str, Any] = {}
         try:
             gpu = resolve_device(cfg.model.device).type == "cuda"
-            resources: dict[str, float] = {"num_cpus": 0, "num_gpus": 1} if gpu else {"num_cpus": 1}
+            resources: dict[str, float] = {"num_cpus": 0, "num_gpus": t.gpus_per_worker} if gpu else {"num_cpus": 1}
             self.retrievers = {} if cfg.search.url else start_node_retrievers(cfg.search)
             self.retriever: Retriever | None = NodeRetriever(self.retrievers) if self.retrievers else None
             tokenizer = AutoTokenizer.from_pretrained(weights)
