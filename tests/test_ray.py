@@ -1,4 +1,4 @@
-"""trainer.backend = "ray" on a real local Ray instance (2 CPUs' worth of actors on this machine):
+"""trainer.backend = "ray" on a real local Ray instance on this 2-core machine (6 scheduling slots):
 the tiny random Llama, the bundled BM25 index, gloo for the learner group.
 
 - 2 rollout + 2 learner workers train and write the layout one process writes;
