@@ -42,6 +42,7 @@ from searchplay.train.ray_rollout import RolloutWorkers
 from searchplay.train.trainer import TrainError, train
 
 ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))  # the venv's ray command
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +232,7 @@ def test_train_joins_an_existing_cluster_with_ray_address(tmp_path: Path) -> Non
     # (~/.ray/auth_token) and every process that joins reads it; Ray 2.60 asks for it only when told to
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     head = subprocess.Popen(
-        [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}", "--num-cpus=5", "--include-dashboard=false", "--block"],
+        [RAY, "start", "--head", f"--port={port}", "--num-cpus=5", "--include-dashboard=false", "--block"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
