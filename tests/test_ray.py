@@ -32,14 +32,16 @@ from transformers import AutoTokenizer
 
 from searchplay.agent.rollout import chat_prompt_ids
 from searchplay.assets.names import TINY, model_path, resolve_config
-from searchplay.config import Config, LearnerConfig, load_config
+from searchplay.config import Config, LearnerConfig, ServerConfig, load_config
 from searchplay.game.prompts import solver_messages
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner, Sample
+from searchplay.search.server import create_app
 from searchplay.train.ray_learner import group_address
 from searchplay.train.ray_retrieval import start_node_retrievers
 from searchplay.train.ray_rollout import RolloutWorkers
 from searchplay.train.trainer import TrainError, train
+from tests.servers import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))  # the venv's ray command
@@ -127,6 +129,26 @@ def random_samples(n: int, seed: int = 0) -> list[Sample]:
         mask[0] = 1
         out.append(Sample(prompt, response, mask, rng.uniform(-1, 1)))
     return out
+
+
+class CountingRetriever:
+    """The bundled BM25 behind a real retrieval server, counting the queries it answers."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.queries = inner, 0
+
+    def search(self, queries: list[str], k: int) -> list:
+        self.queries += len(queries)
+        return self.inner.search(queries, k)
+
+
+def test_with_search_url_the_workers_search_the_shared_server(local_ray, bundled_bm25, tmp_path: Path) -> None:
+    counting = CountingRetriever(bundled_bm25)
+    with running_server(create_app(counting, ServerConfig())) as url:
+        summary = train(ray_tiny("trainer.steps=1", f"search.url={url}", "search.cache_size=0"), tmp_path / "run")
+    assert summary.steps == 1
+    searches = metrics(tmp_path / "run")[0]["proposer/searches_mean"]
+    assert searches > 0 and counting.queries > 0  # every search went through the server, none to a retriever actor
 
 
 def test_data_parallel_ranks_give_the_single_process_gradients(local_ray) -> None:
