@@ -72,14 +72,15 @@ def layout(run: Path) -> list[str]:
 
 
 def test_two_rollout_and_two_learner_workers_train_and_write_the_local_layout(local_ray, tmp_path: Path) -> None:
-    train(tiny(), tmp_path / "local")
-    summary = train(ray_tiny(), tmp_path / "ray")
+    train(tiny("trainer.eval_every=2"), tmp_path / "local")
+    summary = train(ray_tiny("trainer.eval_every=2"), tmp_path / "ray")  # evaluation runs on the workers too
     assert summary.steps == 2
     assert layout(tmp_path / "ray") == layout(tmp_path / "local")
     local, remote = metrics(tmp_path / "local"), metrics(tmp_path / "ray")
     assert [m["step"] for m in remote] == [1, 2]
     assert set(local[-1]) <= set(remote[-1]), set(local[-1]) - set(remote[-1])
     last = remote[-1]
+    assert "eval/em" in last and last["eval/n"] == 4
     assert last["sync/weight_mib"] > 1 and last["timing/weight_sync_s"] > 0
     assert last["ray/rollout_restarts"] == 0
     # lr 1e-3 moves the tiny model far between steps: a gap this small at step 2 means the rollout
@@ -220,13 +221,14 @@ def kill_when_logged(run: Path, step: int, prefix: str) -> threading.Thread:
 def test_training_goes_on_when_a_rollout_worker_dies(local_ray, tmp_path: Path) -> None:
     run = tmp_path / "run"
     killer = kill_when_logged(run, 1, "searchplay-rollout-0-")
-    summary = train(ray_tiny("trainer.steps=3"), run)
+    summary = train(ray_tiny("trainer.steps=3", "game.verifier=policy"), run)  # the verifier's generate calls too
     killer.join(timeout=5)
     assert summary.steps == 3
     rows = metrics(run)
     assert [m["step"] for m in rows] == [1, 2, 3]
     assert rows[-1]["ray/rollout_restarts"] == 1 and rows[-1]["ray/episodes_rerun"] > 0
     assert rows[0]["ray/rollout_restarts"] == 0
+    assert all("verify/pass_rate" in m for m in rows)
 
 
 def test_a_dead_learner_worker_stops_the_step_cleanly_and_the_run_resumes_in_ray_mode(local_ray, tmp_path: Path) -> None:
