@@ -19,7 +19,9 @@ from searchplay.rl.learner import Learner, Sample
 
 ROOT = Path(__file__).resolve().parents[1]
 gpu = pytest.mark.gpu
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.sh runs the gpu tests on a GPU machine)")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.sh runs the gpu tests on a GPU machine)"
+)
 
 
 @pytest.mark.parametrize("value", ["gpu", "cuda:x", "CPU", "cuda:0:1", ""])
