@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -137,14 +136,13 @@ class RayBackend:
         return ray.get(calls)
 
     def sync_weights(self) -> dict[str, float]:
-        """Rank 0's new weights to every rollout worker (the time includes publishing them)."""
-        t0 = time.perf_counter()
+        """Rank 0's new weights to every rollout worker; the engine's timing includes publishing them
+        (the workers wait on rank 0's object ref)."""
         try:
-            weights = self.learners[0].weights.remote()
-            metrics = self.engine.sync_weights(weights)
+            metrics = self.engine.sync_weights(self.learners[0].weights.remote())
         except WORKER_DEATHS as e:
             raise WorkerFailure(f"a worker died while the weights were sent: {e}") from e
-        return {**metrics, "timing/weight_sync_s": time.perf_counter() - t0, "sync/weight_mib": self.weight_mib}
+        return {**metrics, "sync/weight_mib": self.weight_mib}
 
     def save(self, root: Path, step: int, state: dict[str, Any], cfg: Config) -> Path:
         try:
