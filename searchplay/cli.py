@@ -88,6 +88,20 @@ def _config(path: Path | None, overrides: list[str] | None) -> Config:
         raise  # unreachable; keeps type checkers content
 
 
+def _resolved(cfg: Config, say: bool = False) -> Config:
+    """`cfg` with its `auto` dtype, bf16 and engine decided for this machine (llm/device.py); `say` prints them."""
+    from searchplay.llm.device import DeviceError, resolve_numerics
+
+    try:
+        out, notes = resolve_numerics(cfg)
+    except DeviceError as e:
+        _fail(str(e))
+        raise  # unreachable; keeps type checkers content
+    for note in notes if say else []:
+        err.print(note, highlight=False)
+    return out
+
+
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the resolved configuration as commented TOML."""
@@ -176,7 +190,7 @@ def index_build(
     ] = None,
     query_prefix: Annotated[str, typer.Option(help="dense: text put before each query, e.g. 'query: ' for e5")] = "",
     passage_prefix: Annotated[str, typer.Option(help="dense: text put before each passage, e.g. 'passage: ' for e5")] = "",
-    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="dense: encoder batch size")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="dense: encoder batch size")] = 16,
     skip_bad_lines: Annotated[
         bool, typer.Option("--skip-bad-lines", help="skip and count malformed corpus lines instead of failing")
     ] = False,
@@ -295,14 +309,12 @@ def serve_model(
     import uvicorn
 
     from searchplay.assets.names import model_path
+    from searchplay.llm.engines import open_engine
     from searchplay.llm.openai_server import create_app
-    from searchplay.llm.transformers_engine import TransformersEngine
 
-    cfg = _config(config, set_)
+    cfg = _resolved(_config(config, set_), say=True)
     try:
-        engine = TransformersEngine.load(
-            model_path(model, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib, cfg.model.device
-        )
+        engine = open_engine(model_path(model, cfg), cfg.model, cfg.rollout.seed)
     except (FileNotFoundError, ValueError) as e:  # ValueError: DeviceError
         _fail(str(e))
     host = host or cfg.server.host
@@ -332,19 +344,17 @@ def ask(
     from searchplay.agent.rollout import chat_prompt_ids, run_episodes
     from searchplay.assets.names import model_path
     from searchplay.game.prompts import solver_messages
-    from searchplay.llm.transformers_engine import TransformersEngine
+    from searchplay.llm.engines import open_engine
     from searchplay.search.base import SearchError
 
-    cfg = _config(config, set_)
+    cfg = _resolved(_config(config, set_), say=True)
     if scaffold:
         cfg.rollout.scaffold = scaffold.value
     cfg.rollout.temperature = temperature
     cfg.rollout.max_turns = cfg.game.solver_max_turns
     try:
         retriever = _retriever_from_cli(cfg, index, kind)
-        engine = TransformersEngine.load(
-            model_path(model or cfg.model.path, cfg), cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib, cfg.model.device
-        )
+        engine = open_engine(model_path(model or cfg.model.path, cfg), cfg.model, cfg.rollout.seed)
     except (SearchError, FileNotFoundError, ValueError) as e:  # ValueError: DeviceError
         _fail(str(e))
     t0 = time.perf_counter()
@@ -388,7 +398,7 @@ def play(
     from searchplay.train.components import build_components
     from searchplay.train.run_dir import RunDir, default_run_dir
 
-    cfg = _config(config, set_)
+    cfg = _resolved(_config(config, set_), say=True)
     run = RunDir(run_dir or default_run_dir()).create(cfg)
     try:
         parts = build_components(cfg, str(run.pool))
@@ -444,8 +454,9 @@ def train(
         if not saved.is_file():
             _fail(f"{resume} is not a run directory (no config.toml)")
         cfg = _config(saved, set_)
-        if config is not None and to_toml(_config(config, set_)) != to_toml(cfg):
-            diff = config_diff(cfg, _config(config, set_))
+        given = _config(config, set_) if config is not None else cfg
+        if to_toml(_resolved(given)) != to_toml(_resolved(cfg)):  # 'auto' in --config matches what the run resolved
+            diff = config_diff(_resolved(cfg), _resolved(given))
             _fail(
                 f"--config {config} differs from the run's own config ({'; '.join(diff[:8])}); a resumed run keeps its "
                 "config: change a field on purpose with --set section.field=value"
@@ -463,7 +474,7 @@ def train(
             _fail("--ray-address: give 'auto' or HOST:PORT (leave the option out to start a local Ray instance)")
         cfg.trainer.backend, cfg.trainer.ray_address = "ray", ray_address
     try:
-        summary = run_training(cfg, target, resume=resume is not None)
+        summary = run_training(cfg, target, resume=resume is not None, say=lambda note: err.print(note, highlight=False))
     except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError, JudgeConfigError, OutputDirError) as e:
         _fail(str(e))
     print_run_summary(summary.run_dir, summary.seconds)
@@ -537,12 +548,12 @@ def eval_command(
     from searchplay.eval.data import DatasetError, dataset_label, load_dataset
     from searchplay.eval.run import EvalError, open_eval_dir, run_dataset, write_summary
     from searchplay.judge.llm_judge import JudgeConfigError, LLMJudge
-    from searchplay.llm.transformers_engine import TransformersEngine
+    from searchplay.llm.engines import open_engine
     from searchplay.progress import progress
     from searchplay.search.base import SearchError
     from searchplay.train.checkpoint import policy_from_run
 
-    cfg = _config(config, set_)
+    cfg = _resolved(_config(config, set_), say=True)
     retriever = retriever or cfg.search.url or cfg.search.kind
     cfg.rollout.max_turns = max_turns or cfg.game.solver_max_turns
     mapping = dict(item.split("=", 1) for item in field_map.split(",")) if field_map else None
@@ -571,7 +582,7 @@ def eval_command(
         datasets = {label: load_dataset(name, mapping)[:limit] for name, label in zip(names, labels)}
         search = _eval_retriever(cfg, retriever, index)
         policy = model_path(policy_from_run(model), cfg)
-        engine = TransformersEngine.load(policy, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib, cfg.model.device)
+        engine = open_engine(policy, cfg.model, cfg.rollout.seed)
     except (DatasetError, SearchError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     judge = None
@@ -589,6 +600,8 @@ def eval_command(
         "temperature": temperature,
         "scaffold": cfg.rollout.scaffold,
         "max_turns": cfg.rollout.max_turns,
+        "engine": cfg.model.engine,
+        "dtype": cfg.model.dtype,
         "datasets": {},
     }
     for name, records in datasets.items():

@@ -14,6 +14,7 @@ import functools
 import os
 import re
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,11 @@ class ServerConfig:
 @dataclass
 class ModelConfig:
     path: str = _f("bundled", "policy model: local HF directory, a cached HF id, or 'bundled' (SmolLM2-135M)")
-    dtype: Literal["bfloat16", "float32"] = _f("bfloat16", "compute dtype of the transformers engine")
+    dtype: Literal["auto", "bfloat16", "float32"] = _f(
+        "auto",
+        "compute dtype of rollouts, evaluation and serving (transformers and vLLM); auto: bfloat16 where the device "
+        "computes it natively (CUDA; a CPU with AMX-BF16 or AVX512-BF16), else float32",
+    )
     threads: int = _f(0, "torch CPU threads; 0 = number of cores", 0, 1024)
     device: str = _f(
         "auto",
@@ -247,7 +252,11 @@ class LearnerConfig:
     )
     entropy_coef: float = _f(0.0, "entropy bonus coefficient (paper: 0)", -10, 10)
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = _f("token-mean", "loss aggregation")
-    bf16: bool = _f(True, "bf16 autocast for forward/backward over fp32 master weights")
+    bf16: bool | Literal["auto"] = _f(
+        "auto",
+        "bf16 autocast for forward/backward over fp32 master weights; auto: where the device computes bfloat16 "
+        "natively (a CPU without AMX-BF16/AVX512-BF16 emulates it, 20x slower in backward)",
+    )
     gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, more time)")
     seed: int = _f(0, "torch seed", 0, None)
 
@@ -322,6 +331,8 @@ class Config:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is list:
@@ -333,7 +344,14 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
     """Check `value` against the annotation `tp`; ints are accepted for floats."""
     origin = typing.get_origin(tp)
     ok: bool
-    if origin is Literal:
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(where, value, arm)
+            except ConfigError:
+                continue
+        ok = False
+    elif origin is Literal:
         ok = value in typing.get_args(tp)
     elif origin is list:
         (item_tp,) = typing.get_args(tp)

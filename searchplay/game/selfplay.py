@@ -22,6 +22,7 @@ import random
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -87,6 +88,17 @@ class Solved:
         return [success_rate(r) if r else None for r in self.task_rewards]
 
 
+def quiet(text: str) -> None:
+    """The `phase` of a caller that shows no progress."""
+
+
+def _solver_phase(tasks: list[SolverTask], cfg: Config) -> str:
+    return (
+        f"solver rollouts ({len(tasks)} questions x {cfg.game.solver_n} = {len(tasks) * cfg.game.solver_n} episodes, "
+        f"up to {cfg.game.solver_max_turns} turns)"
+    )
+
+
 def play_round(
     engine: Engine,
     retriever: Retriever,
@@ -96,6 +108,7 @@ def play_round(
     step: int,
     rng: random.Random,
     judge: LLMJudge | None = None,
+    phase: Callable[[str], None] = quiet,
 ) -> RoundResult:
     g, metrics, timing = cfg.game, {}, {}
     guided = cfg.rollout.scaffold == "guided"
@@ -111,6 +124,7 @@ def play_round(
     metas: list[dict[str, Any]] = [
         {"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops} for i, s in enumerate(proposer_seeds)
     ]
+    phase(f"proposer rollouts ({len(prompts)} episodes, up to {g.proposer_max_turns} turns)")
     proposer = run_episodes(
         engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0), "question", cfg.search.topk, metas
     )
@@ -128,6 +142,7 @@ def play_round(
     t0 = time.perf_counter()
     verified: dict[int, Any] = {}
     if candidates and g.verifier != "off":
+        phase(f"verifying {len(candidates)} questions ({g.verifier})")
         checks = verify_questions(
             [(extractions[i].question or "", proposer_seeds[i], proposer[i]) for i in candidates],
             proposer,
@@ -165,6 +180,7 @@ def play_round(
 
     # 6-7. solver rollouts and rewards; the proposer's reward from its question's success rate
     t0 = time.perf_counter()
+    phase(_solver_phase(tasks, cfg))
     solved = solve(engine, retriever, tasks, cfg, step, judge)
     timing["timing/solver_s"] = time.perf_counter() - t0
     proposer_rewards = [g.format_penalty] * len(proposer)
@@ -229,7 +245,13 @@ def play_round(
 
 
 def play_supervised_round(
-    engine: Engine, retriever: Retriever, sampler: SeedSampler, cfg: Config, step: int, judge: LLMJudge | None = None
+    engine: Engine,
+    retriever: Retriever,
+    sampler: SeedSampler,
+    cfg: Config,
+    step: int,
+    judge: LLMJudge | None = None,
+    phase: Callable[[str], None] = quiet,
 ) -> RoundResult:
     """The supervised control: `batch_size` labelled questions (seeds whose extra holds the question), solver only."""
     tasks = [
@@ -237,6 +259,7 @@ def play_supervised_round(
         for s in sampler.sample(cfg.game.batch_size)
     ]
     t0 = time.perf_counter()
+    phase(_solver_phase(tasks, cfg))
     solved = solve(engine, retriever, tasks, cfg, step, judge)
     metrics = {**_solver_metrics(solved, tasks, judge), "timing/solver_s": time.perf_counter() - t0}
     return RoundResult([], [], [], solved.trajectories, solved.rewards, solved.groups, tasks, metrics, [], solved.excluded)

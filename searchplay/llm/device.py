@@ -8,9 +8,13 @@ the logits were computed (up to the logits themselves).
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+
 import torch
 
-from searchplay.config import DEVICE_PATTERN
+from searchplay.config import DEVICE_PATTERN, Config
+from searchplay.precision import native_bf16, resolve_dtype
 
 
 class DeviceError(ValueError):
@@ -32,3 +36,46 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"model.device = {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def vllm_installed() -> bool:
+    """Whether vLLM is importable (not imported here: it is heavy and optional)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def choose_engine(device_type: str) -> tuple[str, str]:
+    """`model.engine = "auto"`: (engine, why). vLLM where it is installed and the device computes bfloat16
+    natively: a CUDA GPU, or a CPU with AMX/AVX512-BF16, where its CPU build ran the demo's rollouts at
+    3.2x our engine's tokens/s. On a CPU without them vLLM's CPU build loses its oneDNN kernels and our
+    engine in float32 was faster (benchmarks/README.md, "CPU speed")."""
+    if not vllm_installed():
+        return "transformers", "vLLM is not installed"
+    if device_type == "cuda":
+        return "vllm", "vLLM is installed and the model runs on a CUDA GPU"
+    native, why = native_bf16(device_type)
+    if native:
+        return "vllm", f"vLLM's CPU build is installed and {why}"
+    return "transformers", f"{why}, where vLLM's CPU build runs slower than this engine in float32"
+
+
+def resolve_numerics(cfg: Config) -> tuple[Config, list[str]]:
+    """A copy of `cfg` with `model.dtype`, `learner.bf16` and `model.engine` decided for this machine, and one
+    note per field that was `auto` ("model.dtype = float32: the CPU has no bfloat16 instructions ...").
+
+    Called at the top (train, eval, ask, serve-model) so that what runs, and the config a run records,
+    say the same thing; Ray workers receive the driver's resolved copy."""
+    out = copy.deepcopy(cfg)
+    device = resolve_device(cfg.model.device).type
+    notes = []
+    if cfg.model.dtype == "auto":
+        choice = resolve_dtype("auto", device)
+        out.model.dtype = choice.dtype
+        notes.append(f"model.dtype = {choice.dtype}: {choice.reason}")
+    if cfg.learner.bf16 == "auto":
+        choice = resolve_dtype("auto", device)
+        out.learner.bf16 = choice.dtype == "bfloat16"
+        notes.append(f"learner.bf16 = {str(out.learner.bf16).lower()}: {choice.reason}")
+    if cfg.model.engine == "auto":
+        out.model.engine, reason = choose_engine(device)
+        notes.append(f"model.engine = {out.model.engine}: {reason}")
+    return out, notes

@@ -31,18 +31,21 @@ from searchplay.llm.base import FinishReason, Generation, SamplingParams
 from searchplay.llm.chat import end_of_turn_ids
 from searchplay.llm.device import resolve_device
 from searchplay.llm.kv_store import KeptSequence, KVStore, LayerKV, common_prefix_length
+from searchplay.precision import resolve_dtype
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 MIN_SHARED_PREFIX = 16  # tokens; a shorter shared prefix is not worth its own forward pass
 
 
-def load_model(model: str, dtype: str = "bfloat16", device: str = "cpu") -> tuple[Any, Any]:
-    """(model on `device`, tokenizer) from a local directory or a hub id already cached. Never downloads."""
+def load_model(model: str, dtype: str = "auto", device: str = "cpu") -> tuple[Any, Any]:
+    """(model on `device`, tokenizer) from a local directory or a hub id already cached. Never downloads.
+    `dtype` auto: bfloat16 where `device` computes it natively, else float32 (precision.py)."""
     target = resolve_device(device)
+    torch_dtype = DTYPES[resolve_dtype(dtype, target.type).dtype]
     local = Path(model).is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
-        net: Any = AutoModelForCausalLM.from_pretrained(model, dtype=DTYPES[dtype], local_files_only=True)
+        net: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, local_files_only=True)
     except OSError as e:
         where = "directory" if local else "Hugging Face id (must already be in the local cache; nothing is downloaded)"
         raise FileNotFoundError(f"cannot load model {model!r} as a {where}: {e}") from None
@@ -91,7 +94,7 @@ class TransformersEngine:
 
     @classmethod
     def load(
-        cls, model: str, dtype: str = "bfloat16", threads: int = 0, keep_kv_mib: int = 2048, device: str = "cpu"
+        cls, model: str, dtype: str = "auto", threads: int = 0, keep_kv_mib: int = 2048, device: str = "cpu"
     ) -> TransformersEngine:
         net, tokenizer = load_model(model, dtype, device)
         return cls(net, tokenizer, threads, keep_kv_mib=keep_kv_mib)

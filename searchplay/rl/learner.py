@@ -20,7 +20,8 @@ Log-probs are those of softmax(logits / T) with T the rollout temperature, the d
 engine sampled from; `learner/logprob_gap_*` reports how far the learner's old log-probs are from
 the engine's (`Trajectory.logprobs`), a training/inference mismatch check.
 
-Weights stay in fp32 (the master copy); `bf16=True` runs forward/backward under bf16 autocast.
+Weights stay in fp32 (the master copy); `bf16=True` runs forward/backward under bf16 autocast
+(`"auto"`: where the device computes bfloat16 natively; a CPU without bf16 instructions emulates it).
 At lr 1e-6 a bf16 weight would round most updates away (bf16 has 8 bits of mantissa), which is
 why the weights themselves are never bf16. The engine generates with this same model object.
 """
@@ -38,6 +39,7 @@ import torch
 
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import LearnerConfig
+from searchplay.precision import resolve_dtype
 from searchplay.rl.data_parallel import all_reduce_floats, all_reduce_grads, gather_rows, my_share, rank_and_world
 from searchplay.rl.losses import aggregate, entropy_from_logits, kl_penalty, ppo_clip_loss
 
@@ -105,6 +107,8 @@ class Learner:
         self.temperature = temperature if temperature > 0 else 1.0
         if any(p.dtype != torch.float32 for p in model.parameters()):
             raise ValueError("the Learner keeps fp32 master weights: load the policy in float32 (bf16 is used via autocast)")
+        # learner.bf16 = "auto": autocast only where the device computes bfloat16 natively (precision.py)
+        self.bf16 = cfg.bf16 if isinstance(cfg.bf16, bool) else resolve_dtype("auto", self.device.type).dtype == "bfloat16"
         if cfg.gradient_checkpointing:
             enable_checkpointing(model)
         self.optimizer = torch.optim.AdamW(
@@ -120,7 +124,7 @@ class Learner:
         return int(self.scheduler.last_epoch)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.bf16 else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def _tensors(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded ids, attention, and per-target-position mask/advantage tensors."""

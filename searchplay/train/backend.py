@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from searchplay.config import Config
 from searchplay.game.selfplay import RoundResult
 from searchplay.llm.base import Engine
-from searchplay.llm.transformers_engine import TransformersEngine, load_model
-from searchplay.llm.vllm_engine import VLLMEngine, vllm_installed
+from searchplay.llm.engines import training_engine
+from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner
 from searchplay.search.base import Retriever
 from searchplay.train.checkpoint import load_trainer_state, save_checkpoint
@@ -53,17 +53,6 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def make_engine(cfg: Config, model: Any, tokenizer: Any, weights: str, threads: int) -> Engine:
-    """The rollout engine over `model`: the transformers loop (bf16 autocast over the fp32 weights),
-    or vLLM started from the same weights on disk (`weights`) and kept current by `sync_weights`
-    (model.engine = "auto": vLLM when installed; benchmarks/README.md, "Rollout engines")."""
-    if cfg.model.engine == "vllm" or (cfg.model.engine == "auto" and vllm_installed()):
-        return VLLMEngine(weights, cfg.model.dtype, cfg.model.device, cfg.model.vllm_gpu_memory, cfg.rollout.seed)
-    return TransformersEngine(
-        model, tokenizer, threads, autocast_bf16=cfg.model.dtype == "bfloat16", keep_kv_mib=cfg.model.keep_kv_mib
-    )
-
-
 def load_policy(cfg: Config, weights: str, base: str) -> tuple[Any, Any, Any | None]:
     """(policy in fp32 from `weights`, tokenizer, frozen reference from `base` if KL is on)."""
     model, tokenizer = load_model(weights, "float32", cfg.model.device)
@@ -89,7 +78,7 @@ class LocalBackend:
 
     def __init__(self, cfg: Config, weights: str, base: str, checkpoint: Path | None):
         self.model, self.tokenizer, reference = load_policy(cfg, weights, base)
-        self.engine = make_engine(cfg, self.model, self.tokenizer, weights, cfg.model.threads)
+        self.engine = training_engine(self.model, self.tokenizer, weights, cfg.model, cfg.rollout.seed, cfg.model.threads)
         self.learner = build_learner(cfg, self.model, reference, self.engine.pad_id, checkpoint)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from searchplay.assets.names import resolve_config
@@ -10,10 +11,10 @@ from searchplay.config import Config
 from searchplay.eval.data import load_dataset
 from searchplay.game.pool import QuestionPool
 from searchplay.game.seeds import SeedSampler, labelled_seeds, load_seeds
-from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round
+from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round, quiet
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.base import Engine
-from searchplay.llm.transformers_engine import TransformersEngine
+from searchplay.llm.engines import open_engine
 from searchplay.search.base import Retriever
 from searchplay.search.resolve import open_retriever
 
@@ -26,11 +27,12 @@ class Components:
     sampler: SeedSampler
     pool: QuestionPool
 
-    def play(self, cfg: Config, step: int, rng: random.Random) -> RoundResult:
-        """One round of the configured game: self-play, or the supervised control on labelled questions."""
+    def play(self, cfg: Config, step: int, rng: random.Random, phase: Callable[[str], None] = quiet) -> RoundResult:
+        """One round of the configured game: self-play, or the supervised control on labelled questions;
+        `phase` is told which part of the round is running."""
         if cfg.game.mode == "supervised":
-            return play_supervised_round(self.engine, self.retriever, self.sampler, cfg, step, self.judge)
-        return play_round(self.engine, self.retriever, self.sampler, self.pool, cfg, step, rng, self.judge)
+            return play_supervised_round(self.engine, self.retriever, self.sampler, cfg, step, self.judge, phase)
+        return play_round(self.engine, self.retriever, self.sampler, self.pool, cfg, step, rng, self.judge, phase)
 
     def search_metrics(self) -> dict[str, float]:
         """Cumulative retrieval cache counters (when the cache is on)."""
@@ -44,9 +46,7 @@ def build_components(
     """Everything a round needs; names like 'bundled' in `cfg` are resolved to paths here. `retriever`:
     one the caller already has (the Ray backend's), else the one `cfg.search` names."""
     cfg = resolve_config(cfg)
-    engine = engine or TransformersEngine.load(
-        cfg.model.path, cfg.model.dtype, cfg.model.threads, cfg.model.keep_kv_mib, cfg.model.device
-    )
+    engine = engine or open_engine(cfg.model.path, cfg.model, cfg.rollout.seed)
     judge = LLMJudge(cfg.judge) if cfg.judge.base_url else None
     seeds = labelled_seeds(load_dataset(cfg.game.train_data)) if cfg.game.mode == "supervised" else load_seeds(cfg.game.seeds)
     return Components(

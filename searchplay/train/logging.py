@@ -81,6 +81,10 @@ class MetricsLogger:
         self._task = self._progress.add_task("train", total=total_steps, completed=start_step, line="")
         self._progress.start()
 
+    def phase(self, step: int, text: str) -> None:
+        """Show what step `step` is doing now (a step takes minutes on a CPU without bf16 instructions)."""
+        self._progress.update(self._task, line=f"step {step}: {text}")
+
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         trim_heap()
         record = {"step": step, "time": time.time(), **metrics, "memory/rss_mib": rss_mib()}

@@ -34,8 +34,9 @@ from searchplay.agent.rollout import FinalTag, run_episodes
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import Config, RolloutConfig
 from searchplay.llm.base import Generation, SamplingParams
+from searchplay.llm.engines import training_engine
 from searchplay.llm.transformers_engine import load_model
-from searchplay.train.backend import WorkerFailure, make_engine
+from searchplay.train.backend import WorkerFailure
 from searchplay.train.ray_retrieval import worker_retriever
 
 MAX_TRIES = 3  # plays of one shard (the first and two after worker deaths) before the round fails
@@ -53,7 +54,7 @@ class RolloutWorker:
     def __init__(self, cfg: Config, weights: str, retrievers: dict[str, Any], threads: int):
         torch.set_num_threads(threads)
         self.model, tokenizer = load_model(weights, "float32", cfg.model.device)
-        self.engine = make_engine(cfg, self.model, tokenizer, weights, threads)
+        self.engine = training_engine(self.model, tokenizer, weights, cfg.model, cfg.rollout.seed, threads)
         self.retriever = worker_retriever(cfg.search, retrievers)
         self.params = dict(self.model.named_parameters())
 

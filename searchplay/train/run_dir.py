@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,11 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
-    def create(self, cfg: Config) -> RunDir:
+    def create(self, cfg: Config, notes: Sequence[str] = ()) -> RunDir:
+        """The folder and its config.toml; `notes` (what each `auto` setting became here, and why) head the file."""
         self.trajectories.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(to_toml(cfg))
+        header = "".join(f"# resolved on this machine: {note}\n" for note in notes)
+        self.config.write_text(header + ("\n" if header else "") + to_toml(cfg))
         return self
 
     def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:

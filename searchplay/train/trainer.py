@@ -31,6 +31,7 @@ import importlib.util
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult
 from searchplay.jsonl import atomic_write, random_state
 from searchplay.llm.base import Engine
-from searchplay.llm.device import DeviceError, resolve_device
+from searchplay.llm.device import DeviceError, resolve_numerics
 from searchplay.outdir import check_output_dir
 from searchplay.train.backend import Backend, LocalBackend, WorkerFailure
 from searchplay.train.checkpoint import latest_checkpoint, read_state
@@ -97,7 +98,9 @@ def periodic_eval(
     return out
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
+def train(cfg: Config, run_dir: Path, resume: bool = False, say: Callable[[str], None] = print) -> TrainSummary:
+    """Train `cfg` in `run_dir` (continuing its last checkpoint with `resume`); `say` shows what `auto` settings
+    became on this machine, and why (they are also written at the top of the run's config.toml)."""
     t_start = time.perf_counter()
     run = RunDir(run_dir)
     if not resume:
@@ -107,23 +110,29 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> TrainSummary:
     checkpoint = latest_checkpoint(run.checkpoints) if resume else None
     validate_for_training(cfg)
     try:
-        resolve_device(cfg.model.device)
+        cfg, notes = resolve_numerics(cfg)
     except DeviceError as e:
         raise TrainError(str(e)) from None
+    for note in notes:
+        say(note)
     torch.manual_seed(cfg.learner.seed)
+    starting = " (vLLM starts in 20-60 s)" if cfg.model.engine == "vllm" else ""
+    say(f"loading the policy and the {cfg.model.engine} rollout engine{starting}")
     try:
         backend = _open_backend(cfg, checkpoint)
     except ConnectionError as e:  # a Ray cluster that cannot be joined
         raise TrainError(str(e)) from None
     try:
-        return _train(cfg, run, backend, checkpoint, resume, t_start)
+        return _train(cfg, run, backend, checkpoint, resume, t_start, notes)
     except WorkerFailure as e:
         raise TrainError(f"{e}; the run stopped cleanly: continue it from its last checkpoint with --resume") from e
     finally:
         backend.close()
 
 
-def _train(cfg: Config, run: RunDir, backend: Backend, checkpoint: Path | None, resume: bool, t_start: float) -> TrainSummary:
+def _train(
+    cfg: Config, run: RunDir, backend: Backend, checkpoint: Path | None, resume: bool, t_start: float, notes: list[str]
+) -> TrainSummary:
     rng = random.Random(cfg.game.seed)
     start, state = 0, {}
     if checkpoint is not None:
@@ -135,7 +144,7 @@ def _train(cfg: Config, run: RunDir, backend: Backend, checkpoint: Path | None, 
         _cut_back(run, {"step": -1, "pool_events": 0})
     engine = backend.engine
     parts = build_components(cfg, str(run.pool), engine, backend.retriever)
-    run.create(cfg)  # only once everything loaded: a run that cannot start leaves no folder behind
+    run.create(cfg, notes)  # only once everything loaded: a run that cannot start leaves no folder behind
     if checkpoint is not None:
         parts.sampler.restore(state["sampler"])
     logger = MetricsLogger(run, cfg, cfg.trainer.steps, start)
@@ -153,15 +162,18 @@ def _train(cfg: Config, run: RunDir, backend: Backend, checkpoint: Path | None, 
                 break
             t0 = time.perf_counter()
             version = backend.version
-            result = parts.play(cfg, step, rng)
+            result = parts.play(cfg, step, rng, lambda text, step=step: logger.phase(step, text))
             metrics = dict(result.metrics)
             t1 = time.perf_counter()
+            logger.phase(step, "updating the policy")
             metrics.update(backend.update(result, cfg, step, version))
             metrics["timing/update_s"] = time.perf_counter() - t1
+            logger.phase(step, "sending the new weights to the rollout engine")
             metrics.update(backend.sync_weights())  # the next rollouts come from the new weights
             train_seconds += time.perf_counter() - t0
             metrics["timing/train_s"] = train_seconds  # rounds + updates so far, what trainer.max_minutes counts
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
+                logger.phase(step, f"evaluating on {', '.join(sets)}")
                 metrics.update(periodic_eval(engine, parts.retriever, sets, cfg, parts.judge))
             if cfg.game.pool_clear_interval and step % cfg.game.pool_clear_interval == 0:
                 metrics["pool/cleared"] = float(parts.pool.clear(cfg.game.keep_ratio, step))
@@ -174,6 +186,7 @@ def _train(cfg: Config, run: RunDir, backend: Backend, checkpoint: Path | None, 
             done = step
             last = step == cfg.trainer.steps or bool(budget_s and train_seconds >= budget_s)
             if step % cfg.trainer.save_every == 0 or last:
+                logger.phase(step, "saving a checkpoint")
                 state = {
                     "pool_events": parts.pool.events,
                     "sampler": parts.sampler.state(),
