@@ -111,7 +111,10 @@ def bench_encoder() -> list[dict[str, Any]]:
         reference = emb if reference is None else reference
         cosine = float(np.min(np.sum(emb * reference, axis=1)))
         label = f"auto -> {encoder.dtype}" if dtype == "auto" else dtype
-        rows.append({"setting": f"{label}, batch {batch}", "passages/s": len(texts) / seconds, "min cosine to float32": cosine})
+        speed = len(texts) / seconds
+        rows.append({"setting": f"{label}, batch {batch}", "passages/s": speed, "min cosine to float32": f"{cosine:.5f}"})
+    for r in rows:
+        r["vs float32 batch 64"] = f"{r['passages/s'] / rows[0]['passages/s']:.2f}x"
     return rows
 
 
@@ -144,7 +147,7 @@ def bench_ask(limit_s: float) -> list[dict[str, Any]]:
         if out is None:
             rows.append({**row, "episode s": f"> {limit_s:.0f} (stopped)", "wall s": wall, "auto picked": ""})
             continue
-        record = json.loads(out.stdout.strip().splitlines()[-1])
+        record = json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("{")))
         rows.append({**row, "episode s": record["seconds"], "wall s": wall, "auto picked": _picked(out.stderr)})
     return rows
 

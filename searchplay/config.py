@@ -186,6 +186,11 @@ class GameConfig:
     max_question_chars: int = _f(1000, "filter: longer questions are rejected", 1, 1000000)
     min_searches: int = _f(2, "filter: proposer episodes with fewer searches are rejected", 0, 1000)
     reject_answer_in_query: bool = _f(False, "filter: reject when the answer appears in one of the proposer's search queries")
+    reject_document_references: bool = _f(
+        True,
+        "filter: reject questions that point at the proposer's documents ('in the passage', 'the above list'); "
+        "the solver never sees them",
+    )
     reject_answer_words: bool = _f(
         False, "filter: reject questions holding any word of the answer (a partial leak that an F1 reward would pay for)"
     )
@@ -217,10 +222,14 @@ class GameConfig:
     )
     reward_left: float = _f(0.0, "intermediate reward: l in 4 (l + s)(r - s)", 0, 1)
     reward_right: float = _f(1.0, "intermediate reward: r in 4 (l + s)(r - s)", 0, 1)
-    solver_reward: Literal["em", "f1", "cover_em", "judge"] = _f(
+    solver_reward: Literal["em", "f1", "em_partial", "cover_em", "judge"] = _f(
         "em",
-        "solver reward: exact match, token F1, cover EM (answer contains a golden answer) or judge (exact "
-        "match, else the LLM judge; paper)",
+        "solver reward: exact match, token F1, em_partial (exact match 1, else at most 0.5 scaled by brevity for an "
+        "answer holding a golden answer), cover EM (answer contains a golden answer) or judge (exact match, else the "
+        "LLM judge; paper)",
+    )
+    max_answer_words: int = _f(
+        0, "solver answers longer than this many words earn 0 (0 = no limit); a cut-off answer always earns 0", 0, 10000
     )
     pool_clear_interval: int = _f(10, "every this many steps the pool is cut to its newest keep_ratio (0 = never)", 0, 1000000)
     keep_ratio: float = _f(0.0, "share of the pool kept at each clearing (paper's script: 0)", 0, 1)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -20,38 +20,41 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 ErrorRenderer = Callable[[str, "str | None", int], JSONResponse]
+R = TypeVar("R")
 
 
 def post_retrying(
-    client: httpx.Client,
-    url: str,
-    body: dict[str, Any],
+    send: Callable[[], R],
     attempts: int,
     backoff_s: float,
-    retry: Callable[[httpx.Response], bool],
+    status: Callable[[R], int],
+    retry: Callable[[R], str | None],
+    transport_errors: tuple[type[Exception], ...],
     on_attempt: Callable[[bool], None] = lambda failed: None,
-) -> tuple[httpx.Response | None, str]:
-    """POST `body` up to `attempts` times, sleeping backoff_s * 2^(n-1) (at most 5 s) between tries.
+) -> tuple[R | None, str]:
+    """Call `send()` (one POST) up to `attempts` times, sleeping backoff_s * 2^(n-1) (at most 5 s) between tries.
 
-    Transport errors and responses for which `retry` is true are tried again; the first other
-    response is returned for the caller to judge. After the last attempt: (None, the last error).
-    `on_attempt(failed)` is called once per attempt, for the caller's counters.
+    `transport_errors` raised by `send` and responses for which `retry` gives a reason are tried again;
+    the first other response is returned for the caller to judge. After the last attempt: (None, the
+    last error). `on_attempt(failed)` is called once per attempt, for the caller's counters. The
+    client library is the caller's (httpx for the judge, urllib3 for the retrieval client).
     """
     last = ""
     for attempt in range(attempts):
         if attempt:
             time.sleep(min(backoff_s * 2 ** (attempt - 1), 5.0))
         try:
-            response = client.post(url, json=body)
-        except httpx.HTTPError as e:
+            response = send()
+        except transport_errors as e:
             on_attempt(True)
             last = f"{type(e).__name__}: {e}"
             continue
-        if retry(response):
+        reason = retry(response)
+        if reason is not None:
             on_attempt(True)
-            last = f"HTTP {response.status_code}: {response.text[:200]}"
+            last = reason
             continue
-        on_attempt(response.status_code >= 400)
+        on_attempt(status(response) >= 400)
         return response, last
     return None, last
 

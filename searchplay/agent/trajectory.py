@@ -56,6 +56,15 @@ class Trajectory:
         return list(seen.values())
 
     @property
+    def final_cut_off(self) -> bool:
+        """The final answer/question was cut by the per-turn token cap before the model closed it (the
+        guided scaffold then inserts the closing tag itself): a fragment, not the model's answer."""
+        if self.final is None or not self.turns:
+            return False
+        last = self.turns[-1]
+        return last.finish_reason == "length" and f"</{self.stop_reason}>" not in last.text
+
+    @property
     def total_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.response_ids)
 

@@ -6,6 +6,7 @@ reason add up to the number of rejected rollouts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from searchplay.agent.trajectory import Trajectory
@@ -14,6 +15,8 @@ from searchplay.game.seeds import Seed
 from searchplay.judge.match import normalize_answer
 
 NO_QUESTION = "no_question_tag"
+QUESTION_CUT_OFF = "question_cut_off"
+DOCUMENT_REFERENCE = "refers_to_documents"
 TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 ANSWER_IN_QUESTION = "answer_in_question"
@@ -26,6 +29,8 @@ VERIFY_FAILED = "verification_failed"
 VERIFY_ERROR = "verifier_error"
 REJECTION_REASONS = (
     NO_QUESTION,
+    QUESTION_CUT_OFF,
+    DOCUMENT_REFERENCE,
     TOO_SHORT,
     TOO_LONG,
     ANSWER_IN_QUESTION,
@@ -37,6 +42,27 @@ REJECTION_REASONS = (
     VERIFY_FAILED,
     VERIFY_ERROR,
 )
+
+
+# What a proposer's documents are called when a question points at them instead of asking about the
+# world ("What is the name of the plant in the above list?"): a solver never sees those documents.
+_DOC_NOUNS = (
+    r"(?:list|passages?|documents?|texts?|articles?|excerpts?|paragraphs?|context|information|evidence|tables?"
+    r"|search results?)"
+)
+DOCUMENT_REFERENCE_PATTERN = re.compile(
+    rf"\b(?:this|these|the|that|those)\s+(?:above|following|given|provided|retrieved|same)\s+{_DOC_NOUNS}\b"
+    rf"|\b(?:this|these)\s+{_DOC_NOUNS}\b"
+    rf"|\b(?:in|from|of|on|by|according to)\s+the\s+{_DOC_NOUNS}\b"
+    rf"|\bthe\s+{_DOC_NOUNS}\s+(?:says?|said|states?|describes?|mentions?|lists?|shows?|provides?)\b"
+    r"|\b(?:the above|mentioned above|listed above|shown above|given above)\b",
+    re.IGNORECASE,
+)
+
+
+def refers_to_documents(question: str) -> bool:
+    """Whether the question points at the proposer's retrieved documents ("in the passage", "the above list")."""
+    return DOCUMENT_REFERENCE_PATTERN.search(question) is not None
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,11 @@ def extract_question(traj: Trajectory, seed: Seed, cfg: GameConfig) -> Extractio
 
     def reject(reason: str) -> Extraction:
         return Extraction(question, reason)
+
+    if traj.final_cut_off:
+        return reject(QUESTION_CUT_OFF)
+    if cfg.reject_document_references and refers_to_documents(question):
+        return reject(DOCUMENT_REFERENCE)
 
     if len(question.split()) < cfg.min_question_words:
         return reject(TOO_SHORT)

@@ -1,19 +1,22 @@
 """Rewards of the two roles (docs/method.md, "Rewards").
 
 The solver's reward is chosen by `game.solver_reward`: `em` (normalised exact match), `f1`
-(token F1, partial credit), `cover_em` (a golden answer occurs in the answer) or `judge` (exact
-match, else the LLM judge's verdict: the paper's semantic correctness). The rule-based kinds
-stand in for the judge when no judge model is at hand.
+(token F1, partial credit), `em_partial` (exact match 1, else half credit scaled by brevity for an
+answer that contains a golden answer), `cover_em` (a golden answer occurs in the answer) or
+`judge` (exact match, else the LLM judge's verdict: the paper's semantic correctness). The
+rule-based kinds stand in for the judge when no judge model is at hand. The caller passes no
+prediction (reward 0) for an answer cut off by the token cap or longer than game.max_answer_words.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from searchplay.judge.match import exact_match, f1, substring_match
+from searchplay.judge.match import exact_match, f1, normalize_answer, substring_match
 
 ProposerRewardKind = Literal["1-acc", "intermediate", "format_only"]
-SolverRewardKind = Literal["em", "f1", "cover_em", "judge"]
+SolverRewardKind = Literal["em", "f1", "em_partial", "cover_em", "judge"]
+PARTIAL_CREDIT = 0.5  # em_partial: the most a non-exact answer earns (a one-word-longer answer gets less)
 MAX_ANSWER_TAGS = 10  # more final tags than this divides the reward by 4 (tag spamming)
 
 
@@ -33,11 +36,29 @@ def solver_reward(
         reward = float(substring_match(prediction, golden_answers))
     elif kind == "f1":
         reward = f1(prediction, golden_answers)
+    elif kind == "em_partial":
+        reward = 1.0 if exact_match(prediction, golden_answers) else brevity_credit(prediction, golden_answers)
     elif kind == "judge":
         reward = 1.0 if exact_match(prediction, golden_answers) or judge_verdict is True else 0.0
     else:
-        raise ValueError(f"unknown solver reward {kind!r}; use em, f1, cover_em or judge")
+        raise ValueError(f"unknown solver reward {kind!r}; use em, f1, em_partial, cover_em or judge")
     return reward / 4 if answer_tags > MAX_ANSWER_TAGS else reward
+
+
+def brevity_credit(prediction: str, golden_answers: list[str]) -> float:
+    """PARTIAL_CREDIT x (golden words / answer words) for an answer holding a golden answer, else 0:
+    "Paris" earns 1 (exact), "Paris, France" 0.25, "The capital of France is Paris" 0.08."""
+    words = len(normalize_answer(prediction).split())
+    held = [len(n.split()) for n in (normalize_answer(a) for a in golden_answers) if n and substring_match(prediction, [n])]
+    return PARTIAL_CREDIT * min(1.0, max(held) / words) if held and words else 0.0
+
+
+def usable_answer(final: str | None, cut_off: bool, max_words: int) -> str | None:
+    """The answer a reward may look at: none when the token cap cut it before its closing tag, or when
+    it is longer than `max_words` words (0: no limit) — a sentence is not an answer a user accepts."""
+    if final is None or cut_off or (max_words and len(final.split()) > max_words):
+        return None
+    return final
 
 
 def success_rate(rewards: list[float]) -> float:

@@ -33,11 +33,11 @@ from searchplay.config import Config, RolloutConfig
 from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAILED, extract_question
 from searchplay.game.pool import PoolQuestion, QuestionPool
 from searchplay.game.prompts import proposer_messages, seed_examples, solver_messages
-from searchplay.game.rewards import proposer_reward, solver_reward, success_rate
+from searchplay.game.rewards import proposer_reward, solver_reward, success_rate, usable_answer
 from searchplay.game.seeds import SeedSampler
 from searchplay.game.verify import verify_questions
 from searchplay.judge.llm_judge import LLMJudge
-from searchplay.judge.match import exact_match
+from searchplay.judge.match import exact_match, f1
 from searchplay.llm.base import Engine
 from searchplay.search.base import Retriever
 
@@ -290,7 +290,13 @@ def solve(
     use_judge = judge if g.solver_reward == "judge" else None
     verdicts = _judge_solver_answers(trajs, solver_tasks, use_judge)
     rewards = [
-        solver_reward(t.final, task.golden, g.solver_reward, count_tags("".join(x.text for x in t.turns), "answer"), v)
+        solver_reward(
+            usable_answer(t.final, t.final_cut_off, g.max_answer_words),
+            task.golden,
+            g.solver_reward,
+            count_tags("".join(x.text for x in t.turns), "answer"),
+            v,
+        )
         for t, task, v in zip(trajs, solver_tasks, verdicts)
     ]
     excluded = [
@@ -348,6 +354,21 @@ def _proposer_metrics(
     return m
 
 
+def answer_form_metrics(solved: Solved, tasks: list[SolverTask]) -> dict[str, float]:
+    """What the answers look like, whatever the reward: median words, the share the model closed itself
+    (not cut by the token cap), and exact match and token F1 against the task's answers."""
+    answered = [(t, tasks[k].golden) for t, k in zip(solved.trajectories, solved.groups) if t.final is not None]
+    if not answered:
+        return {"solver/answer_words": 0.0, "solver/closed_rate": 0.0, "solver/em": 0.0, "solver/f1": 0.0}
+    n = len(solved.trajectories)
+    return {
+        "solver/answer_words": float(statistics.median(len(t.final.split()) for t, _ in answered if t.final is not None)),
+        "solver/closed_rate": sum(not t.final_cut_off for t, _ in answered) / n,
+        "solver/em": sum(exact_match(t.final or "", g) for t, g in answered) / n,
+        "solver/f1": sum(f1(t.final or "", g) for t, g in answered) / n,
+    }
+
+
 def _solver_metrics(solved: Solved, tasks: list[SolverTask], judge: LLMJudge | None) -> dict[str, float]:
     rewards, rates = solved.rewards, [r for r in solved.rates if r is not None]
     m: dict[str, float] = {
@@ -361,6 +382,7 @@ def _solver_metrics(solved: Solved, tasks: list[SolverTask], judge: LLMJudge | N
         "solver/success_rate_1": sum(r == 1 for r in rates) / max(len(rates), 1),
     }
     m.update(rollout_metrics(solved.trajectories, "solver"))
+    m.update(answer_form_metrics(solved, tasks))
     if judge is not None:
         m.update({k: float(v) for k, v in judge.stats().items()})
         m["solver/judge_unknown"] = float(

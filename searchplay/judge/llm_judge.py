@@ -43,6 +43,13 @@ EVIDENCE_PROMPT = (
 _VERDICT = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)  # the whole reply is the verdict, nothing else
 
 
+def _retry_reason(r: httpx.Response) -> str | None:
+    """Why a judge answer is worth asking again: a server error, a timeout or rate limit, or no content."""
+    if r.status_code >= 500 or r.status_code in (408, 429) or (r.is_success and _content(r) is None):
+        return f"HTTP {r.status_code}: {r.text[:200]}"
+    return None
+
+
 def _content(response: httpx.Response) -> str | None:
     """The reply text of an OpenAI chat completion, or None when the body is not one."""
     try:
@@ -120,10 +127,10 @@ class LLMJudge:
         if self._cache and (hit := self._cache.get(key)) is not None:
             self._count("cache_hits")
             return hit
+        url = f"{self.cfg.base_url.rstrip('/')}/chat/completions"
         r, _ = post_retrying(
-            self._client, f"{self.cfg.base_url.rstrip('/')}/chat/completions", body, self.cfg.retries + 1, 0.2,
-            retry=lambda r: r.status_code >= 500 or r.status_code in (408, 429) or (r.is_success and _content(r) is None),
-            on_attempt=lambda failed: self._count("calls"),
+            lambda: self._client.post(url, json=body), self.cfg.retries + 1, 0.2, lambda r: r.status_code, _retry_reason,
+            (httpx.HTTPError,), on_attempt=lambda failed: self._count("calls"),
         )  # fmt: skip
         if r is not None and r.status_code in (401, 403, 404):
             raise JudgeConfigError(

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible chat server over a local transformers model (`searchplay serve-model`).
+"""An OpenAI-compatible chat server over a local model (`searchplay serve-model`), on the configured engine.
 
 Implements `POST /v1/chat/completions` (messages, temperature, top_p, max_tokens, stop, seed;
 one choice) and `GET /v1/models`, enough to serve a judge or a trained policy with no other
@@ -21,9 +21,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from searchplay.config import ServerConfig
-from searchplay.llm.base import SamplingParams
+from searchplay.llm.base import Engine, SamplingParams
 from searchplay.llm.chat import chat_ids
-from searchplay.llm.transformers_engine import TransformersEngine
 from searchplay.web import Admission, RequestError, add_fallback_handlers, read_json_body
 
 ROLES = {"system", "user", "assistant"}
@@ -105,7 +104,7 @@ def parse_chat_request(body: Any, max_tokens_limit: int) -> tuple[list[dict[str,
     return [{"role": m["role"], "content": m["content"]} for m in messages], params
 
 
-def create_app(engine: TransformersEngine, model_name: str, limits: ServerConfig | None = None) -> FastAPI:
+def create_app(engine: Engine, model_name: str, limits: ServerConfig | None = None) -> FastAPI:
     """The app; `limits` bounds body size, prompt tokens, max_tokens and the queue (ServerConfig defaults)."""
     limits = limits or ServerConfig()
     app = FastAPI(title="searchplay model server", docs_url=None, redoc_url=None)

@@ -194,6 +194,7 @@ def _train(
                     "train_seconds": train_seconds,
                 }
                 saved = backend.save(run.checkpoints, step, state, cfg)
+                logger.phase(step, f"checkpoint saved ({saved.name})")
     finally:
         logger.close()
     return TrainSummary(run.root, done, metrics, saved, time.perf_counter() - t_start)

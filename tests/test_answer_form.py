@@ -1,0 +1,124 @@
+"""Questions a solver can take at face value and answers a user would accept (issue: learning v2).
+
+Each test here fails on the game as it was before: the "above list" question passed every filter,
+a question or answer cut off by the token cap was taken as written, and a sentence that contained
+the answer earned partial credit close to a short exact answer's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from searchplay.agent.trajectory import Trajectory, Turn
+from searchplay.config import GameConfig, load_config
+from searchplay.game import extract as x
+from searchplay.game.rewards import brevity_credit, solver_reward, usable_answer
+from searchplay.game.seeds import Seed
+from searchplay.game.selfplay import Solved, SolverTask, answer_form_metrics
+
+SEED = Seed("Phaseolus vulgaris", 1)
+
+
+def proposer(question: str, question_turn_text: str | None = None, finish_reason: str = "stop") -> Trajectory:
+    """One search with a hit, then the question turn (its text as the model wrote it)."""
+    turns = [
+        Turn(text="<search>beans</search>", action="search", content="beans", hits=[{"id": "d0", "title": "T", "text": "x"}]),
+        Turn(
+            text=question_turn_text if question_turn_text is not None else f"<question>{question}</question>",
+            action="question",
+            content=question,
+            finish_reason=finish_reason,
+        ),
+    ]
+    return Trajectory([1], turns=turns, final=question, stop_reason="question")
+
+
+CFG = GameConfig(min_question_words=5, min_searches=1)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is the name of the plant in the above list?",  # the study's accepted example
+        "According to the passage, which bean is grown most widely?",
+        "Which plant is described in this article about legumes?",
+        "What did the document say about the common bean?",
+        "Which species is named first in the following list of legumes?",
+    ],
+)
+def test_questions_that_point_at_the_proposers_documents_are_rejected(question: str) -> None:
+    assert x.extract_question(proposer(question), SEED, CFG).rejection == x.DOCUMENT_REFERENCE
+    assert (
+        x.extract_question(
+            proposer(question), SEED, GameConfig(**{**CFG.__dict__, "reject_document_references": False})
+        ).rejection
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Which legume species is commonly called the common bean?",
+        "Who wrote the text of the Magna Carta in the thirteenth century?",
+        "Which team won the league in the following year after the merger?",
+    ],
+)
+def test_questions_about_the_world_pass(question: str) -> None:
+    assert x.extract_question(proposer(question), SEED, CFG).rejection is None
+
+
+def test_a_question_cut_off_by_the_token_cap_is_rejected() -> None:
+    cut = proposer(
+        "Which legume species is commonly called the", "<question>Which legume species is commonly called the", "length"
+    )
+    assert cut.final_cut_off
+    assert x.extract_question(cut, SEED, CFG).rejection == x.QUESTION_CUT_OFF
+    ended = proposer(
+        "Which legume species is commonly called the common bean?",
+        "<question>Which legume species is commonly called the common bean?",
+        "eos",
+    )
+    assert not ended.final_cut_off and x.extract_question(ended, SEED, CFG).rejection is None
+
+
+def test_a_cut_off_or_long_answer_earns_nothing() -> None:
+    assert usable_answer("Paris", cut_off=True, max_words=0) is None
+    assert solver_reward(usable_answer("Paris", cut_off=True, max_words=0), ["Paris"], "em") == 0.0
+    assert usable_answer("Paris", cut_off=False, max_words=0) == "Paris"
+    sentence = "The capital city of France is called Paris"
+    assert usable_answer(sentence, cut_off=False, max_words=5) is None
+    assert solver_reward(usable_answer(sentence, False, 5), ["Paris"], "f1") == 0.0
+    assert usable_answer(sentence, cut_off=False, max_words=0) == sentence  # 0 = no limit
+
+
+def test_em_partial_pays_a_short_exact_answer_most() -> None:
+    gold = ["Paris"]
+    exact = solver_reward("Paris", gold, "em_partial")
+    near = solver_reward("Paris, France", gold, "em_partial")
+    sentence = solver_reward("The capital of France is Paris", gold, "em_partial")
+    assert (exact, near) == (1.0, 0.25)
+    assert 0 < sentence < near < exact
+    assert solver_reward("Lyon", gold, "em_partial") == 0.0
+    assert brevity_credit("the Eiffel Tower in Paris", ["Eiffel Tower"]) == pytest.approx(0.5 * 2 / 4)
+    # token F1 gives the sentence a third of an exact answer's credit; em_partial a twelfth
+    assert solver_reward("The capital of France is Paris", gold, "f1") > 3 * sentence
+    assert load_config(None, ["game.solver_reward=em_partial", "game.max_answer_words=8"]).game.max_answer_words == 8
+
+
+def test_answer_form_is_logged_beside_the_reward() -> None:
+    def solver(final: str, text: str, finish: str) -> Trajectory:
+        return Trajectory(
+            [1], turns=[Turn(text=text, action="answer", content=final, finish_reason=finish)], final=final, stop_reason="answer"
+        )
+
+    trajs = [
+        solver("Paris", "<answer>Paris</answer>", "stop"),
+        solver("It is Paris, the capital", "<answer>It is Paris, the capital", "length"),
+        Trajectory([1], stop_reason="max_turns"),
+    ]
+    solved = Solved(trajs, [1.0, 0.0, 0.0], [0, 0, 0], [False] * 3, [[1.0, 0.0, 0.0]], [None] * 3)
+    m = answer_form_metrics(solved, [SolverTask("Capital of France?", ["Paris"], "new", "q")])
+    assert m["solver/answer_words"] == pytest.approx(3.0)  # median of 1 and 5 words (the cut one is still shown)
+    assert m["solver/closed_rate"] == pytest.approx(1 / 3) and m["solver/em"] == pytest.approx(1 / 3)
+    assert m["solver/f1"] == pytest.approx((1 + 0.4) / 3)  # "it is paris capital" vs "paris": P 1/4, R 1
