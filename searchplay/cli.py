@@ -88,12 +88,12 @@ def _config(path: Path | None, overrides: list[str] | None) -> Config:
         raise  # unreachable; keeps type checkers content
 
 
-def _resolved(cfg: Config, say: bool = False) -> Config:
+def _resolved(cfg: Config, say: bool = False, one_episode: bool = False) -> Config:
     """`cfg` with its `auto` dtype, bf16 and engine decided for this machine (llm/device.py); `say` prints them."""
     from searchplay.llm.device import DeviceError, resolve_numerics
 
     try:
-        out, notes = resolve_numerics(cfg)
+        out, notes = resolve_numerics(cfg, one_episode)
     except DeviceError as e:
         _fail(str(e))
         raise  # unreachable; keeps type checkers content
@@ -347,7 +347,7 @@ def ask(
     from searchplay.llm.engines import open_engine
     from searchplay.search.base import SearchError
 
-    cfg = _resolved(_config(config, set_), say=True)
+    cfg = _resolved(_config(config, set_), say=True, one_episode=True)
     if scaffold:
         cfg.rollout.scaffold = scaffold.value
     cfg.rollout.temperature = temperature

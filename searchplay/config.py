@@ -217,8 +217,14 @@ class GameConfig:
     )
     reuse_threshold: float = _f(1.0, "reuse only pool questions with success rate <= this (paper's script: 1.0)", 0, 1)
     format_penalty: float = _f(0.0, "proposer reward of a rejected question (paper's script: 0)", -10, 10)
-    proposer_reward: Literal["1-acc", "intermediate", "format_only"] = _f(
-        "1-acc", "proposer reward from the solvers' success rate s"
+    proposer_reward: Literal["1-acc", "intermediate", "format_only", "frontier"] = _f(
+        "1-acc",
+        "proposer reward from the solvers' success rate s: 1-acc (paper), intermediate 4(l+s)(r-s), format_only, or "
+        "frontier (validity_reward, plus most for the hardest question some solver rollout still solves, nothing more "
+        "for s = 0 or 1)",
+    )
+    validity_reward: float = _f(
+        0.1, "frontier reward: what a question that passed filters and verification earns whatever s", 0, 1
     )
     reward_left: float = _f(0.0, "intermediate reward: l in 4 (l + s)(r - s)", 0, 1)
     reward_right: float = _f(1.0, "intermediate reward: r in 4 (l + s)(r - s)", 0, 1)

@@ -122,3 +122,16 @@ def test_answer_form_is_logged_beside_the_reward() -> None:
     assert m["solver/answer_words"] == pytest.approx(3.0)  # median of 1 and 5 words (the cut one is still shown)
     assert m["solver/closed_rate"] == pytest.approx(1 / 3) and m["solver/em"] == pytest.approx(1 / 3)
     assert m["solver/f1"] == pytest.approx((1 + 0.4) / 3)  # "it is paris capital" vs "paris": P 1/4, R 1
+
+
+def test_frontier_reward_pays_nothing_extra_for_questions_nobody_or_everybody_solves() -> None:
+    from searchplay.game.rewards import proposer_reward
+
+    v = 0.1
+    assert proposer_reward(0.0, "frontier", solver_n=4, validity=v) == v  # 1-acc would pay 1.0 here
+    assert proposer_reward(1.0, "frontier", solver_n=4, validity=v) == v
+    assert proposer_reward(0.0, "1-acc") == 1.0
+    one, two, three = (proposer_reward(k / 4, "frontier", solver_n=4, validity=v) for k in (1, 2, 3))
+    assert one == pytest.approx(1.0) and two == pytest.approx(v + 0.9 * 2 / 3) and three == pytest.approx(v + 0.9 / 3)
+    assert one > two > three > v
+    assert load_config(None, ["game.proposer_reward=frontier", "game.validity_reward=0.2"]).game.validity_reward == 0.2

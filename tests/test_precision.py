@@ -110,6 +110,7 @@ def test_auto_engine_is_vllm_only_where_bf16_is_native(monkeypatch: pytest.Monke
     assert choose_engine("cpu")[0] == "transformers"
     _fake_cpu(monkeypatch, tmp_path, ZEN4)
     assert choose_engine("cpu")[0] == "vllm"
+    assert choose_engine("cpu", one_episode=True)[0] == "transformers"  # ask: vLLM's start-up costs more than it saves
     monkeypatch.setattr("searchplay.llm.device.vllm_installed", lambda: False)
     assert choose_engine("cpu") == ("transformers", "vLLM is not installed")
 

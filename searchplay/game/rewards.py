@@ -14,7 +14,7 @@ from typing import Literal
 
 from searchplay.judge.match import exact_match, f1, normalize_answer, substring_match
 
-ProposerRewardKind = Literal["1-acc", "intermediate", "format_only"]
+ProposerRewardKind = Literal["1-acc", "intermediate", "format_only", "frontier"]
 SolverRewardKind = Literal["em", "f1", "em_partial", "cover_em", "judge"]
 PARTIAL_CREDIT = 0.5  # em_partial: the most a non-exact answer earns (a one-word-longer answer gets less)
 MAX_ANSWER_TAGS = 10  # more final tags than this divides the reward by 4 (tag spamming)
@@ -66,11 +66,31 @@ def success_rate(rewards: list[float]) -> float:
     return sum(rewards) / len(rewards) if rewards else 0.0
 
 
-def proposer_reward(success: float, kind: ProposerRewardKind = "1-acc", left: float = 0.0, right: float = 1.0) -> float:
+def frontier_reward(success: float, solver_n: int, validity: float) -> float:
+    """`validity` for a question that passed the filters and verification, plus (1 - validity) x g(s), where
+    g is 0 for questions the solver never or always solves and (1 - s) / (1 - 1/n) capped at 1 in between:
+    the hardest question some rollout still solves earns most (Dr. Zero's (n - k) / (n - 1) for k of n
+    successes), since only questions with 0 < k < n give the solver's group a learning signal."""
+    if not 0 < success < 1:
+        return validity
+    top = 1 - 1 / solver_n if solver_n > 1 else 1.0
+    return validity + (1 - validity) * min(1.0, (1 - success) / top)
+
+
+def proposer_reward(
+    success: float,
+    kind: ProposerRewardKind = "1-acc",
+    left: float = 0.0,
+    right: float = 1.0,
+    solver_n: int = 5,
+    validity: float = 0.1,
+) -> float:
+    if kind == "frontier":
+        return frontier_reward(success, solver_n, validity)
     if kind == "1-acc":
         return 1.0 - success
     if kind == "intermediate":
         return 4 * (left + success) * (right - success) if 0 < success < 1 else 0.0
     if kind == "format_only":
         return 1.0
-    raise ValueError(f"unknown proposer reward kind {kind!r}; use 1-acc, intermediate or format_only")
+    raise ValueError(f"unknown proposer reward kind {kind!r}; use 1-acc, intermediate, format_only or frontier")

@@ -191,7 +191,9 @@ def play_round(
         if rate is None:  # every solver rollout failed for infrastructure reasons: no verdict on the question
             proposer_excluded[task.proposer_index] = True
         else:
-            proposer_rewards[task.proposer_index] = proposer_reward(rate, g.proposer_reward, g.reward_left, g.reward_right)
+            proposer_rewards[task.proposer_index] = proposer_reward(
+                rate, g.proposer_reward, g.reward_left, g.reward_right, g.solver_n, g.validity_reward
+            )
     for t, r in zip(proposer, proposer_rewards):
         t.meta["reward"] = r
 
@@ -227,6 +229,9 @@ def play_round(
 
     metrics.update(_proposer_metrics(proposer, proposer_rewards, proposer_excluded, rejections, len(candidates), len(verified)))
     metrics.update(_solver_metrics(solved, tasks, judge))
+    new_rates = [r for task, r in zip(tasks, rates) if task.source == "new" and r is not None]
+    # questions the solver's group can learn from: some rollouts succeed, some fail
+    metrics["proposer/learnable_fraction"] = sum(0 < r < 1 for r in new_rates) / len(new_rates) if new_rates else 0.0
     metrics.update(timing)
     if g.verifier == "off":  # nothing was verified: a pass rate would be a made-up 1.0
         metrics.pop("verify/pass_rate")

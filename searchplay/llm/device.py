@@ -43,13 +43,16 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def choose_engine(device_type: str) -> tuple[str, str]:
+def choose_engine(device_type: str, one_episode: bool = False) -> tuple[str, str]:
     """`model.engine = "auto"`: (engine, why). vLLM where it is installed and the device computes bfloat16
     natively: a CUDA GPU, or a CPU with AMX/AVX512-BF16, where its CPU build ran the demo's rollouts at
     3.2x our engine's tokens/s. On a CPU without them vLLM's CPU build loses its oneDNN kernels and our
-    engine in float32 was faster (benchmarks/README.md, "CPU speed")."""
+    engine in float32 was faster (benchmarks/README.md, "CPU speed"). `one_episode` (ask): vLLM's start
+    (40-50 s on a CPU) costs more than it saves on one question, so our engine answers it."""
     if not vllm_installed():
         return "transformers", "vLLM is not installed"
+    if one_episode:
+        return "transformers", "one question: vLLM's start-up would take longer than the answer"
     if device_type == "cuda":
         return "vllm", "vLLM is installed and the model runs on a CUDA GPU"
     native, why = native_bf16(device_type)
@@ -58,12 +61,12 @@ def choose_engine(device_type: str) -> tuple[str, str]:
     return "transformers", f"{why}, where vLLM's CPU build runs slower than this engine in float32"
 
 
-def resolve_numerics(cfg: Config) -> tuple[Config, list[str]]:
+def resolve_numerics(cfg: Config, one_episode: bool = False) -> tuple[Config, list[str]]:
     """A copy of `cfg` with `model.dtype`, `learner.bf16` and `model.engine` decided for this machine, and one
     note per field that was `auto` ("model.dtype = float32: the CPU has no bfloat16 instructions ...").
 
     Called at the top (train, eval, ask, serve-model) so that what runs, and the config a run records,
-    say the same thing; Ray workers receive the driver's resolved copy."""
+    say the same thing; Ray workers receive the driver's resolved copy. `one_episode`: see choose_engine."""
     out = copy.deepcopy(cfg)
     device = resolve_device(cfg.model.device).type
     notes = []
@@ -76,6 +79,6 @@ def resolve_numerics(cfg: Config) -> tuple[Config, list[str]]:
         out.learner.bf16 = choice.dtype == "bfloat16"
         notes.append(f"learner.bf16 = {str(out.learner.bf16).lower()}: {choice.reason}")
     if cfg.model.engine == "auto":
-        out.model.engine, reason = choose_engine(device)
+        out.model.engine, reason = choose_engine(device, one_episode)
         notes.append(f"model.engine = {out.model.engine}: {reason}")
     return out, notes
