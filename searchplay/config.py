@@ -281,6 +281,12 @@ class RoleConfig:
     adv_estimator: Literal["grpo", "rloo", "reinforce_pp"] = _f("grpo", "advantage estimator of this role")
     norm_std: bool = _f(True, "grpo: divide by the group's reward std")
     warmup_steps: int = _f(0, "steps during which this role is played but not updated", 0, 100000000)
+    train: bool = _f(True, "update this role at all; false freezes it (a frozen proposer: R-Zero's base challenger)")
+    update_every: int = _f(1, "update this role only on every Nth step (it is played every step)", 1, 100000000)
+    lr_scale: float = _f(
+        1.0, "this role's updates use learner.lr x lr_scale (separate updates; not with trainer.combine_update)", 0, 1000
+    )
+    kl_scale: float = _f(1.0, "this role's updates use learner.kl_coef x kl_scale (no effect when kl_coef is 0)", 0, 1000)
 
 
 @dataclass

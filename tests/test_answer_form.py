@@ -135,3 +135,12 @@ def test_frontier_reward_pays_nothing_extra_for_questions_nobody_or_everybody_so
     assert one == pytest.approx(1.0) and two == pytest.approx(v + 0.9 * 2 / 3) and three == pytest.approx(v + 0.9 / 3)
     assert one > two > three > v
     assert load_config(None, ["game.proposer_reward=frontier", "game.validity_reward=0.2"]).game.validity_reward == 0.2
+
+
+def test_query_diversity_shows_a_collapse() -> None:
+    from searchplay.agent.rollout import query_diversity
+
+    collapsed = ["is a search engine for plants"] * 9 + ["is a search engine"]
+    assert query_diversity(collapsed) == pytest.approx(0.1)
+    assert query_diversity(["Phaseolus vulgaris", "common bean origin", "bean species Americas"]) == 1.0
+    assert query_diversity([]) == 0.0

@@ -160,3 +160,29 @@ def test_an_end_of_turn_token_never_stays_inside_an_episode(engine, bundled_bm25
         assert t.response_ids.count(eot) == 1 and t.response_ids[-1] == eot  # only where the episode really ends
         assert t.loss_mask[-1] == 1 and sum(t.loss_mask) == 1
         assert [turn.finish_reason for turn in t.turns] == ["eos"] * len(t.turns)
+
+
+def test_a_frozen_proposer_is_untouched_by_its_role_and_role_scales_apply(engine, bundled_bm25) -> None:
+    """proposer.train = false: only the solver's update moves the weights; update_every and lr_scale act per role."""
+    cfg = tiny_config(verifier="off")
+    cfg.learner = LearnerConfig(lr=1e-2, kl_coef=0.0, bf16=False, weight_decay=0.0)
+    result = play_round(
+        engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1, random.Random(0)
+    )
+    result.solver_rewards = [0.0] * len(result.solver)  # no solver signal: any change comes from the proposer
+    result.proposer_rewards = [float(i % 2) for i in range(len(result.proposer))]
+    before = copy.deepcopy(engine.model.state_dict())
+
+    def changed() -> bool:
+        return any(not torch.equal(before[k], v) for k, v in engine.model.state_dict().items())
+
+    cfg.proposer.train = False
+    learner = Learner(engine.model, cfg.learner, pad_id=engine.pad_id, temperature=cfg.rollout.temperature)
+    metrics = update_roles(learner, result, cfg, step=1, version=learner.version)
+    assert not changed() and "proposer_update/samples" in metrics and metrics["proposer_update/samples"] == 0
+    cfg.proposer.train, cfg.proposer.update_every = True, 2
+    assert update_roles(learner, result, cfg, step=1, version=learner.version)["proposer_update/samples"] == 0
+    assert not changed()
+    cfg.proposer.lr_scale = 0.5
+    metrics = update_roles(learner, result, cfg, step=2, version=learner.version)
+    assert changed() and metrics["proposer_update/lr"] == pytest.approx(0.5e-2)

@@ -234,4 +234,13 @@ def rollout_metrics(trajectories: list[Trajectory], prefix: str = "rollout") -> 
     }
     for r in ("answer", "question", "max_turns", "length", "error", "no_action"):
         out[f"{prefix}/stop_{r}"] = reasons.get(r, 0) / n
+    out[f"{prefix}/query_diversity"] = query_diversity([q for t in trajectories for q in t.search_queries])
     return out
+
+
+def query_diversity(queries: list[str], words: int = 3) -> float:
+    """Distinct first-`words`-word prefixes per query (1.0: all differ; 0 without queries). A policy dragged
+    by the other role's updates collapses here first: 590 of 600 queries once began "is a" / "is used"."""
+    if not queries:
+        return 0.0
+    return len({" ".join(q.lower().split()[:words]) for q in queries}) / len(queries)

@@ -191,8 +191,9 @@ class Learner:
         for i, s in enumerate(samples):
             s.old_logprobs = scored[i]
 
-    def update(self, samples: list[Sample]) -> dict[str, float]:
-        """One PPO update over `samples`; returns learner metrics."""
+    def update(self, samples: list[Sample], lr_scale: float = 1.0, kl_scale: float = 1.0) -> dict[str, float]:
+        """One PPO update over `samples`; returns learner metrics. `lr_scale` and `kl_scale` multiply the
+        learning rate and the KL coefficient for this update only (a role's own settings)."""
         samples = [s for s in samples if sum(s.loss_mask) > 0]
         if not samples:
             return {"learner/samples": 0.0}
@@ -248,7 +249,7 @@ class Learner:
                     if ref is not None:
                         kl = kl_penalty(logp, torch.stack([_pad(ref[i], width) for i in chunk]), cfg.kl_estimator)
                         kl_term = aggregate(kl, t["mask"], cfg.loss_agg, n_tokens, len(mini))
-                        loss = loss + cfg.kl_coef * kl_term
+                        loss = loss + cfg.kl_coef * kl_scale * kl_term
                         sums["kl"] += float((kl.detach() * t["mask"]).sum())
                     if cfg.entropy_coef:
                         loss = loss - cfg.entropy_coef * aggregate(entropy, t["mask"], cfg.loss_agg, n_tokens, len(mini))
@@ -263,6 +264,8 @@ class Learner:
                 norm = torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
                 )
+                for group in self.optimizer.param_groups:  # the scheduler's step below sets the next lr afresh
+                    group["lr"] *= lr_scale
                 self.optimizer.step()
                 self.scheduler.step()
                 sums["grad_norm"] += float(norm)
@@ -282,7 +285,7 @@ class Learner:
             "learner/clipfrac": sums["clipfrac"] / trained,
             "learner/ratio_dev": sums["ratio_dev"] / trained,
             "learner/grad_norm": grad_norm / optimizer_steps,
-            "learner/lr": float(self.scheduler.get_last_lr()[0]),
+            "learner/lr": float(self.scheduler.get_last_lr()[0]) * lr_scale,
             "learner/optimizer_steps": float(optimizer_steps),
             "learner/trained_tokens": trained,
             "learner/tokens_per_s": tokens_seen / seconds,

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from searchplay.config import Config
 from searchplay.train.run_dir import RunDir
 
+DIVERSITY_WARNING = 0.25  # distinct query prefixes per query below which the console warns of a collapse
 KEY_METRICS = (
     ("solver/acc", "solver acc"),
     ("proposer/valid_rate", "valid q"),
@@ -96,6 +97,14 @@ class MetricsLogger:
             self._tb.flush()
         if self._wandb is not None:
             self._wandb.log(numeric, step=step)
+        for role in ("solver", "proposer"):
+            diversity, episodes = numeric.get(f"{role}/query_diversity"), numeric.get(f"{role}/episodes", 0)
+            if diversity is not None and episodes >= 8 and diversity < DIVERSITY_WARNING:
+                self.console.print(
+                    f"[yellow]warning:[/] step {step}: {role} search queries collapsed: {diversity:.2f} distinct "
+                    "first-three-word prefixes per query (see its trajectories; docs/method.md, 'Roles')",
+                    highlight=False,
+                )
         line = "  ".join(f"{label} {numeric[k]:.2f}" for k, label in KEY_METRICS if k in numeric)
         self._progress.update(self._task, completed=step, line=line)
         self._progress.console.print(f"step {step}: {line}", highlight=False)

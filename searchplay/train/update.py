@@ -12,7 +12,7 @@ import math
 import torch
 
 from searchplay.agent.trajectory import Trajectory
-from searchplay.config import Config
+from searchplay.config import Config, RoleConfig
 from searchplay.game.selfplay import RoundResult
 from searchplay.rl.advantages import compute_advantages
 from searchplay.rl.learner import Learner, Sample
@@ -79,7 +79,7 @@ def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, 
     """Both roles' updates for one round; old log-probs always come from the weights that sampled."""
     batches: dict[str, list[Sample]] = {}
     for role, rc in (("solver", cfg.solver), ("proposer", cfg.proposer)):
-        if step <= rc.warmup_steps:
+        if not updates_at(rc, step):
             batches[role] = []
             continue
         trajectories, rewards, groups, excluded = result.of(role)
@@ -99,8 +99,14 @@ def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, 
     for role, samples in roles:
         if role == "proposer" and not result.proposer:  # the supervised control has no proposer
             continue
-        metrics.update(_prefixed(f"{role}_update", learner.update(samples)))
+        rc = cfg.solver if role == "solver" else cfg.proposer
+        metrics.update(_prefixed(f"{role}_update", learner.update(samples, rc.lr_scale, rc.kl_scale)))
     return metrics
+
+
+def updates_at(rc: RoleConfig, step: int) -> bool:
+    """Whether a role is updated at `step`: trained at all, past its warm-up, and on its update_every beat."""
+    return rc.train and step > rc.warmup_steps and step % rc.update_every == 0
 
 
 def planned_optimizer_steps(cfg: Config) -> int:
@@ -118,6 +124,6 @@ def planned_optimizer_steps(cfg: Config) -> int:
 
     total = 0
     for step in range(1, cfg.trainer.steps + 1):
-        sizes = [solver_n if step > cfg.solver.warmup_steps else 0, proposer_n if step > cfg.proposer.warmup_steps else 0]
+        sizes = [solver_n if updates_at(cfg.solver, step) else 0, proposer_n if updates_at(cfg.proposer, step) else 0]
         total += batches(sum(sizes)) if cfg.trainer.combine_update else sum(batches(n) for n in sizes)
     return total * lc.ppo_epochs
