@@ -7,6 +7,8 @@ the answer earned partial credit close to a short exact answer's.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from searchplay.agent.trajectory import Trajectory, Turn
@@ -15,6 +17,7 @@ from searchplay.game import extract as x
 from searchplay.game.rewards import brevity_credit, solver_reward, usable_answer
 from searchplay.game.seeds import Seed
 from searchplay.game.selfplay import Solved, SolverTask, answer_form_metrics
+from searchplay.search.base import SearchError
 
 SEED = Seed("Phaseolus vulgaris", 1)
 
@@ -144,3 +147,33 @@ def test_query_diversity_shows_a_collapse() -> None:
     assert query_diversity(collapsed) == pytest.approx(0.1)
     assert query_diversity(["Phaseolus vulgaris", "common bean origin", "bean species Americas"]) == 1.0
     assert query_diversity([]) == 0.0
+
+
+def test_retrievable_questions_are_found_by_the_solvers_search(bundled_bm25) -> None:
+    """Real BM25 over the bundled corpus: a question is kept only if searching it finds its answer in a passage's text."""
+    from searchplay.game.verify import verify_questions
+
+    paris = Seed("Paris", 1)
+    louvre = {"id": "d0", "title": "Louvre", "text": "The Louvre is an art museum in Paris on the Seine."}
+
+    def proposed(question: str) -> Trajectory:
+        search = Turn(text="", action="search", content="Louvre", hits=[louvre])
+        turns = [search, Turn(text="", action="question", content=question)]
+        return Trajectory([1], turns=turns, final=question, stop_reason="question")
+
+    good = "Which city on the river Seine hosts the Louvre museum?"
+    vague = "What is the name of the city with the museum in the list?"
+    items = [(q, paris, proposed(q)) for q in (good, vague)]
+    evidence_only = verify_questions(items, [t for _, _, t in items], "evidence", 0, random.Random(0))
+    assert [v.passed for v in evidence_only] == [True, True]  # the old check keeps both
+    batch = [t for _, _, t in items]
+    checked = verify_questions(items, batch, "retrievable", 0, random.Random(0), retriever=bundled_bm25, topk=3)
+    assert [v.passed for v in checked] == [True, False]
+    assert checked[1].verdict == "answer_not_retrievable" and checked[0].verdict == "retrievable"
+
+    class Down:
+        def search(self, queries: list[str], k: int) -> list:
+            raise SearchError("retrieval server down")
+
+    failed = verify_questions(items[:1], [items[0][2]], "retrievable", 0, random.Random(0), retriever=Down(), topk=3)
+    assert failed[0].infra and failed[0].verdict == "verifier_error"  # not the proposer's fault

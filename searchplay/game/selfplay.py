@@ -152,6 +152,8 @@ def play_round(
             engine=engine,
             judge=judge,
             guided=guided,
+            retriever=retriever,
+            topk=cfg.search.topk,
         )
         titles = {h["id"]: h["title"] for t in proposer for h in t.retrieved}
         for i, v in zip(candidates, checks):

@@ -11,6 +11,9 @@ model). A verifier that fails — no answer, an HTTP error, an unreadable verdic
 question and is counted; it never lets a question through. A judge that fails is an
 infrastructure failure (`Verification.infra`): the proposer's rollout then leaves the loss.
 
+`retrievable` adds what the solver does to `evidence`: the question itself, searched with the
+solver's retriever and top-k, must return a passage whose text holds a golden answer.
+
 `evidence` is the rule-based check for models too small to read evidence reliably: a question
 is kept only if a golden answer (or alias) occurs in a document its proposer retrieved and that
 document shares a content word with the question. It keeps the paper's point (no question
@@ -31,7 +34,7 @@ from searchplay.game.seeds import Seed
 from searchplay.judge.llm_judge import EVIDENCE_PROMPT, LLMJudge
 from searchplay.judge.match import exact_match, normalize_answer
 from searchplay.llm.base import Engine, SamplingParams
-from searchplay.search.base import Hit, render_hits
+from searchplay.search.base import Hit, Retriever, SearchError, render_hits
 
 FUNCTION_WORDS = frozenset(
     [
@@ -108,6 +111,30 @@ def evidence_check(question: str, seed: Seed, traj: Trajectory) -> Verification:
     return Verification(True, None, "answer_in_evidence", [d["id"] for d in grounded])
 
 
+def retrievable_check(question: str, seed: Seed, traj: Trajectory, hits: list[Hit] | None) -> Verification:
+    """The evidence check, then what the solver would do: the question itself, searched with the solver's
+    retriever and top-k (`hits`), must return a passage whose text (not only its title) holds a golden
+    answer. A question that only its proposer's path could answer ("the plant in the above list") fails.
+    `hits` None: the search failed (an infrastructure failure, not the proposer's)."""
+    grounded = evidence_check(question, seed, traj)
+    if not grounded.passed:
+        return grounded
+    if hits is None:
+        return Verification(False, None, "verifier_error", grounded.evidence_ids, infra=True)
+    found = [h.id for h in hits if mentions(h.text, seed.golden)]
+    if not found:
+        return Verification(False, None, "answer_not_retrievable", grounded.evidence_ids)
+    return Verification(True, None, "retrievable", found)
+
+
+def _search_questions(retriever: Retriever, questions: list[str], topk: int) -> list[list[Hit] | None]:
+    """One batched search of the questions; a failed search leaves every question without hits (None)."""
+    try:
+        return list(retriever.search(questions, topk))
+    except SearchError:
+        return [None] * len(questions)
+
+
 def build_evidence(
     own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_blocks: int, rng: random.Random
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -170,10 +197,17 @@ def verify_questions(
     engine: Engine | None = None,
     judge: LLMJudge | None = None,
     guided: bool = False,
+    retriever: Retriever | None = None,
+    topk: int = 3,
 ) -> list[Verification]:
-    """Verify each (question, seed, proposer trajectory); `batch` is every proposer trajectory of the round."""
+    """Verify each (question, seed, proposer trajectory); `batch` is every proposer trajectory of the round;
+    `retriever` and `topk`: the solver's, for the `retrievable` verifier."""
     if verifier == "evidence":
         return [evidence_check(question, seed, traj) for question, seed, traj in questions]
+    if verifier == "retrievable":
+        assert retriever is not None, "the retrievable verifier needs the solver's retriever"
+        hits = _search_questions(retriever, [q for q, _, _ in questions], topk)
+        return [retrievable_check(q, seed, traj, h) for (q, seed, traj), h in zip(questions, hits)]
     items, evidence_sets = [], []
     for question, _, traj in questions:
         others = [t.retrieved for t in batch if t is not traj]
