@@ -177,3 +177,19 @@ def test_retrievable_questions_are_found_by_the_solvers_search(bundled_bm25) -> 
 
     failed = verify_questions(items[:1], [items[0][2]], "retrievable", 0, random.Random(0), retriever=Down(), topk=3)
     assert failed[0].infra and failed[0].verdict == "verifier_error"  # not the proposer's fault
+
+
+def test_seed_filter_leaves_out_common_nouns_and_keeps_names(tmp_path) -> None:
+    import json
+
+    from searchplay.assets.seeds import common_noun, entity_titles
+
+    assert common_noun("Pier", "A pier is a raised structure over water. Piers are built for ships.")
+    assert not common_noun("Vietnam", "Vietnam is a country in Southeast Asia.")
+    assert not common_noun("Arctic Circle", "The Arctic Circle is one of the two polar circles of the arctic.")
+    corpus = tmp_path / "c.jsonl"
+    rows = [("1", "Pier", "A pier is a raised structure. Piers are old."), ("2", "Vietnam", "Vietnam is a country."),
+            ("3", "Saw (tool)", "A saw is a tool; the saw cuts wood."), ("4", "Pier", "A second passage of Pier.")]  # fmt: skip
+    corpus.write_text("".join(json.dumps({"id": i, "contents": f'"{t}"\n{x}'}) + "\n" for i, t, x in rows))
+    assert entity_titles(corpus, drop_common_nouns=True) == ({"Vietnam": "2"}, 2)
+    assert entity_titles(corpus)[0] == {"Pier": "1", "Vietnam": "2", "Saw": "3"}

@@ -84,10 +84,11 @@ def _qa_builder(split: str, answerable: bool) -> Callable[[Path, Config, Path], 
 
 def _build_seeds(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
     a = cfg.assets
-    titles = seeds_mod.entity_titles(asset_file("wiki", cfg))
+    titles, dropped = seeds_mod.entity_titles(asset_file("wiki", cfg), a.seed_filter == "common_nouns")
     seeds = seeds_mod.draw_seeds(titles, a.seed_count, a.seed_hops_min, a.seed_hops_max, a.seed)
     hist = {str(h): sum(1 for s in seeds if s["hops"] == h) for h in range(a.seed_hops_min, a.seed_hops_max + 1)}
-    return {"seeds": write_jsonl(seeds, out / "seeds.jsonl"), "entities": len(titles), "hops": hist}
+    written = write_jsonl(seeds, out / "seeds.jsonl")
+    return {"seeds": written, "entities": len(titles), "common_nouns_dropped": dropped, "hops": hist}
 
 
 def _build_bm25(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
@@ -176,7 +177,9 @@ ASSETS: dict[str, Asset] = {
             sources=_no_sources,
             build=_build_seeds,
             needs=("wiki",),
-            settings=lambda cfg: {k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed")},
+            settings=lambda cfg: {
+                k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed", "seed_filter")
+            },
         ),
         Asset(
             "wiki-bm25",
