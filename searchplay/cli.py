@@ -38,7 +38,9 @@ assets_app = typer.Typer(
 )
 config_app = typer.Typer(help="Show the resolved configuration.", no_args_is_help=True)
 index_app = typer.Typer(help="Build retrieval indexes over a corpus.", no_args_is_help=True)
+probe_app = typer.Typer(help="Probe questions: what the base model proposes, answered during training.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
+app.add_typer(probe_app, name="probe")
 app.add_typer(config_app, name="config")
 app.add_typer(index_app, name="index")
 
@@ -176,6 +178,46 @@ def assets_info(
         print(json.dumps(asset_info(cfg), indent=2, ensure_ascii=False))
     else:
         print_asset_summary(cfg)
+
+
+@probe_app.command("build")
+def probe_build(
+    out: Annotated[Path, typer.Option("--out", help="the probe file to write (jsonl: id, question, golden_answers)")],
+    count: Annotated[int, typer.Option(min=1, max=100000, help="questions to keep")] = 200,
+    max_rounds: Annotated[int, typer.Option(min=1, max=1000000, help="self-play rounds to play at most")] = 500,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out file")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Play self-play rounds with the base model (nothing is trained) and keep the first COUNT accepted questions.
+
+    Use the file as trainer.probe_data (with trainer.probe_every) to watch the solver learn the game's questions.
+    """
+    from searchplay.game.seeds import SeedError
+    from searchplay.jsonl import write_jsonl
+    from searchplay.progress import progress
+    from searchplay.search.base import SearchError
+    from searchplay.train.probes import build_probes
+
+    if out.exists() and not overwrite:
+        _fail(f"--out {out} exists; choose another file or pass --overwrite")
+    if out.is_dir():
+        _fail(f"--out {out} is a directory; give a file name such as {out / 'probes.jsonl'}")
+    cfg = _resolved(_config(config, set_), say=True)
+    with progress(True, "accepted questions", total=count) as advance:
+        kept = [0]
+
+        def on_round(step: int, n: int) -> None:
+            advance(n - kept[0])
+            kept[0] = n
+
+        try:
+            probes = build_probes(cfg, count, max_rounds, on_round)
+        except (SearchError, SeedError, FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(probes, out)
+    console.print(f"wrote {len(probes)} probe questions to {out}" + ("" if len(probes) >= count else f" (asked for {count})"))
 
 
 @index_app.command("build")

@@ -191,6 +191,11 @@ class GameConfig:
     max_question_chars: int = _f(1000, "filter: longer questions are rejected", 1, 1000000)
     min_searches: int = _f(2, "filter: proposer episodes with fewer searches are rejected", 0, 1000)
     reject_answer_in_query: bool = _f(False, "filter: reject when the answer appears in one of the proposer's search queries")
+    reject_cut_off: bool = _f(
+        True,
+        "a question or answer the per-turn token cap cut off before its closing tag is rejected / earns 0; false only "
+        "for a random test model, which never closes a tag",
+    )
     reject_document_references: bool = _f(
         True,
         "filter: reject questions that point at the proposer's documents ('in the passage', 'the above list'); "
@@ -317,6 +322,12 @@ class TrainerConfig:
     eval_data: str = _f("nq-answerable", "QA sets for periodic evaluation, comma-separated (bundled names or files)")
     eval_before_training: bool = _f(False, "also evaluate once before the first step, logged as step 0 (SSP: yes)")
     eval_limit: int = _f(32, "questions of the fixed evaluation slice", 1, 10000000)
+    probe_data: str = _f(
+        "",
+        "probe questions (jsonl of question + golden_answers, e.g. from `searchplay probe build`): questions the base "
+        "model proposed and the game accepted, answered greedily every probe_every steps; empty = none",
+    )
+    probe_every: int = _f(0, "answer the probe questions every this many steps (probe/reward, probe/em); 0 = never", 0, 100000000)
     save_every: int = _f(5, "checkpoint every this many steps (and at the end)", 1, 100000000)
     keep_checkpoints: int = _f(2, "checkpoints kept (older ones are deleted)", 1, 10000)
     trajectories_per_step: int = _f(16, "trajectories per role written to trajectories/ each step (0 = all)", 0, 10000000)
@@ -453,6 +464,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "game.solver_reward = 'judge' needs judge.base_url and judge.model; without a judge use em, f1 or cover_em"
         )
+    if cfg.trainer.probe_every and not cfg.trainer.probe_data:
+        raise ConfigError("trainer.probe_every > 0 needs trainer.probe_data (a file from `searchplay probe build`)")
     if g.reward_left > g.reward_right:
         raise ConfigError(f"game.reward_left/right: need left <= right, got {g.reward_left}, {g.reward_right}")
 

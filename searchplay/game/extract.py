@@ -97,7 +97,7 @@ def extract_question(traj: Trajectory, seed: Seed, cfg: GameConfig) -> Extractio
     def reject(reason: str) -> Extraction:
         return Extraction(question, reason)
 
-    if traj.final_cut_off:
+    if cfg.reject_cut_off and traj.final_cut_off:
         return reject(QUESTION_CUT_OFF)
     if cfg.reject_document_references and refers_to_documents(question):
         return reject(DOCUMENT_REFERENCE)

@@ -298,7 +298,7 @@ def solve(
     verdicts = _judge_solver_answers(trajs, solver_tasks, use_judge)
     rewards = [
         solver_reward(
-            usable_answer(t.final, t.final_cut_off, g.max_answer_words),
+            usable_answer(t.final, g.reject_cut_off and t.final_cut_off, g.max_answer_words),
             task.golden,
             g.solver_reward,
             count_tags("".join(x.text for x in t.turns), "answer"),

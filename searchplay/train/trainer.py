@@ -53,6 +53,7 @@ from searchplay.train.backend import Backend, LocalBackend, WorkerFailure
 from searchplay.train.checkpoint import latest_checkpoint, read_state
 from searchplay.train.components import build_components
 from searchplay.train.logging import MetricsLogger
+from searchplay.train.probes import probe
 from searchplay.train.run_dir import RunDir
 
 
@@ -149,6 +150,7 @@ def _train(
         parts.sampler.restore(state["sampler"])
     logger = MetricsLogger(run, cfg, cfg.trainer.steps, start)
     sets = eval_sets(cfg) if cfg.trainer.eval_every or cfg.trainer.eval_before_training else {}
+    probes = load_dataset(cfg.trainer.probe_data) if cfg.trainer.probe_every and cfg.trainer.probe_data else []
     metrics: dict[str, Any] = {}
     saved = checkpoint
     train_seconds = float(state.get("train_seconds", 0.0))
@@ -156,7 +158,8 @@ def _train(
     done = start
     try:
         if cfg.trainer.eval_before_training and start == 0:
-            logger.log(0, periodic_eval(engine, parts.retriever, sets, cfg, parts.judge))
+            before = periodic_eval(engine, parts.retriever, sets, cfg, parts.judge)
+            logger.log(0, {**before, **(probe(engine, parts.retriever, probes, cfg) if probes else {})})
         for step in range(start + 1, cfg.trainer.steps + 1):
             if budget_s and train_seconds >= budget_s:
                 break
@@ -175,6 +178,9 @@ def _train(
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
                 logger.phase(step, f"evaluating on {', '.join(sets)}")
                 metrics.update(periodic_eval(engine, parts.retriever, sets, cfg, parts.judge))
+            if probes and step % cfg.trainer.probe_every == 0:
+                logger.phase(step, f"answering {len(probes)} probe questions")
+                metrics.update(probe(engine, parts.retriever, probes, cfg))
             if cfg.game.pool_clear_interval and step % cfg.game.pool_clear_interval == 0:
                 metrics["pool/cleared"] = float(parts.pool.clear(cfg.game.keep_ratio, step))
             metrics["pool/size"] = float(len(parts.pool))

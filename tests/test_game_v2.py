@@ -193,3 +193,33 @@ def test_seed_filter_leaves_out_common_nouns_and_keeps_names(tmp_path) -> None:
     corpus.write_text("".join(json.dumps({"id": i, "contents": f'"{t}"\n{x}'}) + "\n" for i, t, x in rows))
     assert entity_titles(corpus, drop_common_nouns=True) == ({"Vietnam": "2"}, 2)
     assert entity_titles(corpus)[0] == {"Pier": "1", "Vietnam": "2", "Saw": "3"}
+
+
+def test_probe_questions_are_built_from_the_base_model_and_answered_during_training(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from searchplay.config import ConfigError
+
+    root = Path(__file__).resolve().parents[1]
+    probes, run = tmp_path / "probes.jsonl", tmp_path / "run"
+    cli = [sys.executable, "-m", "searchplay"]
+    built = subprocess.run([*cli, "probe", "build", "--out", str(probes), "--count", "3", "-c", "configs/tiny-test.toml"],
+                           capture_output=True, text=True, cwd=root, timeout=300)  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    rows = [json.loads(line) for line in probes.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["question"] and r["golden_answers"] for r in rows)
+    again = subprocess.run([*cli, "probe", "build", "--out", str(probes), "-c", "configs/tiny-test.toml"],
+                           capture_output=True, text=True, cwd=root, timeout=300)  # fmt: skip
+    assert again.returncode != 0 and "exists" in again.stderr and len(probes.read_text().splitlines()) == 3
+    train = [*cli, "train", "-c", "configs/tiny-test.toml", "--run-dir", str(run), "--steps", "2",
+             "--set", f"trainer.probe_data={probes}", "--set", "trainer.probe_every=1",
+             "--set", "trainer.eval_every=0"]  # fmt: skip
+    trained = subprocess.run(train, capture_output=True, text=True, cwd=root, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all({"probe/reward", "probe/em", "probe/answer_words"} <= set(m) for m in metrics)
+    with pytest.raises(ConfigError, match="probe_data"):
+        load_config(None, ["trainer.probe_every=5"])
