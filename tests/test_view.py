@@ -308,3 +308,17 @@ def test_the_page_follows_a_run_that_is_training(browser: Any, tmp_path: Path, r
         page.wait_for_function("document.querySelector('#runs').innerText.includes('step 4')", timeout=15_000)
         solver = "document.querySelector(\".chart[data-group='solver']\")"
         page.wait_for_function(f"{solver}.data[0].x.at(-1) === 4", timeout=5_000)  # the curves were redrawn
+
+
+@pytest.mark.browser
+def test_a_collapse_of_search_queries_is_a_warning_on_the_page(browser: Any, tmp_path: Path, runs: dict[str, Path]) -> None:
+    run = tmp_path / "collapsed"
+    shutil.copytree(runs["plain"], run)
+    rows = _lines(run / "metrics.jsonl")
+    rows[-1]["proposer/query_diversity"] = 0.1  # 590 of 600 queries beginning "is a ..." looks like this
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with running_server(create_app([run, runs["verified"]])) as base:
+        page = _open(browser, base)
+        warning = page.locator("#warnings")
+        assert warning.is_visible() and "proposer search queries collapsed" in warning.inner_text()
+        assert "verified" not in warning.inner_text()  # the other run's queries are fine

@@ -2,7 +2,8 @@
 
 Panels (each drawn when its series exist): solver accuracy and reward, proposer valid-question
 and verification pass rates, rewards of both roles, KL to the reference, the training/inference
-log-prob gap, and the periodic evaluation (EM, cover EM, F1). Series are read from each run's
+log-prob gap, the periodic evaluation (EM, cover EM, F1), the probe questions, the game's health
+(learnable fraction, query diversity per role) and the answers' length. Series are read from each run's
 `metrics.jsonl`; several runs are overlaid, one colour each, with an optional moving average.
 """
 
@@ -32,6 +33,16 @@ PANELS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     ("periodic evaluation", [("eval/em", "EM"), ("eval/cover_em", "cover EM"), ("eval/f1", "F1")]),
+    ("probe questions", [("probe/reward", "reward"), ("probe/em", "EM")]),
+    (
+        "game health",
+        [
+            ("proposer/learnable_fraction", "learnable questions (0 < s < 1)"),
+            ("solver/query_diversity", "solver query diversity"),
+            ("proposer/query_diversity", "proposer query diversity"),
+        ],
+    ),
+    ("answer form", [("solver/answer_words", "median answer words"), ("probe/answer_words", "probe answer words")]),
 ]
 STYLES = ["-", "--", ":", "-."]
 

@@ -6,12 +6,14 @@
 const REPORT = window.SEARCHPLAY_REPORT || null;
 const PAGE_SIZE = 50;
 const POLL_MS = 5000;
-const GROUP_ORDER = ["solver", "proposer", "verify", "pool", "eval", "solver_update", "proposer_update", "update"];
+const GROUP_ORDER = ["solver", "proposer", "verify", "pool", "eval", "probe", "solver_update", "proposer_update", "update"];
 const SHOWN = new Set([
   "solver/acc", "solver/reward_mean", "proposer/valid_rate", "proposer/reward_mean", "verify/pass_rate",
   "pool/size", "pool/reused", "eval/em", "eval/cover_em", "eval/f1", "eval/judge_acc", "timing/step_s",
   "solver_update/kl", "proposer_update/kl", "update/kl", "solver_update/logprob_gap", "proposer_update/logprob_gap",
+  "probe/reward", "probe/em", "proposer/learnable_fraction", "solver/query_diversity", "proposer/query_diversity",
 ]);
+const DIVERSITY_WARNING = 0.25;  // as the trainer's console warning (train/logging.py)
 const DASHES = ["solid", "dash", "dot", "dashdot"];  // one per overlaid run
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563", "#ca8a04", "#db2777", "#65a30d"];
 
@@ -160,7 +162,23 @@ async function loadCurves() {
   drawCurves();
 }
 
+function collapseWarnings() {
+  // a role whose search queries collapsed to a few prefixes (the trainer prints the same warning)
+  const lines = [];
+  for (const m of state.metrics) for (const role of ["solver", "proposer"]) {
+    const y = (m.columns.series[`${role}/query_diversity`] || []).filter((v) => v !== null);
+    const last = y[y.length - 1];
+    if (last !== undefined && last < DIVERSITY_WARNING) {
+      lines.push(`${m.name}: ${role} search queries collapsed (query diversity ${last.toFixed(2)} at the last step)`);
+    }
+  }
+  const box = document.getElementById("warnings");
+  box.replaceChildren(...lines.map((t) => el("p", {}, t)));
+  box.hidden = !lines.length;
+}
+
 function drawCurves() {
+  collapseWarnings();
   const window = Math.max(1, Number(document.getElementById("smooth").value) || 1);
   const lo = document.getElementById("step-from").value;
   const hi = document.getElementById("step-to").value;
