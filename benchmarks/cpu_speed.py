@@ -196,9 +196,7 @@ def main() -> None:
     parser.add_argument("--parts", default="matmul,encoder,ask,eval,step", help="comma-separated parts to run")
     parser.add_argument("--limit-s", type=float, default=600, help="a CLI row running longer is stopped")
     parser.add_argument("--questions", type=int, default=32, help="evaluation questions")
-    parser.add_argument(
-        "--settings", default="", help="only these engine:dtype rows, e.g. vllm:float32,auto:auto"
-    )
+    parser.add_argument("--settings", default="", help="only these engine:dtype rows, e.g. vllm:float32,auto:auto")
     args = parser.parse_args()
     if args.settings:
         SETTINGS[:] = [tuple(item.split(":")) for item in args.settings.split(",")]  # type: ignore[misc]

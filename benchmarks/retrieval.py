@@ -221,13 +221,16 @@ def main() -> None:
     ap.add_argument("--synthetic", type=int, default=1_000_000, help="passages in the synthetic corpus")
     ap.add_argument("--rank-bm25-subset", type=int, default=20_000, help="passages rank_bm25 is measured on")
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--sections", default="bm25,server,dense", help="comma-separated: bm25, server, dense")
     args = ap.parse_args()
+    sections = args.sections.split(",")
     queries = [r["question"] for r in read_jsonl(asset_file("nq-test"))]
-    print_table("BM25 (batches of 64 NQ questions, top-5)", bm25_section(args, queries))
-    print_table(
-        "Retrieval server on loopback (bundled BM25, `searchplay serve-retriever` in its own process)", server_section(queries)
-    )
-    if not args.skip_dense:
+    if "bm25" in sections:
+        print_table("BM25 (batches of 64 NQ questions, top-5)", bm25_section(args, queries))
+    if "server" in sections:
+        title = "Retrieval server on loopback (bundled BM25, `searchplay serve-retriever` in its own process)"
+        print_table(title, server_section(queries))
+    if "dense" in sections and not args.skip_dense:
         print_table("Dense retrieval (bundled MiniLM index)", dense_section(queries))
     print(f"\npeak RSS of this process: {peak_rss_mib():,.0f} MiB")
 
