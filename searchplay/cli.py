@@ -12,7 +12,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from searchplay.config import Config, ConfigError, config_diff, load_config, searchplay_home, to_toml
-from searchplay.outdir import OutputDirError
+from searchplay.outdir import OutputDirError, check_output_file
 
 if TYPE_CHECKING:
     from searchplay.search.base import Retriever
@@ -199,10 +199,7 @@ def probe_build(
     from searchplay.search.base import SearchError
     from searchplay.train.probes import build_probes
 
-    if out.exists() and not overwrite:
-        _fail(f"--out {out} exists; choose another file or pass --overwrite")
-    if out.is_dir():
-        _fail(f"--out {out} is a directory; give a file name such as {out / 'probes.jsonl'}")
+    _writable(out, overwrite, lambda path: False, "probe file")
     cfg = _resolved(_config(config, set_), say=True)
     with progress(True, "accepted questions", total=count) as advance:
         kept = [0]
@@ -718,18 +715,29 @@ def plot(
         int, typer.Option(min=1, max=1000, help="moving average over this many steps (evaluations are never smoothed)")
     ] = 1,
     label: Annotated[list[str] | None, typer.Option(help="legend name per run, in order (repeatable)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an --out file searchplay did not write")] = False,
 ) -> None:
     """Draw a run's curves (solver accuracy, question validity, rewards, KL, log-prob gap, evaluation) as a PNG."""
-    from searchplay.train.plot import PlotError, plot_runs
+    from searchplay.outdir import starts_with
+    from searchplay.train.plot import PLOT_MARKER, PlotError, plot_runs
 
     if label and len(label) != len(run_dirs):
         _fail(f"--label given {len(label)} times for {len(run_dirs)} run directories")
     target = out or run_dirs[0] / "curves.png"
+    _writable(target, overwrite, starts_with(PLOT_MARKER.encode()), "plot")
     try:
         panels = plot_runs(run_dirs, target, smooth, label)
     except PlotError as e:
         _fail(str(e))
     console.print(f"wrote {target} ({', '.join(panels)})", highlight=False)
+
+
+def _writable(out: Path, overwrite: bool, ours: Callable[[Path], bool], what: str) -> None:
+    """Refuse an output file before any work: outdir.check_output_file's rules, as a clear error."""
+    try:
+        check_output_file(out, overwrite, ours, what)
+    except OutputDirError as e:
+        _fail(str(e))
 
 
 def _viewable(run_dirs: list[Path], eval_dirs: list[Path]) -> None:
@@ -770,14 +778,16 @@ def report(
     last_steps: Annotated[
         int | None, typer.Option(min=1, help="embed the trajectories of only the last N logged steps (default: all)")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an --out file searchplay did not write")] = False,
 ) -> None:
     """The viewer's page and the runs' data as one self-contained HTML file (works offline)."""
+    from searchplay.outdir import starts_with
+    from searchplay.view.page import REPORT_MARKER
     from searchplay.view.report import write_report
     from searchplay.view.run_data import RunViewError
 
     _viewable(run_dirs, eval_dirs or [])
-    if out.is_dir():
-        _fail(f"--out {out} is a directory; give a file name such as {out / 'report.html'}")
+    _writable(out, overwrite, starts_with(REPORT_MARKER.encode()), "report")
     try:
         size = write_report(run_dirs, eval_dirs or [], out, last_steps)
     except RunViewError as e:

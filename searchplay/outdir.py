@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -52,3 +53,52 @@ def fsync_tree(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# What makes a folder a run or an evaluation (its writer's records), and which files in one are records
+FOLDER_MARKERS = ("config.toml", "metrics.jsonl", "pool.jsonl", "summary.json", "eval-settings.json")
+RECORD_SUFFIXES = (".jsonl", ".json", ".toml", ".safetensors", ".bin", ".pt", ".lock", ".partial")
+RECORD_FOLDERS = ("trajectories", "checkpoints", "tensorboard")
+
+
+def _record_folder(path: Path) -> Path | None:
+    """The run or evaluation folder that `path` lies in (up to three levels up), if any."""
+    for folder in list(path.parents)[:3]:
+        if any((folder / m).is_file() for m in FOLDER_MARKERS):
+            return folder
+    return None
+
+
+def check_output_file(path: Path, overwrite: bool, ours: Callable[[Path], bool], what: str) -> None:
+    """Before any work: refuse to write `path` when it is a directory, a record of a run or evaluation folder
+    (never, even with `overwrite`), or an existing file that `ours` does not recognise as one of our
+    `what` files (unless `overwrite`). Every command that writes a single file (report, plot, probe
+    build) calls this."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputDirError(f"--out {path} is a directory; give a file name such as {path / ('out' + path.suffix)}")
+    folder = _record_folder(path.resolve())
+    if folder is not None:
+        inside = path.resolve().relative_to(folder)
+        if path.suffix in RECORD_SUFFIXES or inside.parts[0] in RECORD_FOLDERS:
+            raise OutputDirError(
+                f"--out {path} would write over the records of {folder} (a searchplay run or evaluation); "
+                "choose a path outside its records"
+            )
+    if path.exists() and not overwrite and not ours(path):
+        raise OutputDirError(
+            f"--out {path} exists and is not a {what} written by searchplay; choose another file or pass --overwrite"
+        )
+
+
+def starts_with(marker: bytes, within: int = 4096) -> Callable[[Path], bool]:
+    """`ours` for check_output_file: the file holds `marker` in its first `within` bytes."""
+
+    def check(path: Path) -> bool:
+        try:
+            with open(path, "rb") as f:
+                return marker in f.read(within)
+        except OSError:
+            return False
+
+    return check

@@ -45,6 +45,7 @@ PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     ("answer form", [("solver/answer_words", "median answer words"), ("probe/answer_words", "probe answer words")]),
 ]
 STYLES = ["-", "--", ":", "-."]
+PLOT_MARKER = "searchplay plot"  # in the PNG's Software field: how `plot --out` knows a file it may replace
 
 
 class PlotError(ValueError):
@@ -113,6 +114,6 @@ def plot_runs(run_dirs: list[Path], out: Path, window: int = 1, labels: list[str
     fig.suptitle(f"{', '.join(name for name, _ in runs)}{suffix}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, metadata={"Software": PLOT_MARKER})
     plt.close(fig)
     return [title for title, _ in panels]

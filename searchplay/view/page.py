@@ -30,9 +30,12 @@ def served_page() -> str:
     return _fill(head, scripts)
 
 
+REPORT_MARKER = "<!-- searchplay report -->"  # how `report --out` knows a file it may replace
+
+
 def report_page(data: dict[str, Any]) -> str:
     """The page with styles, plotly.js, view.js and `data` inside: one file that works offline."""
-    head = f"<style>\n{(STATIC / 'view.css').read_text()}\n</style>"
+    head = f"{REPORT_MARKER}\n<style>\n{(STATIC / 'view.css').read_text()}\n</style>"
     payload = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode().replace("</", "<\\/").replace("<!--", "<\\!--")
     scripts = "\n".join(
         [
