@@ -8,11 +8,15 @@ its imports at the top.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shlex
+import signal
+import sys
 import time
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterator, Sized
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -513,10 +517,55 @@ def train(
             _fail("--ray-address: give 'auto' or HOST:PORT (leave the option out to start a local Ray instance)")
         cfg.trainer.backend, cfg.trainer.ray_address = "ray", ray_address
     try:
-        summary = run_training(cfg, target, resume=resume is not None, say=lambda note: err.print(note, highlight=False))
+        with _interrupts_as_keyboard_interrupt():
+            summary = run_training(cfg, target, resume=resume is not None, say=lambda note: err.print(note, highlight=False))
     except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError, JudgeConfigError, OutputDirError) as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        _stopped_training(target)
     print_run_summary(summary.run_dir, summary.seconds)
+
+
+@contextlib.contextmanager
+def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) stops a command the way Ctrl-C does, so both say what was kept."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_training(run_dir: Path) -> None:
+    """After Ctrl-C / SIGTERM: what the run kept, and the exact command that continues it; exit 130."""
+    from searchplay.train.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else None
+    kept = f"its last checkpoint is {checkpoint}" if checkpoint else "it has no checkpoint yet: resuming starts at step 1"
+    err.print(f"\nstopped: run {run_dir}; {kept}.\ncontinue it with: searchplay train --resume {shlex.quote(str(run_dir))}")
+    raise typer.Exit(130)
+
+
+def _stopped_evaluation(out_dir: Path, argv: list[str]) -> None:
+    """After Ctrl-C / SIGTERM: predictions kept per dataset, and the exact command that continues; exit 130."""
+    kept = []
+    for path in sorted(out_dir.glob("predictions-*.jsonl")):
+        rows = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        kept.append(f"{path.name.removeprefix('predictions-').removesuffix('.jsonl')}: {rows}")
+    args = list(argv)
+    if "--out" not in args:
+        args += ["--out", str(out_dir)]
+    if "--resume" not in args:
+        args.append("--resume")
+    err.print(
+        f"\nstopped: predictions kept in {out_dir} ({', '.join(kept) or 'none yet'}).\n"
+        f"continue with: searchplay {shlex.join(args)}"
+    )
+    raise typer.Exit(130)
 
 
 def print_run_summary(run_dir: Path, seconds: float) -> None:
@@ -644,7 +693,7 @@ def eval_command(
         "datasets": {},
     }
     for name, records in datasets.items():
-        with progress(True, f"eval {name}", total=len(records)) as advance:
+        with progress(True, f"eval {name}", total=len(records)) as advance, _interrupts_as_keyboard_interrupt():
             try:
                 report = run_dataset(
                     engine,
@@ -662,6 +711,8 @@ def eval_command(
                 )
             except (EvalError, JudgeConfigError) as e:
                 _fail(str(e), code=1)
+            except KeyboardInterrupt:
+                _stopped_evaluation(out_dir, sys.argv[1:])
         summary["datasets"][name] = report
         judged = (
             f"  judge acc {100 * report['judge_acc']:.1f} ({report['judge_unknown']} unknown)" if "judge_acc" in report else ""
