@@ -67,16 +67,27 @@ def predictions_path(out_dir: Path, label: str) -> Path:
 
 
 def read_done(path: Path) -> list[dict[str, Any]]:
-    """Prediction records already written; a last line torn by a kill is dropped (and cut from the file)."""
+    """Prediction records already written. Only a last line torn by a kill is dropped (and cut from the
+    file); a damaged line anywhere else stops with file and line, since cutting there would delete the
+    good predictions after it."""
     if not path.is_file():
         return []
     raw = path.read_bytes()
+    lines = raw.splitlines(keepends=True)
     records, good = [], 0
-    for line in raw.splitlines(keepends=True):
+    for i, line in enumerate(lines):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            record = json.loads(line)
+            if not (isinstance(record, dict) and "id" in record):
+                raise ValueError("not a prediction record")
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            if i == len(lines) - 1 and not line.endswith(b"\n"):
+                break  # torn by a kill while it was written
+            raise EvalError(
+                f"{path}, line {i + 1}: damaged ({e}); {len(lines) - i - 1} predictions follow it. Repair or delete "
+                "that line, then run again with --resume (nothing was changed)"
+            ) from None
+        records.append(record)
         good += len(line)
     if good < len(raw):
         with open(path, "r+b") as f:
