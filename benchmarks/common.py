@@ -38,7 +38,7 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join(" --- " for _ in cols) + "|")
     for r in rows:
-        print("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+        print("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
 
 
 def _fmt(v: Any) -> str:

@@ -1,7 +1,7 @@
 """HTTP retriever speaking the Search-R1 `/retrieve` API.
 
-A urllib3 connection pool per retriever keeps connections alive: per request it costs about a
-millisecond less than httpx, which is most of the server's overhead on a batch of BM25 queries
+A urllib3 connection pool per retriever keeps connections alive; it does less work per request
+than httpx did, and per-request work is the server's overhead on a batch of BM25 queries
 (benchmarks/README.md, "Retrieval"). Connection errors, timeouts and 5xx answers are retried with
 exponential backoff; after the last attempt `SearchError` is raised. A 4xx answer is the caller's
 mistake and is raised at once with the server's message.

@@ -57,8 +57,8 @@ def load_encoder(model: str | Path | None, threads: int = 0) -> Any:
 
 class Encoder:
     """A sentence-transformers model that encodes under bf16 autocast where the CPU computes bfloat16
-    natively (`dtype` auto; precision.py), in float32 elsewhere: on an AMX CPU bf16 encoded the bundled
-    corpus 2.4x faster with embeddings at cosine > 0.9999 to float32's (benchmarks/README.md, "CPU speed")."""
+    natively (`dtype` auto; precision.py), in float32 elsewhere: on an AMX CPU the bundled corpus encoded
+    2.1x faster with embeddings at cosine > 0.9999 to float32's (benchmarks/README.md, "CPU speed")."""
 
     def __init__(self, model: str | Path | None, threads: int = 0, dtype: str = "auto"):
         self.model = load_encoder(model, threads)
@@ -100,7 +100,7 @@ def build_dense_index(
     The build is written to `<out_dir>.building` and swapped in when complete, so an index already
     at `out_dir` stays usable until then. `stop_after_rows` ends the build early (as an
     interruption would); tests use it for resume. `batch_size` 16: the encoder sorts a chunk by length,
-    so small batches pad little (16 encoded 1.1-1.2x faster than 64 here); `dtype`: as `Encoder`.
+    so small batches pad little (16 encoded 1.1-1.5x faster than 64: "CPU speed"); `dtype`: as `Encoder`.
     """
     corpus, final_dir = Path(corpus), Path(out_dir)
     check_output_dir(final_dir, (META_FILE,), "index")
