@@ -31,7 +31,7 @@ def post_retrying(
     retry: Callable[[R], str | None],
     transport_errors: tuple[type[Exception], ...],
     on_attempt: Callable[[bool], None] = lambda failed: None,
-) -> tuple[R | None, str]:
+) -> tuple[R, str] | tuple[None, str]:
     """Call `send()` (one POST) up to `attempts` times, sleeping backoff_s * 2^(n-1) (at most 5 s) between tries.
 
     `transport_errors` raised by `send` and responses for which `retry` gives a reason are tried again;

@@ -43,6 +43,10 @@ EVIDENCE_PROMPT = (
 _VERDICT = re.compile(r"^\W*(yes|no)\W*$", re.IGNORECASE)  # the whole reply is the verdict, nothing else
 
 
+def _status(r: httpx.Response) -> int:
+    return r.status_code
+
+
 def _retry_reason(r: httpx.Response) -> str | None:
     """Why a judge answer is worth asking again: a server error, a timeout or rate limit, or no content."""
     if r.status_code >= 500 or r.status_code in (408, 429) or (r.is_success and _content(r) is None):
@@ -128,9 +132,13 @@ class LLMJudge:
             self._count("cache_hits")
             return hit
         url = f"{self.cfg.base_url.rstrip('/')}/chat/completions"
+
+        def send() -> httpx.Response:
+            return self._client.post(url, json=body)
+
         r, _ = post_retrying(
-            lambda: self._client.post(url, json=body), self.cfg.retries + 1, 0.2, lambda r: r.status_code, _retry_reason,
-            (httpx.HTTPError,), on_attempt=lambda failed: self._count("calls"),
+            send, self.cfg.retries + 1, 0.2, _status, _retry_reason, (httpx.HTTPError,),
+            on_attempt=lambda failed: self._count("calls"),
         )  # fmt: skip
         if r is not None and r.status_code in (401, 403, 404):
             raise JudgeConfigError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+from typing import Literal
 
 import torch
 
@@ -43,7 +44,7 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def choose_engine(device_type: str, one_episode: bool = False) -> tuple[str, str]:
+def choose_engine(device_type: str, one_episode: bool = False) -> tuple[Literal["transformers", "vllm"], str]:
     """`model.engine = "auto"`: (engine, why). vLLM where it is installed and the device computes bfloat16
     natively: a CUDA GPU, or a CPU with AMX/AVX512-BF16, where its CPU build ran the demo's rollouts at
     3.2x our engine's tokens/s. On a CPU without them vLLM's CPU build loses its oneDNN kernels and our
@@ -72,7 +73,7 @@ def resolve_numerics(cfg: Config, one_episode: bool = False) -> tuple[Config, li
     notes = []
     if cfg.model.dtype == "auto":
         choice = resolve_dtype("auto", device)
-        out.model.dtype = choice.dtype
+        out.model.dtype = "bfloat16" if choice.dtype == "bfloat16" else "float32"
         notes.append(f"model.dtype = {choice.dtype}: {choice.reason}")
     if cfg.learner.bf16 == "auto":
         choice = resolve_dtype("auto", device)

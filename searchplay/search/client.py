@@ -39,9 +39,12 @@ class HttpRetriever:
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps(payload)
+
+        def send() -> urllib3.BaseHTTPResponse:
+            return self._pool.request("POST", f"{self.url}/retrieve", body=body, headers=JSON_HEADERS)
+
         response, last = post_retrying(
-            lambda: self._pool.request("POST", f"{self.url}/retrieve", body=body, headers=JSON_HEADERS),
-            self.retries + 1, self.backoff_s, lambda r: r.status, _server_error, (urllib3.exceptions.HTTPError,),
+            send, self.retries + 1, self.backoff_s, _status, _server_error, (urllib3.exceptions.HTTPError,),
             on_attempt=self._count,
         )  # fmt: skip
         if response is None:
@@ -76,6 +79,10 @@ class HttpRetriever:
 
 def _text(response: urllib3.BaseHTTPResponse, limit: int = 300) -> str:
     return response.data[:limit].decode("utf-8", errors="replace")
+
+
+def _status(response: urllib3.BaseHTTPResponse) -> int:
+    return response.status
 
 
 def _server_error(response: urllib3.BaseHTTPResponse) -> str | None:

@@ -27,6 +27,7 @@ retriever and seeds have loaded, so a run that cannot start leaves nothing behin
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import random
@@ -165,7 +166,7 @@ def _train(
                 break
             t0 = time.perf_counter()
             version = backend.version
-            result = parts.play(cfg, step, rng, lambda text, step=step: logger.phase(step, text))
+            result = parts.play(cfg, step, rng, functools.partial(logger.phase, step))
             metrics = dict(result.metrics)
             t1 = time.perf_counter()
             logger.phase(step, "updating the policy")
