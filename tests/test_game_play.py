@@ -196,6 +196,7 @@ def tiny_config(**game) -> Config:
             "proposer_max_turns": 3,
             "solver_max_turns": 2,
             "min_question_words": 1,
+            "reject_cut_off": False,  # the random model never closes a tag within 8 tokens
             **game,
         }
     )
