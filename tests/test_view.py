@@ -316,9 +316,11 @@ def test_a_collapse_of_search_queries_is_a_warning_on_the_page(browser: Any, tmp
     shutil.copytree(runs["plain"], run)
     rows = _lines(run / "metrics.jsonl")
     rows[-1]["proposer/query_diversity"] = 0.1  # 590 of 600 queries beginning "is a ..." looks like this
+    rows[-1]["proposer/queries"] = 20.0
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with running_server(create_app([run, runs["verified"]])) as base:
         page = _open(browser, base)
         warning = page.locator("#warnings")
-        assert warning.is_visible() and "proposer search queries collapsed" in warning.inner_text()
-        assert "verified" not in warning.inner_text()  # the other run's queries are fine
+        text = warning.inner_text()
+        assert warning.is_visible() and "collapsed: proposer search queries collapsed" in text, text
+        assert "verified:" not in text, text  # the other run's queries are fine

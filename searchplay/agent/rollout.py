@@ -234,7 +234,10 @@ def rollout_metrics(trajectories: list[Trajectory], prefix: str = "rollout") -> 
     }
     for r in ("answer", "question", "max_turns", "length", "error", "no_action"):
         out[f"{prefix}/stop_{r}"] = reasons.get(r, 0) / n
-    out[f"{prefix}/query_diversity"] = query_diversity([q for t in trajectories for q in t.search_queries])
+    queries = [q for t in trajectories for q in t.search_queries]
+    if queries:  # no searches is not a collapse: the series has no point then
+        out[f"{prefix}/query_diversity"] = query_diversity(queries)
+    out[f"{prefix}/queries"] = float(len(queries))
     return out
 
 

@@ -98,8 +98,8 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log(numeric, step=step)
         for role in ("solver", "proposer"):
-            diversity, episodes = numeric.get(f"{role}/query_diversity"), numeric.get(f"{role}/episodes", 0)
-            if diversity is not None and episodes >= 8 and diversity < DIVERSITY_WARNING:
+            diversity, queries = numeric.get(f"{role}/query_diversity"), numeric.get(f"{role}/queries", 0)
+            if diversity is not None and queries >= 8 and diversity < DIVERSITY_WARNING:
                 self.console.print(
                     f"[yellow]warning:[/] step {step}: {role} search queries collapsed: {diversity:.2f} distinct "
                     "first-three-word prefixes per query (see its trajectories; docs/method.md, 'Roles')",

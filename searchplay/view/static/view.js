@@ -166,9 +166,11 @@ function collapseWarnings() {
   // a role whose search queries collapsed to a few prefixes (the trainer prints the same warning)
   const lines = [];
   for (const m of state.metrics) for (const role of ["solver", "proposer"]) {
-    const y = (m.columns.series[`${role}/query_diversity`] || []).filter((v) => v !== null);
-    const last = y[y.length - 1];
-    if (last !== undefined && last < DIVERSITY_WARNING) {
+    const series = m.columns.series[`${role}/query_diversity`] || [];
+    const counts = m.columns.series[`${role}/queries`] || [];
+    const at = series.map((v, i) => (v === null ? -1 : i)).filter((i) => i >= 0).pop();
+    const last = at === undefined ? undefined : series[at];
+    if (last !== undefined && (counts[at] ?? 8) >= 8 && last < DIVERSITY_WARNING) {
       lines.push(`${m.name}: ${role} search queries collapsed (query diversity ${last.toFixed(2)} at the last step)`);
     }
   }
