@@ -71,12 +71,11 @@ def resolve_numerics(cfg: Config, one_episode: bool = False) -> tuple[Config, li
     out = copy.deepcopy(cfg)
     device = resolve_device(cfg.model.device).type
     notes = []
+    choice = resolve_dtype("auto", device)  # one reading of the hardware serves both fields
     if cfg.model.dtype == "auto":
-        choice = resolve_dtype("auto", device)
         out.model.dtype = "bfloat16" if choice.dtype == "bfloat16" else "float32"
         notes.append(f"model.dtype = {choice.dtype}: {choice.reason}")
     if cfg.learner.bf16 == "auto":
-        choice = resolve_dtype("auto", device)
         out.learner.bf16 = choice.dtype == "bfloat16"
         notes.append(f"learner.bf16 = {str(out.learner.bf16).lower()}: {choice.reason}")
     if cfg.model.engine == "auto":
