@@ -470,6 +470,14 @@ def train(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="continue the run in this directory from its latest checkpoint")
     ] = None,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="with --resume: a run that logged steps but saved no checkpoint starts again from step 1 "
+            "(its logged steps are replaced; refused without this)",
+        ),
+    ] = False,
     steps: Annotated[
         int | None, typer.Option(min=1, help="total steps (default trainer.steps; raise it to extend a resumed run)")
     ] = None,
@@ -492,6 +500,8 @@ def train(
     from searchplay.train.trainer import TrainError
     from searchplay.train.trainer import train as run_training
 
+    if restart and resume is None:
+        _fail("--restart goes with --resume DIR (it lets a run without a checkpoint start again from step 1)")
     if resume is not None:
         saved = RunDir(resume).config
         if not saved.is_file():
@@ -518,7 +528,9 @@ def train(
         cfg.trainer.backend, cfg.trainer.ray_address = "ray", ray_address
     try:
         with _interrupts_as_keyboard_interrupt():
-            summary = run_training(cfg, target, resume=resume is not None, say=lambda note: err.print(note, highlight=False))
+            summary = run_training(
+                cfg, target, resume=resume is not None, say=lambda note: err.print(note, highlight=False), restart=restart
+            )
     except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError, JudgeConfigError, OutputDirError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -545,8 +557,11 @@ def _stopped_training(run_dir: Path) -> None:
     from searchplay.train.checkpoint import latest_checkpoint
 
     checkpoint = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else None
-    kept = f"its last checkpoint is {checkpoint}" if checkpoint else "it has no checkpoint yet: resuming starts at step 1"
-    err.print(f"\nstopped: run {run_dir}; {kept}.\ncontinue it with: searchplay train --resume {shlex.quote(str(run_dir))}")
+    command = f"searchplay train --resume {shlex.quote(str(run_dir))}"
+    if checkpoint:
+        err.print(f"\nstopped: run {run_dir}; its last checkpoint is {checkpoint}.\ncontinue it with: {command}")
+    else:
+        err.print(f"\nstopped: run {run_dir}; it has no checkpoint yet.\nstart it again from step 1 with: {command} --restart")
     raise typer.Exit(130)
 
 
@@ -677,52 +692,54 @@ def eval_command(
     if judge_url:
         cfg.judge.base_url, cfg.judge.model = judge_url, judge_model or cfg.judge.model or "judge"
         judge = LLMJudge(cfg.judge)
+    held = contextlib.ExitStack()  # the folder's writer lock, held until the summary is written
     try:
-        open_eval_dir(out_dir, settings, resume, overwrite)
+        held.enter_context(open_eval_dir(out_dir, settings, resume, overwrite))
     except (EvalError, OutputDirError) as e:
         _fail(str(e))
-    summary: dict = {
-        "model": model,
-        "model_path": policy,
-        "retriever": retriever,
-        "temperature": temperature,
-        "scaffold": cfg.rollout.scaffold,
-        "max_turns": cfg.rollout.max_turns,
-        "engine": cfg.model.engine,
-        "dtype": cfg.model.dtype,
-        "datasets": {},
-    }
-    for name, records in datasets.items():
-        with progress(True, f"eval {name}", total=len(records)) as advance, _interrupts_as_keyboard_interrupt():
-            try:
-                report = run_dataset(
-                    engine,
-                    search,
-                    name,
-                    records,
-                    cfg.rollout,
-                    cfg.search.topk,
-                    out_dir,
-                    batch_size,
-                    temperature,
-                    resume,
-                    judge,
-                    advance,
-                )
-            except (EvalError, JudgeConfigError) as e:
-                _fail(str(e), code=1)
-            except KeyboardInterrupt:
-                _stopped_evaluation(out_dir, sys.argv[1:])
-        summary["datasets"][name] = report
-        judged = (
-            f"  judge acc {100 * report['judge_acc']:.1f} ({report['judge_unknown']} unknown)" if "judge_acc" in report else ""
-        )
-        err.print(
-            f"{name}: EM {100 * report['em']:.1f}  F1 {100 * report['f1']:.1f}{judged}  ({report['n']:.0f} questions, "
-            f"{report['questions_per_minute']:.1f}/min, {report['retriever_errors']:.0f} retriever errors)"
-        )
-    print(write_summary(out_dir, summary, f"Evaluation of {model}"))
-    console.print(f"written to {out_dir}", highlight=False)
+    with held:
+        summary: dict = {
+            "model": model,
+            "model_path": policy,
+            "retriever": retriever,
+            "temperature": temperature,
+            "scaffold": cfg.rollout.scaffold,
+            "max_turns": cfg.rollout.max_turns,
+            "engine": cfg.model.engine,
+            "dtype": cfg.model.dtype,
+            "datasets": {},
+        }
+        for name, records in datasets.items():
+            with progress(True, f"eval {name}", total=len(records)) as advance, _interrupts_as_keyboard_interrupt():
+                try:
+                    report = run_dataset(
+                        engine,
+                        search,
+                        name,
+                        records,
+                        cfg.rollout,
+                        cfg.search.topk,
+                        out_dir,
+                        batch_size,
+                        temperature,
+                        resume,
+                        judge,
+                        advance,
+                    )
+                except (EvalError, JudgeConfigError) as e:
+                    _fail(str(e), code=1)
+                except KeyboardInterrupt:
+                    _stopped_evaluation(out_dir, sys.argv[1:])
+            summary["datasets"][name] = report
+            judged = ""
+            if "judge_acc" in report:
+                judged = f"  judge acc {100 * report['judge_acc']:.1f} ({report['judge_unknown']} unknown)"
+            err.print(
+                f"{name}: EM {100 * report['em']:.1f}  F1 {100 * report['f1']:.1f}{judged}  ({report['n']:.0f} questions, "
+                f"{report['questions_per_minute']:.1f}/min, {report['retriever_errors']:.0f} retriever errors)"
+            )
+        print(write_summary(out_dir, summary, f"Evaluation of {model}"))
+        console.print(f"written to {out_dir}", highlight=False)
 
 
 def _eval_retriever(cfg: Config, retriever: str, index: str | None) -> Retriever:

@@ -44,6 +44,36 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
         os.close(fd)
 
 
+class DamagedLineError(ValueError):
+    """A damaged line before the end of an append-only file, where only the last line may be torn by a kill."""
+
+    def __init__(self, path: Path, line: int, reason: str, following: int):
+        self.path, self.line, self.reason, self.following = path, line, reason, following
+        super().__init__(f"{path}, line {line}: damaged ({reason})")
+
+
+def read_appended(path: Path, problem: Callable[[Any], str | None] = lambda record: None) -> tuple[list[Any], int]:
+    """The records of an append-only JSON-lines file and the byte length of its good part. Only a last line
+    without its newline (torn by a kill while it was written) is left out; a damaged line anywhere else
+    raises DamagedLineError, since cutting the file there would delete the good lines after it.
+    `problem(record)` names what is wrong with a parsed record's shape, or returns None."""
+    raw = path.read_bytes()
+    lines = raw.splitlines(keepends=True)
+    records, good = [], 0
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if (reason := problem(record)) is not None:
+                raise ValueError(reason)
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            if i == len(lines) - 1 and not line.endswith(b"\n"):
+                break
+            raise DamagedLineError(path, i + 1, str(e), len(lines) - i - 1) from None
+        records.append(record)
+        good += len(line)
+    return records, good
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -7,9 +7,11 @@ it in at the end, so an interrupted build never leaves a half-replaced index beh
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -52,6 +54,41 @@ def fsync_tree(path: Path) -> None:
     try:
         os.fsync(fd)
     finally:
+        os.close(fd)
+
+
+WRITER_LOCK = "writer.lock"  # in a run or evaluation folder: held by the one process writing it, holds its pid
+
+
+@contextlib.contextmanager
+def single_writer(folder: Path, what: str) -> Iterator[None]:
+    """Hold `folder`'s writer lock while the block runs; a second writer is refused with the holder's pid.
+
+    An fcntl lock: the OS releases it when the process ends, however it ends, so a killed run never
+    leaves a stale lock behind. Readers (view, report) do not lock. A folder this call created is
+    removed again if the block leaves nothing in it but the lock (a run that could not start)."""
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WRITER_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise OutputDirError(
+            f"{folder} is being written by another searchplay {what} (pid {holder}); "
+            "wait for it to finish or stop it, or choose another folder"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        if created and [p.name for p in folder.iterdir()] == [WRITER_LOCK]:
+            path.unlink()
+            folder.rmdir()
         os.close(fd)
 
 

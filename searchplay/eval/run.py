@@ -10,19 +10,20 @@ If every one of the first `fail_fast_after` questions hit a retriever error, the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from searchplay.config import RolloutConfig
 from searchplay.eval.evaluate import Prediction, evaluate, judge_predictions
 from searchplay.eval.report import dataset_report, summary_markdown
-from searchplay.jsonl import append_jsonl, write_jsonl
+from searchplay.jsonl import DamagedLineError, append_jsonl, read_appended, write_jsonl
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.base import Engine
-from searchplay.outdir import check_output_dir
+from searchplay.outdir import WRITER_LOCK, check_output_dir, single_writer
 from searchplay.search.base import Retriever
 
 SETTINGS_FILE = "eval-settings.json"  # written first: marks an evaluation folder as ours, checked on resume
@@ -32,26 +33,30 @@ class EvalError(RuntimeError):
     """An evaluation that cannot give a meaningful result; the message says why and what to do."""
 
 
-def open_eval_dir(out_dir: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> None:
-    """Make `out_dir` ready for an evaluation with `settings`, or say why not (nothing is touched then).
+@contextlib.contextmanager
+def open_eval_dir(out_dir: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> Iterator[None]:
+    """Make `out_dir` ready for an evaluation with `settings` and hold its writer lock while the block runs, or
+    say why not (nothing is touched then).
 
     A finished evaluation is replaced only with `overwrite`; an unfinished one is continued only
-    with `resume` and the same settings. Raises OutputDirError for a folder we did not write.
+    with `resume` and the same settings; a second evaluation writing the same folder is refused.
+    Raises OutputDirError for a folder we did not write or that another process is writing.
     """
-    check_output_dir(out_dir, ("summary.json", SETTINGS_FILE), "evaluation")
-    if (out_dir / "summary.json").exists() and not overwrite:
-        raise EvalError(f"{out_dir} already holds an evaluation; pass --overwrite to replace it, or choose another --out")
-    saved = out_dir / SETTINGS_FILE
-    if resume and saved.is_file() and (before := json.loads(saved.read_text())) != settings:
-        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
-        raise EvalError(f"--resume with other settings than the evaluation in {out_dir}: {changed} (was, now)")
-    if saved.exists() and not resume and not overwrite:
-        raise EvalError(
-            f"{out_dir} holds an unfinished evaluation; continue it with --resume, or pass --overwrite to start again"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").unlink(missing_ok=True)  # ours (--overwrite): the new summary replaces it at the end
-    saved.write_text(json.dumps(settings, indent=2))
+    check_output_dir(out_dir, ("summary.json", SETTINGS_FILE, WRITER_LOCK), "evaluation")
+    with single_writer(out_dir, "evaluation"):
+        if (out_dir / "summary.json").exists() and not overwrite:
+            raise EvalError(f"{out_dir} already holds an evaluation; pass --overwrite to replace it, or choose another --out")
+        saved = out_dir / SETTINGS_FILE
+        if resume and saved.is_file() and (before := json.loads(saved.read_text())) != settings:
+            changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+            raise EvalError(f"--resume with other settings than the evaluation in {out_dir}: {changed} (was, now)")
+        if saved.exists() and not resume and not overwrite:
+            raise EvalError(
+                f"{out_dir} holds an unfinished evaluation; continue it with --resume, or pass --overwrite to start again"
+            )
+        (out_dir / "summary.json").unlink(missing_ok=True)  # ours (--overwrite): the new summary replaces it at the end
+        saved.write_text(json.dumps(settings, indent=2))
+        yield
 
 
 def write_summary(out_dir: Path, summary: dict[str, Any], title: str) -> str:
@@ -72,27 +77,21 @@ def read_done(path: Path) -> list[dict[str, Any]]:
     good predictions after it."""
     if not path.is_file():
         return []
-    raw = path.read_bytes()
-    lines = raw.splitlines(keepends=True)
-    records, good = [], 0
-    for i, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-            if not (isinstance(record, dict) and "id" in record):
-                raise ValueError("not a prediction record")
-        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-            if i == len(lines) - 1 and not line.endswith(b"\n"):
-                break  # torn by a kill while it was written
-            raise EvalError(
-                f"{path}, line {i + 1}: damaged ({e}); {len(lines) - i - 1} predictions follow it. Repair or delete "
-                "that line, then run again with --resume (nothing was changed)"
-            ) from None
-        records.append(record)
-        good += len(line)
-    if good < len(raw):
+    try:
+        records, good = read_appended(path, _prediction_problem)
+    except DamagedLineError as e:
+        raise EvalError(
+            f"{e}; {e.following} predictions follow it. Repair or delete that line, then run again with --resume "
+            "(nothing was changed)"
+        ) from None
+    if good < path.stat().st_size:
         with open(path, "r+b") as f:
             f.truncate(good)
     return records
+
+
+def _prediction_problem(record: Any) -> str | None:
+    return None if isinstance(record, dict) and "id" in record else "not a prediction record"
 
 
 def run_dataset(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import random
 import time
 from collections.abc import Callable
@@ -46,10 +45,10 @@ from searchplay.eval.data import dataset_label, load_dataset
 from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions, summarize
 from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult
-from searchplay.jsonl import atomic_write, random_state
+from searchplay.jsonl import DamagedLineError, atomic_write, random_state, read_appended
 from searchplay.llm.base import Engine
 from searchplay.llm.device import DeviceError, resolve_numerics
-from searchplay.outdir import check_output_dir
+from searchplay.outdir import WRITER_LOCK, check_output_dir, single_writer
 from searchplay.train.backend import Backend, LocalBackend, WorkerFailure
 from searchplay.train.checkpoint import latest_checkpoint, read_state
 from searchplay.train.components import build_components
@@ -100,36 +99,47 @@ def periodic_eval(
     return out
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, say: Callable[[str], None] = print) -> TrainSummary:
+def train(
+    cfg: Config, run_dir: Path, resume: bool = False, say: Callable[[str], None] = print, restart: bool = False
+) -> TrainSummary:
     """Train `cfg` in `run_dir` (continuing its last checkpoint with `resume`); `say` shows what `auto` settings
-    became on this machine, and why (they are also written at the top of the run's config.toml)."""
+    became on this machine, and why (they are also written at the top of the run's config.toml). A run folder
+    has one writer at a time. `restart` lets `resume` start again from step 1 when the run logged steps but
+    saved no checkpoint (without it that is refused: those steps would be replaced)."""
     t_start = time.perf_counter()
     run = RunDir(run_dir)
     if not resume:
-        check_output_dir(run.root, ("config.toml",), "run")
-        if run.metrics.exists():
+        check_output_dir(run.root, ("config.toml", WRITER_LOCK), "run")
+    with single_writer(run.root, "training run"):
+        if not resume and run.metrics.exists():
             raise TrainError(f"{run_dir} already holds a run; resume it with --resume or choose another --run-dir")
-    checkpoint = latest_checkpoint(run.checkpoints) if resume else None
-    validate_for_training(cfg)
-    try:
-        cfg, notes = resolve_numerics(cfg)
-    except DeviceError as e:
-        raise TrainError(str(e)) from None
-    for note in notes:
-        say(note)
-    torch.manual_seed(cfg.learner.seed)
-    starting = " (vLLM starts in 20-60 s)" if cfg.model.engine == "vllm" else ""
-    say(f"loading the policy and the {cfg.model.engine} rollout engine{starting}")
-    try:
-        backend = _open_backend(cfg, checkpoint)
-    except ConnectionError as e:  # a Ray cluster that cannot be joined
-        raise TrainError(str(e)) from None
-    try:
-        return _train(cfg, run, backend, checkpoint, resume, t_start, notes)
-    except WorkerFailure as e:
-        raise TrainError(f"{e}; the run stopped cleanly: continue it from its last checkpoint with --resume") from e
-    finally:
-        backend.close()
+        checkpoint = latest_checkpoint(run.checkpoints) if resume else None
+        logged = _logged_steps(run)
+        if resume and checkpoint is None and logged and not restart:
+            raise TrainError(
+                f"{run_dir} logged steps {logged[0]}-{logged[-1]} but saved no checkpoint to continue from; start it "
+                f"again from step 1 (those steps are replaced) with: searchplay train --resume {run_dir} --restart"
+            )
+        validate_for_training(cfg)
+        try:
+            cfg, notes = resolve_numerics(cfg)
+        except DeviceError as e:
+            raise TrainError(str(e)) from None
+        for note in notes:
+            say(note)
+        torch.manual_seed(cfg.learner.seed)
+        starting = " (vLLM starts in 20-60 s)" if cfg.model.engine == "vllm" else ""
+        say(f"loading the policy and the {cfg.model.engine} rollout engine{starting}")
+        try:
+            backend = _open_backend(cfg, checkpoint)
+        except ConnectionError as e:  # a Ray cluster that cannot be joined
+            raise TrainError(str(e)) from None
+        try:
+            return _train(cfg, run, backend, checkpoint, resume, t_start, notes)
+        except WorkerFailure as e:
+            raise TrainError(f"{e}; the run stopped cleanly: continue it from its last checkpoint with --resume") from e
+        finally:
+            backend.close()
 
 
 def _train(
@@ -140,10 +150,10 @@ def _train(
     if checkpoint is not None:
         state = read_state(checkpoint)
         start = state["step"]
-        _cut_back(run, state)
+        _cut_back(run, state["step"], state["pool_events"])
         rng.setstate(random_state(state["game_rng"]))
-    elif resume:  # killed before its first checkpoint: what it logged belongs to steps that are played again
-        _cut_back(run, {"step": -1, "pool_events": 0})
+    elif resume:  # no checkpoint yet (train checked --restart): what it logged belongs to steps played again
+        _cut_back(run, -1, 0)
     engine = backend.engine
     parts = build_components(cfg, str(run.pool), engine, backend.retriever)
     run.create(cfg, notes)  # only once everything loaded: a run that cannot start leaves no folder behind
@@ -220,23 +230,32 @@ def _open_backend(cfg: Config, checkpoint: Path | None) -> Backend:
     return LocalBackend(cfg, weights, base, checkpoint)
 
 
-def _cut_back(run: RunDir, state: dict[str, Any]) -> None:
-    """Drop what was written after the checkpoint: later metrics lines and later pool events."""
-    step = state["step"]
-    kept = [
-        line
-        for line in (run.metrics.read_text().splitlines() if run.metrics.exists() else [])
-        if _line_step(line) is not None and _line_step(line) <= step
-    ]
-    atomic_write(run.metrics, "".join(line + "\n" for line in kept).encode())
+def _logged_steps(run: RunDir) -> list[int]:
+    """Steps in the run's metrics; a damaged line before the torn end stops with file and line (before any work)."""
+    if not run.metrics.exists():
+        return []
+    try:
+        records, _ = read_appended(run.metrics, _metrics_problem)
+    except DamagedLineError as e:
+        raise TrainError(
+            f"{e}; {e.following} lines follow it. Repair or delete that line, then resume again (nothing was changed)"
+        ) from None
+    return [r["step"] for r in records]
+
+
+def _metrics_problem(record: Any) -> str | None:
+    ok = isinstance(record, dict) and isinstance(record.get("step"), int)
+    return None if ok else "not a metrics record (an object with an integer step)"
+
+
+def _cut_back(run: RunDir, step: int, pool_events: int) -> None:
+    """Drop what this run wrote after its checkpoint at `step` (-1: none yet): later metrics lines and later pool
+    events, and a line torn by the kill. Only lines of steps it plays again are removed."""
+    if run.metrics.exists():
+        records, good = read_appended(run.metrics, _metrics_problem)
+        lines = run.metrics.read_bytes()[:good].splitlines(keepends=True)
+        atomic_write(run.metrics, b"".join(line for line, r in zip(lines, records, strict=True) if r["step"] <= step))
     if run.pool.exists():
         QuestionPool(run.pool)  # repairs a torn last line first
         lines = run.pool.read_bytes().splitlines(keepends=True)
-        atomic_write(run.pool, b"".join(lines[: state["pool_events"]]))
-
-
-def _line_step(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None
+        atomic_write(run.pool, b"".join(lines[:pool_events]))

@@ -76,7 +76,8 @@ def test_killed_at_random_points_and_resumed_gives_the_uninterrupted_result(tmp_
     kills, after_checkpoint, frozen = 1, 0, b""
     while True:
         started = (run / "config.toml").exists()
-        proc = train(*(["--resume", str(run), "--steps", str(STEPS)] if started else [*ARGS, "--run-dir", str(run)]))
+        resume = ["--resume", str(run), "--restart", "--steps", str(STEPS)]  # --restart: killed before a checkpoint
+        proc = train(*(resume if started else [*ARGS, "--run-dir", str(run)]))
         if kills >= 6:
             break
         target = max(logged_steps(run), default=0) + 1
