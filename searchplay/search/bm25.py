@@ -84,6 +84,20 @@ def check_corpus(index_dir: Path, corpus: Path) -> None:
         )
 
 
+def check_same_corpus(*index_dirs: Path) -> None:
+    """Refuse indexes used together (hybrid fusion) that were built from different corpora: their passage ids
+    would not name the same passages, and results would alternate between the two corpora."""
+    metas = [(Path(d), read_index_meta(d)) for d in index_dirs]
+    first_dir, first = metas[0]
+    for other_dir, other in metas[1:]:
+        if other["corpus_sha256"] != first["corpus_sha256"]:
+            raise IndexMismatchError(
+                f"indexes built from different corpora cannot be used together: {first_dir} ({first['kind']}, from "
+                f"{first['corpus_path']}, sha256 {first['corpus_sha256'][:12]}…) and {other_dir} ({other['kind']}, "
+                f"from {other['corpus_path']}, sha256 {other['corpus_sha256'][:12]}…); build both from one corpus"
+            )
+
+
 def analyze(texts: list[str]) -> list[list[str]]:
     """Terms of each text, as both the index and the queries see them."""
     return bm25s.tokenize(texts, stopwords=STOP_WORDS, stemmer=_stemmer(), return_ids=False, show_progress=False)

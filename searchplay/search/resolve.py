@@ -6,7 +6,7 @@ from pathlib import Path
 
 from searchplay.config import SearchConfig
 from searchplay.search.base import Retriever, SearchError
-from searchplay.search.bm25 import Bm25Retriever
+from searchplay.search.bm25 import Bm25Retriever, check_same_corpus
 from searchplay.search.cache import CachedRetriever
 from searchplay.search.client import HttpRetriever
 from searchplay.search.dense import DenseRetriever
@@ -29,7 +29,9 @@ def open_retriever(s: SearchConfig) -> Retriever:
 def open_local_retriever(s: SearchConfig) -> Retriever:
     if s.kind == "bm25":
         return Bm25Retriever(index_dir(s.index, "bm25"))
-    dense = DenseRetriever(index_dir(s.dense_index, "dense"), faiss=s.faiss)
+    dense_dir = index_dir(s.dense_index, "dense")
     if s.kind == "dense":
-        return dense
-    return HybridRetriever([Bm25Retriever(index_dir(s.index, "bm25")), dense], rrf_k=s.rrf_k)
+        return DenseRetriever(dense_dir, faiss=s.faiss)
+    bm25_dir = index_dir(s.index, "bm25")
+    check_same_corpus(bm25_dir, dense_dir)  # before loading either
+    return HybridRetriever([Bm25Retriever(bm25_dir), DenseRetriever(dense_dir, faiss=s.faiss)], rrf_k=s.rrf_k)
