@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from searchplay.config import Config, ConfigError, config_diff, load_config, searchplay_home, to_toml
+from searchplay.config import Config, ConfigError, ServerConfig, config_diff, load_config, searchplay_home, to_toml
 from searchplay.outdir import OutputDirError, check_output_file
 
 if TYPE_CHECKING:
@@ -349,11 +349,10 @@ def serve_model(
     set_: SetOpt = None,
 ) -> None:
     """Serve a local model with an OpenAI-compatible API (/v1/chat/completions, /v1/models), e.g. as the judge."""
-    import uvicorn
-
     from searchplay.assets.names import model_path
     from searchplay.llm.engines import open_engine
     from searchplay.llm.openai_server import create_app
+    from searchplay.web import serve_app
 
     cfg = _resolved(_config(config, set_), say=True)
     try:
@@ -362,13 +361,8 @@ def serve_model(
         _fail(str(e))
     host = host or cfg.server.host
     err.print(f"serving {model} as {name or model!r} on http://{host}:{port}/v1")
-    uvicorn.run(
-        create_app(engine, name or model, cfg.server),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=cfg.server.shutdown_s,
-    )
+    s = cfg.server
+    serve_app(create_app(engine, name or model, s), host, port, s.head_deadline_s, s.max_head_bytes, s.shutdown_s)
 
 
 @app.command()
@@ -829,13 +823,13 @@ def view(
     port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8002,
 ) -> None:
     """A local web page to watch runs: curves, proposals with their verification, the pool, every trajectory."""
-    import uvicorn
-
     from searchplay.view.app import create_app
+    from searchplay.web import serve_app
 
     _viewable(run_dirs, eval_dirs or [])
     err.print(f"run viewer on http://{host}:{port}/ (Ctrl-C stops it)", highlight=False)
-    uvicorn.run(create_app(run_dirs, eval_dirs or []), host=host, port=port, log_level="warning")
+    s = ServerConfig()
+    serve_app(create_app(run_dirs, eval_dirs or [], host), host, port, s.head_deadline_s, s.max_head_bytes, s.shutdown_s)
 
 
 @app.command()

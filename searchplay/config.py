@@ -100,6 +100,13 @@ class ServerConfig:
     )
     max_new_tokens: int = _f(4096, "serve-model: largest max_tokens a request may ask for", 1, 10000000)
     shutdown_s: int = _f(5, "seconds in-flight requests get to finish after SIGTERM", 0, 3600)
+    head_deadline_s: float = _f(
+        10.0, "seconds a client has to send a request's line and headers; a slower socket is closed", 0.1, 3600.0
+    )
+    max_head_bytes: int = _f(65536, "largest request line plus headers accepted; more is refused with 400", 1024, 16777216)
+    body_deadline_s: float = _f(
+        30.0, "seconds a client has to send a request's body; slower gets 408 before taking a work slot", 0.1, 3600.0
+    )
 
 
 @dataclass

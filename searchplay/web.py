@@ -1,11 +1,13 @@
-"""What our HTTP servers share: a request error naming its field, bounded JSON body parsing, an
-admission limit, JSON answers (never an HTML page or a traceback) for unknown routes, wrong
-methods and crashes, and `running_server` to run an app on a free loopback port in a thread
-(tests, benchmarks, notebooks); on the client side, `post_retrying`, the one retry loop of the
-retrieval client and the LLM judge."""
+"""What our HTTP servers share: a request error naming its field, bounded JSON body parsing (size, a read
+deadline, strings that are not Unicode), an admission limit, JSON answers (never an HTML page or a
+traceback) for unknown routes, wrong methods and crashes, `serve_app` (uvicorn on h11 with bounded
+request heads and a deadline for them) and `running_server` to run an app on a free loopback port in
+a thread (tests, benchmarks, notebooks); on the client side, `post_retrying`, the one retry loop of
+the retrieval client and the LLM judge."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -14,10 +16,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import anyio
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 ErrorRenderer = Callable[[str, "str | None", int], JSONResponse]
 R = TypeVar("R")
@@ -67,24 +71,48 @@ class RequestError(ValueError):
         self.field, self.status = field, status
 
 
-async def read_json_body(request: Request, max_bytes: int) -> Any:
-    """The JSON body, refused with 413 past `max_bytes` (before reading it whole) and 400 when malformed,
-    nested too deeply or holding a number too long to parse."""
+async def read_json_body(request: Request, max_bytes: int, deadline_s: float = 30.0) -> Any:
+    """The JSON body, refused with 413 past `max_bytes` (before reading it whole), 408 when it has not all
+    arrived within `deadline_s`, and 400 when malformed, nested too deeply, holding a number too long to
+    parse or a string that is not Unicode (a lone surrogate such as "\\ud800", which no tokenizer or
+    encoder takes)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise RequestError("body", f"request body of {int(length)} bytes; the limit is {max_bytes}", 413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise RequestError("body", f"request body over {max_bytes} bytes; the limit is {max_bytes}", 413)
-        chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
+        with anyio.fail_after(deadline_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise RequestError("body", f"request body over {max_bytes} bytes; the limit is {max_bytes}", 413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError("body", f"request body not received within {deadline_s:g} s ({size} bytes came)", 408) from None
+    try:
+        body = json.loads(b"".join(chunks))
     except RecursionError:
         raise RequestError("body", "malformed JSON: nested too deeply", 400) from None
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and integers with too many digits
         raise RequestError("body", f"malformed JSON: {e}", 400) from None
+    _check_unicode(body, "body")
+    return body
+
+
+def _check_unicode(value: Any, where: str) -> None:
+    """Refuse strings (values or keys) with lone surrogates; the walk is bounded by the body's size."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(where, f"{where} holds a lone surrogate (not a Unicode character)", 400) from None
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_unicode(item, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key, where)
+            _check_unicode(item, f"{key}" if where == "body" else f"{where}.{key}")
 
 
 class Admission:
@@ -101,6 +129,49 @@ class Admission:
 
     def __exit__(self, *exc: object) -> None:
         self.inside -= 1
+
+
+class RequestGuard:
+    """ASGI middleware that runs before routing. A request head over `max_head_bytes` gets 431 (h11 bounds a head
+    that arrives in pieces; this catches one that arrives whole). With `hosts`, a Host header naming any other
+    host gets 403: a web page elsewhere whose name an attacker points at 127.0.0.1 (DNS rebinding) must not
+    read what we serve."""
+
+    def __init__(self, app: Any, render: ErrorRenderer, max_head_bytes: int, hosts: frozenset[str] | None) -> None:
+        self.app, self.render, self.max_head_bytes, self.hosts = app, render, max_head_bytes, hosts
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Any) -> JSONResponse | None:
+        size = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b""))
+        size += sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+        if size > self.max_head_bytes:
+            return self.render(f"request head of {size} bytes; the limit is {self.max_head_bytes}", "headers", 431)
+        if self.hosts is not None:
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.strip("[]").lower() not in self.hosts:
+                return self.render(f"Host {host!r} is not served here", "host", 403)
+        return None
+
+
+def loopback_hosts(bind_host: str) -> frozenset[str]:
+    """Host names a local server answers to: loopback names, the address it binds, and (bound to every interface)
+    this machine's own names."""
+    names = {"localhost", "127.0.0.1", "::1", bind_host.strip("[]").lower()}
+    if bind_host in ("0.0.0.0", "::", ""):
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names)
+
+
+def guard_requests(app: FastAPI, render: ErrorRenderer, max_head_bytes: int, hosts: frozenset[str] | None = None) -> None:
+    app.add_middleware(RequestGuard, render=render, max_head_bytes=max_head_bytes, hosts=hosts)
 
 
 def add_fallback_handlers(app: FastAPI, render: ErrorRenderer, routes_hint: str) -> None:
@@ -121,6 +192,54 @@ def add_fallback_handlers(app: FastAPI, render: ErrorRenderer, routes_hint: str)
         return render(f"internal error: {type(exc).__name__}: {exc}", None, 500)
 
 
+def guarded_h11(head_deadline_s: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a deadline for each request head: a socket that sends its request line and
+    headers slowly, or never, is closed after `head_deadline_s` (uvicorn has no such limit of its own)."""
+
+    class GuardedH11(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head_deadline()
+
+        def _arm_head_deadline(self) -> None:
+            self._cycle_awaited = self.cycle  # a new cycle starts once a complete head has arrived
+            self._head_timer = self.loop.call_later(head_deadline_s, self._head_deadline)
+
+        def _head_deadline(self) -> None:
+            if self.cycle is self._cycle_awaited and not self.transport.is_closing():
+                self.transport.close()
+
+        def on_response_complete(self) -> None:
+            self._head_timer.cancel()
+            self._arm_head_deadline()
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    return GuardedH11
+
+
+def server_config(app: Any, host: str, port: int, head_deadline_s: float, max_head_bytes: int, shutdown_s: int) -> uvicorn.Config:
+    """uvicorn settings every server of ours uses: h11 (whose head size limit holds; httptools has none),
+    request heads bounded in bytes and in time."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=guarded_h11(head_deadline_s),
+        h11_max_incomplete_event_size=max_head_bytes,
+        timeout_graceful_shutdown=shutdown_s,
+    )
+
+
+def serve_app(app: Any, host: str, port: int, head_deadline_s: float, max_head_bytes: int, shutdown_s: int) -> None:
+    """Run `app` until Ctrl-C / SIGTERM with our server settings."""
+    uvicorn.Server(server_config(app, host, port, head_deadline_s, max_head_bytes, shutdown_s)).run()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,10 +247,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: Any, health_path: str = "/health") -> Iterator[str]:
-    """Serve `app` on 127.0.0.1 in a daemon thread until the block ends; yields its base URL."""
+def running_server(
+    app: Any, health_path: str = "/health", head_deadline_s: float = 10.0, max_head_bytes: int = 65536
+) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 in a daemon thread until the block ends, as serve_app would; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, head_deadline_s, max_head_bytes, 0))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

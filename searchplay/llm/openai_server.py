@@ -23,9 +23,12 @@ from fastapi.responses import JSONResponse
 from searchplay.config import ServerConfig
 from searchplay.llm.base import Engine, SamplingParams
 from searchplay.llm.chat import chat_ids
-from searchplay.web import Admission, RequestError, add_fallback_handlers, read_json_body
+from searchplay.web import Admission, RequestError, add_fallback_handlers, guard_requests, read_json_body
 
 ROLES = {"system", "user", "assistant"}
+# Tokenizers of the models we serve average 3-5 characters per token on text and no vocabulary's tokens average
+# more than 16; a prompt longer than max_prompt_tokens x 16 characters is refused before it is tokenized.
+MAX_CHARS_PER_TOKEN = 16
 
 
 def error_response(message: str, field: str | None, status: int) -> JSONResponse:
@@ -92,8 +95,8 @@ def parse_chat_request(body: Any, max_tokens_limit: int) -> tuple[list[dict[str,
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit:
         raise RequestError("max_tokens", f"'max_tokens' must be an integer in [1, {max_tokens_limit}]")
     seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise RequestError("seed", "'seed' must be an integer")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
+        raise RequestError("seed", f"'seed' must be an integer in [0, 2^63), got {seed!r}")
     params = SamplingParams(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 1e-6, 1.0),
@@ -110,6 +113,7 @@ def create_app(engine: Engine, model_name: str, limits: ServerConfig | None = No
     app = FastAPI(title="searchplay model server", docs_url=None, redoc_url=None)
     lock = threading.Lock()
     admission = Admission(1, limits.max_waiting)
+    tokenizing = anyio.CapacityLimiter(2)  # chat templates run in threads, never on the event loop
 
     def complete(prompt: list[int], params: SamplingParams) -> tuple[str, str, int]:
         with lock:
@@ -121,12 +125,15 @@ def create_app(engine: Engine, model_name: str, limits: ServerConfig | None = No
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
-        body = await read_json_body(request, limits.max_body_bytes)
+        body = await read_json_body(request, limits.max_body_bytes, limits.body_deadline_s)
         messages, params = parse_chat_request(body, limits.max_new_tokens)
         requested = body.get("model", model_name)
         if requested not in (model_name, None, ""):
             raise RequestError("model", f"model {requested!r} is not served here; this server serves {model_name!r}", 404)
-        prompt = chat_ids(engine.tokenizer, messages)
+        chars = sum(len(m["content"]) for m in messages)
+        if chars > limits.max_prompt_tokens * MAX_CHARS_PER_TOKEN:  # surely too long: refused without tokenizing
+            raise RequestError("messages", f"prompt of {chars} characters; the limit is {limits.max_prompt_tokens} tokens", 413)
+        prompt = await anyio.to_thread.run_sync(chat_ids, engine.tokenizer, messages, limiter=tokenizing)
         if len(prompt) > limits.max_prompt_tokens:
             raise RequestError("messages", f"prompt of {len(prompt)} tokens; the limit is {limits.max_prompt_tokens}", 413)
         with admission:
@@ -152,4 +159,5 @@ def create_app(engine: Engine, model_name: str, limits: ServerConfig | None = No
         return {"status": "ok", "model": model_name}
 
     add_fallback_handlers(app, error_response, "use POST /v1/chat/completions or GET /v1/models")
+    guard_requests(app, error_response, limits.max_head_bytes)
     return app

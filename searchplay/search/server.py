@@ -14,13 +14,12 @@ from typing import Any
 
 import anyio
 import orjson
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from searchplay.config import ServerConfig
 from searchplay.search.base import Hit, Retriever, SearchError
-from searchplay.web import Admission, RequestError, add_fallback_handlers, read_json_body
+from searchplay.web import Admission, RequestError, add_fallback_handlers, guard_requests, read_json_body, serve_app
 
 
 def error_response(message: str, field: str | None, status: int) -> JSONResponse:
@@ -75,11 +74,10 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
     @app.post("/retrieve")
     async def retrieve(request: Request) -> Response:
         stats["requests"] += 1
-        try:
+        try:  # the body is read and checked before a work slot is taken: slow senders hold no slot
+            body = await read_json_body(request, limits.max_body_bytes, limits.body_deadline_s)
+            queries, topk, return_scores = parse_retrieve_request(body, limits)
             with admission:
-                queries, topk, return_scores = parse_retrieve_request(
-                    await read_json_body(request, limits.max_body_bytes), limits
-                )
                 results = await anyio.to_thread.run_sync(retriever.search, queries, topk, limiter=limiter)
         except RequestError as e:
             stats["errors"] += 1
@@ -95,14 +93,10 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
         return {"status": "ok", **(info or {}), **stats}
 
     add_fallback_handlers(app, error_response, "use POST /retrieve or GET /health")
+    guard_requests(app, error_response, limits.max_head_bytes)
     return app
 
 
 def serve(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] | None = None) -> None:
-    uvicorn.run(
-        create_app(retriever, limits, info),
-        host=limits.host,
-        port=limits.port,
-        log_level="warning",
-        timeout_graceful_shutdown=limits.shutdown_s,
-    )
+    app = create_app(retriever, limits, info)
+    serve_app(app, limits.host, limits.port, limits.head_deadline_s, limits.max_head_bytes, limits.shutdown_s)

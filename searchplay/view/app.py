@@ -22,11 +22,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from searchplay.config import ServerConfig
 from searchplay.eval.report import CompareError, compare
 from searchplay.view.page import FILES, STATIC, plotly_js, served_page
 from searchplay.view.query import QueryError
 from searchplay.view.run_data import RunData, RunViewError, open_runs
-from searchplay.web import RequestError, add_fallback_handlers
+from searchplay.web import RequestError, add_fallback_handlers, guard_requests, loopback_hosts
 
 ROUTES = "routes: /, /api/runs, /api/metrics, /api/steps, /api/trajectories, /api/trajectory, /api/pool, /api/evals, /api/compare"
 
@@ -61,12 +62,14 @@ def eval_summary(path: Path) -> dict[str, Any]:
     return {"name": path.name, "path": str(path), "summary": json.loads((path / "summary.json").read_text())}
 
 
-def create_app(run_dirs: list[Path], eval_dirs: list[Path] | None = None) -> FastAPI:
-    """The viewer of `run_dirs` (overlaid in the curves) and the evaluations in `eval_dirs`."""
+def create_app(run_dirs: list[Path], eval_dirs: list[Path] | None = None, bind_host: str = "127.0.0.1") -> FastAPI:
+    """The viewer of `run_dirs` (overlaid in the curves) and the evaluations in `eval_dirs`; it answers only requests
+    whose Host names this machine as served on `bind_host` (loopback names, or the address given with --host)."""
     runs = open_runs(run_dirs)
     evals = list(eval_dirs or [])
     app = FastAPI(title="searchplay run viewer", docs_url=None, redoc_url=None, openapi_url=None)
     add_fallback_handlers(app, error_json, ROUTES)
+    guard_requests(app, error_json, ServerConfig().max_head_bytes, loopback_hosts(bind_host))
 
     @app.exception_handler(RunViewError)
     async def run_error(request: Request, exc: RunViewError) -> JSONResponse:
