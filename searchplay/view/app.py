@@ -26,7 +26,7 @@ from searchplay.config import ServerConfig
 from searchplay.eval.report import CompareError, compare
 from searchplay.view.page import FILES, STATIC, plotly_js, served_page
 from searchplay.view.query import QueryError
-from searchplay.view.run_data import RunData, RunViewError, open_runs
+from searchplay.view.run_data import RunData, RunViewError, inside, open_runs
 from searchplay.web import RequestError, add_fallback_handlers, guard_requests, loopback_hosts
 
 ROUTES = "routes: /, /api/runs, /api/metrics, /api/steps, /api/trajectories, /api/trajectory, /api/pool, /api/evals, /api/compare"
@@ -59,7 +59,15 @@ def _str(request: Request, name: str, max_len: int = 200) -> str:
 
 
 def eval_summary(path: Path) -> dict[str, Any]:
-    return {"name": path.name, "path": str(path), "summary": json.loads((path / "summary.json").read_text())}
+    """An evaluation's summary, or `error` naming what is wrong with this one folder (the others still show)."""
+    out = {"name": path.name, "path": str(path)}
+    try:
+        summary = json.loads(inside(path, path / "summary.json").read_text())
+        if not isinstance(summary, dict) or not isinstance(summary.get("datasets", {}), dict):
+            raise ValueError("not an evaluation summary (an object with datasets)")
+    except (OSError, ValueError, RunViewError) as e:  # JSONDecodeError is a ValueError
+        return {**out, "error": f"{path / 'summary.json'}: {e}"}
+    return {**out, "summary": summary}
 
 
 def create_app(run_dirs: list[Path], eval_dirs: list[Path] | None = None, bind_host: str = "127.0.0.1") -> FastAPI:
@@ -144,6 +152,9 @@ def create_app(run_dirs: list[Path], eval_dirs: list[Path] | None = None, bind_h
         if not evals:
             raise RequestError(None, "no evaluations were given (searchplay view RUN_DIR --eval DIR --eval DIR)", 404)
         a, b = (_int(request, k, None, 0, len(evals) - 1) for k in ("a", "b"))
+        for i in (a, b):
+            if "error" in (checked := eval_summary(evals[i])):
+                raise RequestError(None, checked["error"], 422)
         try:
             return {"markdown": compare(evals[a], evals[b])}
         except CompareError as e:

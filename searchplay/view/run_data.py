@@ -1,13 +1,17 @@
 """What the run viewer reads from a run directory, read-only, while the trainer may still be writing.
 
 Every file is parsed again only when its size or modification time changed, so a page that
-polls a live run costs a `stat` per file. A torn last line (a write in progress) is skipped; a
-damaged line anywhere else is an error naming the file and line. Step files are parsed into
-short rows (what a table shows) and byte offsets; a trajectory's full record is read on demand.
+polls a live run costs a `stat` per file, and requests that arrive while a file is being parsed
+wait for that one parse instead of starting their own. A torn last line (a write in progress:
+the start of a JSON object) is skipped; a damaged line anywhere else, or a line of the wrong
+shape, is an error naming the file and line. Step files are parsed into short rows (what a table
+shows) and byte offsets; a trajectory's full record is read on demand. Files are read only where
+they resolve inside their run folder (a symlink out of it is refused).
 """
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,27 +39,50 @@ class RunViewError(ValueError):
 
 
 class _Cache:
-    """Parsed files keyed by (size, mtime): a file is parsed again only after it changed."""
+    """Parsed files keyed by (size, mtime): a file is parsed again only after it changed, and once for all the
+    requests that want it meanwhile (the viewer serves requests in threads)."""
 
     def __init__(self, capacity: int):
         self.capacity, self.items = capacity, OrderedDict[Path, tuple[tuple[int, int], Any]]()
+        self.lock = threading.Lock()
+        self.parsing: dict[Path, threading.Lock] = {}
 
     def get(self, path: Path, parse: Callable[[Path], T]) -> T:
         st = path.stat()
         key = (st.st_size, st.st_mtime_ns)
-        hit = self.items.get(path)
-        if hit is not None and hit[0] == key:
-            self.items.move_to_end(path)
-            return hit[1]
-        value = parse(path)
-        self.items[path] = (key, value)
-        while len(self.items) > self.capacity:
-            self.items.popitem(last=False)
+        with self.lock:
+            hit = self.items.get(path)
+            if hit is not None and hit[0] == key:
+                self.items.move_to_end(path)
+                return hit[1]
+            one_parse = self.parsing.setdefault(path, threading.Lock())
+        with one_parse:  # a second request for the same file waits here, then finds the first one's result
+            with self.lock:
+                hit = self.items.get(path)
+                if hit is not None and hit[0] == key:
+                    return hit[1]
+            try:
+                value = parse(path)
+            finally:
+                with self.lock:
+                    self.parsing.pop(path, None)
+            with self.lock:
+                self.items[path] = (key, value)
+                while len(self.items) > self.capacity:
+                    self.items.popitem(last=False)
         return value
 
 
+def inside(root: Path, path: Path) -> Path:
+    """`path` when it resolves inside `root` (a run or evaluation folder); a symlink that leads out is refused."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise RunViewError(f"{path} leads out of {root} (a link); the viewer reads only files inside the folder", 403)
+    return path
+
+
 def read_lines(path: Path) -> list[tuple[int, Any]]:
-    """(byte offset, record) per non-empty line; a torn last line is dropped, a damaged other line raises."""
+    """(byte offset, record) per non-empty line. A last line without its newline that starts a JSON object is a
+    write in progress and is dropped; any other damaged line (a file of NUL bytes included) raises."""
     data = path.read_bytes()
     out, offset = [], 0
     lines = data.split(b"\n")
@@ -64,7 +91,8 @@ def read_lines(path: Path) -> list[tuple[int, Any]]:
             try:
                 out.append((offset, orjson.loads(raw)))
             except orjson.JSONDecodeError as e:
-                if lineno < len(lines):  # a line that has its newline is complete: damage, not a write in progress
+                torn = lineno == len(lines) and raw.lstrip().startswith(b"{") and b"\0" not in raw
+                if not torn:
                     raise RunViewError(f"{path}, line {lineno}: not a JSON record ({e})", 500) from None
         offset += len(raw) + 1
     return out
@@ -99,14 +127,37 @@ def trajectory_row(index: int, r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def trajectory_problem(r: Any) -> str | None:
+    """What makes a parsed line not a trajectory record the viewer can show, or None."""
+    if not isinstance(r, dict):
+        return f"a JSON {type(r).__name__}, not an object"
+    if not isinstance(r.get("meta", {}), dict):
+        return "'meta' is not an object"
+    turns = r.get("turns", [])
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        return "'turns' is not a list of objects"
+    if not all(isinstance(t.get("hits", []), list) and all(isinstance(h, dict) for h in t.get("hits", [])) for t in turns):
+        return "a turn's 'hits' is not a list of objects"
+    if not isinstance(r.get("loss_mask", []), list):
+        return "'loss_mask' is not a list"
+    return None
+
+
 class StepFile:
     """One parsed `trajectories/step-N.jsonl`: rows, byte offsets, and every retrieved document by id."""
 
     def __init__(self, path: Path):
         self.path = path
         records = read_lines(path)
+        for o, r in records:
+            if (problem := trajectory_problem(r)) is not None:
+                line = path.read_bytes()[:o].count(b"\n") + 1
+                raise RunViewError(f"{path}, line {line}: not a trajectory record ({problem})", 500)
         self.offsets = [o for o, _ in records]
-        self.rows = [trajectory_row(i, r) for i, (_, r) in enumerate(records)]
+        try:
+            self.rows = [trajectory_row(i, r) for i, (_, r) in enumerate(records)]
+        except (TypeError, AttributeError, KeyError) as e:
+            raise RunViewError(f"{path}: a trajectory record of the wrong shape ({type(e).__name__}: {e})", 500) from None
         self.docs = {h["id"]: h for _, r in records for t in r.get("turns", []) for h in t.get("hits", []) if "id" in h}
 
     def record(self, index: int) -> dict[str, Any]:
@@ -150,7 +201,7 @@ class RunData:
         out: dict[str, Any] = {"name": self.name, "path": str(self.run.root)}
         try:
             self._check()
-            cfg = tomllib.loads(self.run.config.read_text()) if self.run.config.is_file() else {}
+            cfg = tomllib.loads(inside(self.run.root, self.run.config).read_text()) if self.run.config.is_file() else {}
             metrics = self.metrics()
         except (RunViewError, tomllib.TOMLDecodeError, OSError) as e:
             return {**out, "error": str(e)}
@@ -180,7 +231,7 @@ class RunData:
         self._check()
         if not self.run.metrics.is_file():
             return {"steps": [], "series": {}}
-        return self._cache.get(self.run.metrics, _metric_columns)
+        return self._cache.get(inside(self.run.root, self.run.metrics), _metric_columns)
 
     def step_paths(self) -> list[Path]:
         return sorted(self.run.trajectories.glob("step-*.jsonl")) if self.run.trajectories.is_dir() else []
@@ -194,7 +245,7 @@ class RunData:
         path = self.run.trajectories / f"step-{step:06d}.jsonl"
         if not path.is_file():
             raise RunViewError(f"{self.name}: no trajectories logged for step {step} ({path} does not exist)")
-        return self._cache.get(path, StepFile)
+        return self._cache.get(inside(self.run.root, path), StepFile)
 
     def trajectories(self, step: int, role: str, text: str, sort: str, desc: bool, offset: int, limit: int) -> Page:
         rows = [r for r in self.step_file(step).rows if role in ("", "all") or r["role"] == role]
@@ -231,7 +282,7 @@ class RunData:
 
     def pool_rows(self) -> list[dict[str, Any]]:
         self._check()
-        return self._cache.get(self.run.pool, _pool_rows) if self.run.pool.is_file() else []
+        return self._cache.get(inside(self.run.root, self.run.pool), _pool_rows) if self.run.pool.is_file() else []
 
     def pool(self, text: str, status: str, sort: str, desc: bool, offset: int, limit: int) -> Page:
         rows = self.pool_rows()

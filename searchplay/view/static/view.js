@@ -94,6 +94,11 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Plotly reads trace names and titles as a subset of HTML (links included): metric names are text, so escape them.
+function plain(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
 function fmt(v, digits = 3) {
   if (v === null || v === undefined) return "–";
   if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(digits);
@@ -204,7 +209,7 @@ function drawCurves() {
       const color = PALETTE[k % PALETTE.length];
       traces.push({
         x: m.columns.steps, y: smooth(y, window, n), type: "scatter", mode: m.columns.steps.length < 40 ? "lines+markers" : "lines",
-        name: state.metrics.length > 1 ? `${m.name}: ${n}` : n, connectgaps: true, visible: shown.has(n) ? true : "legendonly",
+        name: plain(state.metrics.length > 1 ? `${m.name}: ${n}` : n), connectgaps: true, visible: shown.has(n) ? true : "legendonly",
         line: { dash: DASHES[r % DASHES.length], color }, marker: { size: 4, color }, legendgroup: n,
       });
     }));
@@ -215,7 +220,7 @@ function drawCurves() {
       container.append(div);
     }
     const layout = {
-      title: { text: g, font: { size: 14 } }, height: 320, margin: { l: 50, r: 10, t: 36, b: 30 },
+      title: { text: plain(g), font: { size: 14 } }, height: 320, margin: { l: 50, r: 10, t: 36, b: 30 },
       xaxis: { tickformat: "d", range: lo !== "" || hi !== "" ? [lo === "" ? null : Number(lo), hi === "" ? null : Number(hi)] : undefined, autorange: lo === "" && hi === "" },
       legend: { font: { size: 10 } }, uirevision: g,
     };
@@ -376,12 +381,13 @@ async function loadEvals() {
   }
   const metrics = ["n", "em", "cover_em", "f1", "judge_acc", "answer_rate", "searches_mean"];
   const cell = (r, m) => (r[m] === undefined ? "–" : r[`${m}_ci`] ? `${fmt(r[m])} [${fmt(r[`${m}_ci`][0])}, ${fmt(r[`${m}_ci`][1])}]` : fmt(r[m]));
-  const parts = evals.map((e) => el("div", { class: "card" },
+  const parts = evals.map((e) => e.error ? el("div", { class: "card reason" }, `${e.name}: ${e.error}`) : el("div", { class: "card" },
     el("h3", {}, e.name, el("span", { class: "muted" }, ` ${e.path} · model ${e.summary.model ?? "?"} · retriever ${e.summary.retriever ?? "?"}`)),
     el("table", { class: "rows eval-summary" },
       el("thead", {}, el("tr", {}, el("th", {}, "dataset"), metrics.map((m) => el("th", {}, m)))),
       el("tbody", {}, Object.entries(e.summary.datasets || {}).map(([name, r]) => el("tr", {}, el("td", {}, name), metrics.map((m) => el("td", { class: "num" }, cell(r, m)))))))));
   for (let b = 1; b < evals.length; b++) {
+    if (evals[0].error || evals[b].error) continue;  // shown above, alone
     try {
       const { markdown } = await api("compare", { a: 0, b });
       parts.push(el("div", { class: "card" }, el("h3", {}, `${evals[b].name} vs ${evals[0].name}`), el("pre", { class: "compare" }, markdown)));
