@@ -208,6 +208,11 @@ class GameConfig:
         "filter: reject questions that point at the proposer's documents ('in the passage', 'the above list'); "
         "the solver never sees them",
     )
+    reject_non_questions: bool = _f(
+        True,
+        "filter: reject a 'question' that does not end with a question mark (a title or a phrase such as 'Medieval "
+        "influenza pandemic implications in Europe' asks nothing); false only for a random test model",
+    )
     reject_answer_words: bool = _f(
         False, "filter: reject questions holding any word of the answer (a partial leak that an F1 reward would pay for)"
     )

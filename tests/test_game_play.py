@@ -197,6 +197,7 @@ def tiny_config(**game) -> Config:
             "solver_max_turns": 2,
             "min_question_words": 1,
             "reject_cut_off": False,  # the random model never closes a tag within 8 tokens
+            "reject_non_questions": False,  # nor ends a question with "?"
             **game,
         }
     )

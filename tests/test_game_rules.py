@@ -88,7 +88,7 @@ SEED = Seed("Paris", 2, aliases=("City of Light",))
         (proposer_traj(GOOD_Q, ["Mona Lisa museum", "Louvre city"]), None),
         (proposer_traj(None, ["a", "b"]), x.NO_QUESTION),
         (proposer_traj("Which city is it?", ["a", "b"]), x.TOO_SHORT),
-        (proposer_traj("word " * 300, ["a", "b"]), x.TOO_LONG),
+        (proposer_traj("word " * 300 + "?", ["a", "b"]), x.TOO_LONG),
         (
             proposer_traj("Is the answer to this long question perhaps the city called Paris in France?", ["a", "b"]),
             x.ANSWER_IN_QUESTION,

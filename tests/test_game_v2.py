@@ -71,6 +71,15 @@ def test_questions_about_the_world_pass(question: str) -> None:
     assert x.extract_question(proposer(question), SEED, CFG).rejection is None
 
 
+@pytest.mark.parametrize(
+    "phrase", ["Medieval influenza pandemic implications in Europe", "The bean grown most widely in Central America."]
+)
+def test_a_phrase_that_asks_nothing_is_rejected(phrase: str) -> None:
+    assert x.extract_question(proposer(phrase), SEED, CFG).rejection == x.NOT_A_QUESTION
+    allowed = GameConfig(**{**CFG.__dict__, "reject_non_questions": False})
+    assert x.extract_question(proposer(phrase), SEED, allowed).rejection is None
+
+
 def test_a_question_cut_off_by_the_token_cap_is_rejected() -> None:
     cut = proposer(
         "Which legume species is commonly called the", "<question>Which legume species is commonly called the", "length"

@@ -17,6 +17,7 @@ from searchplay.judge.match import normalize_answer
 NO_QUESTION = "no_question_tag"
 QUESTION_CUT_OFF = "question_cut_off"
 DOCUMENT_REFERENCE = "refers_to_documents"
+NOT_A_QUESTION = "not_a_question"
 TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 ANSWER_IN_QUESTION = "answer_in_question"
@@ -31,6 +32,7 @@ REJECTION_REASONS = (
     NO_QUESTION,
     QUESTION_CUT_OFF,
     DOCUMENT_REFERENCE,
+    NOT_A_QUESTION,
     TOO_SHORT,
     TOO_LONG,
     ANSWER_IN_QUESTION,
@@ -101,6 +103,8 @@ def extract_question(traj: Trajectory, seed: Seed, cfg: GameConfig) -> Extractio
         return reject(QUESTION_CUT_OFF)
     if cfg.reject_document_references and refers_to_documents(question):
         return reject(DOCUMENT_REFERENCE)
+    if cfg.reject_non_questions and not question.rstrip().endswith("?"):
+        return reject(NOT_A_QUESTION)
 
     if len(question.split()) < cfg.min_question_words:
         return reject(TOO_SHORT)
