@@ -1,20 +1,23 @@
-"""The study behind `make study`: does search self-play help the bundled 135M model, at our scale?
+"""The learning study behind `make study` (docs/study/v2-plan.md): does search self-play help the bundled 135M
+model once the game pays for answerable questions and short answers?
 
-Phases, each skipped when its output exists, so an interrupted study resumes where it stopped:
+  python benchmarks/study.py sweep [--only a,b] [--minutes 12] [--limit 200]
+      short runs of the settings in SWEEP, judged on the first --limit questions of the dev splits
+      (nq-dev-answerable, triviaqa-dev-answerable) and on the probe questions; writes docs/study/sweep.md
+  python benchmarks/study.py arms --setting NAME [--minutes 60] [--limit 500]
+      the arms of ARMS with the sweep's chosen setting, on the first --limit questions of the test sets
+  python benchmarks/study.py report
+      the Table-1 style table with paired intervals against the base, curves, comparisons
 
-  eval base          the bundled model on the first --limit questions of each test set
-  train selfplay     self-play (no QA labels) for --minutes of training time (configs/cpu-smollm2.toml)
-  eval selfplay      its last checkpoint, same questions and settings
-  train supervised   the control: the solver alone on the labelled dev splits, same config and time
-  eval supervised
-  report             `searchplay compare` tables against the base, a Table-1 style summary, plots
-
-Evaluation: greedy, BM25 top-3, guided scaffold, 3 turns: the settings of docs/baselines. Each
-(model, dataset) pair is its own evaluation directory under docs/study/evals/. Training runs live
-under runs/study/ (checkpoints are large; never committed); their metrics.jsonl is copied into
-docs/study/runs/. Training resumes from its last checkpoint; the time budget counts rounds and
-updates across resumes (trainer.max_minutes), not the periodic evaluation on nq-dev-answerable.
-Settings were not chosen on the test sets; the periodic evaluation uses a dev split.
+Paths are options (--config, --out, --work, --probes); the defaults are the committed study's.
+Every phase is skipped when its output exists, so an interrupted study resumes where it stopped:
+a run continues from its last checkpoint (`train --resume --restart`: one without a checkpoint starts
+again), an evaluation from its last prediction (`eval --resume`). Training time counts rounds and
+updates across resumes (trainer.max_minutes). Every evaluation runs the config's engine, dtype and
+retriever with the settings in EVAL_SETTINGS. Run folders with checkpoints live under --work
+(runs/study-v2/, never committed); each run's config.toml, metrics.jsonl and every 10th step's
+trajectories are copied under --out (docs/study/v2/runs/), evaluations are written under
+docs/study/v2/evals/.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from searchplay.config import load_config
 from searchplay.eval.data import load_dataset
@@ -34,150 +39,252 @@ from searchplay.jsonl import write_jsonl
 from searchplay.train.plot import plot_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ("nq-answerable", "triviaqa-answerable")
-SUPERVISED_SETS = ("nq-dev-answerable", "triviaqa-dev-answerable")
+DEV_SETS = ("nq-dev-answerable", "triviaqa-dev-answerable")
+TEST_SETS = ("nq-answerable", "triviaqa-answerable")
+SUPERVISED_SETS = DEV_SETS  # the supervised control's labelled questions: never the test sets
+
+# What every run shares: questions are not cut at 24 tokens (the phase-1 finding), trajectories of every
+# 10th step are kept, checkpoints every 5 steps, no periodic evaluation (the study evaluates at the end).
+COMMON = [
+    "rollout.max_new_tokens=48",
+    "trainer.steps=100000",
+    "trainer.save_every=5",
+    "trainer.keep_checkpoints=1",
+    "trainer.eval_every=0",
+]
+EVAL_SETTINGS = ["rollout.max_new_tokens=48"]
+V2 = [
+    "game.verifier=retrievable",
+    "game.proposer_reward=frontier",
+    "game.solver_reward=em_partial",
+    "game.max_answer_words=8",
+    "solver.norm_std=false",
+]
+# Settings of the sweep, most informative first (a partial sweep still answers the main question):
+# the whole v2 game against the v1 game, then one change at a time away from v2.
+SWEEP: dict[str, list[str]] = {
+    "v2": V2,
+    "v1-game": [],
+    "v2-proposer-lr0.3": [*V2, "proposer.lr_scale=0.3"],
+    "v2-reward-1-acc": [*V2, "game.proposer_reward=1-acc"],
+    "v2-solver-f1": [*V2, "game.solver_reward=f1"],
+    "v2-norm-std": [*V2, "solver.norm_std=true"],
+    "v2-frozen-proposer": [*V2, "proposer.train=false"],
+}
+
+
+@dataclass(frozen=True)
+class Study:
+    config: Path  # training and evaluation config; its model.path is the base model
+    out: Path  # results (committed)
+    work: Path  # run folders with checkpoints (not committed)
+    probes: Path  # the probe questions (searchplay probe build)
 
 
 def searchplay(*args: str) -> None:
-    cmd = [sys.executable, "-m", "searchplay", *args]
     print("$ searchplay " + " ".join(args), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "searchplay", *args], cwd=ROOT, check=True)
 
 
-def evaluate(name: str, model: str, out: Path, limit: int, config: Path) -> None:
-    for dataset in DATASETS:
-        target = out / "evals" / f"{name}-{dataset}"
+def sets(*pairs: str) -> list[str]:
+    return [arg for pair in pairs for arg in ("--set", pair)]
+
+
+def train(s: Study, name: str, minutes: float, overrides: list[str]) -> Path:
+    """A run of `minutes` of training time under work/name, continued if it was interrupted."""
+    run = s.work / name
+    if (run / "STUDY_DONE").is_file():
+        print(f"train {name}: done", flush=True)
+        return run
+    if (run / "config.toml").is_file():
+        searchplay("train", "--resume", str(run), "--restart", "--steps", "100000")
+    else:
+        settings = sets(*COMMON, f"trainer.max_minutes={minutes}", *overrides)
+        searchplay("train", "--config", str(s.config), "--run-dir", str(run), *settings)
+    (run / "STUDY_DONE").write_text("finished\n")
+    return run
+
+
+def evaluate(s: Study, name: str, model: str, datasets: list[str], limit: int) -> None:
+    """One evaluation folder per (model, dataset) under out/evals, continued if it was interrupted."""
+    for dataset in datasets:
+        label = Path(dataset).stem if dataset.endswith(".jsonl") else dataset
+        target = s.out / "evals" / f"{name}-{label}"
         if (target / "summary.json").is_file():
-            print(f"eval {name} on {dataset}: done", flush=True)
+            print(f"eval {name} on {label}: done", flush=True)
             continue
-        partial = target.with_name(target.name + ".partial")
-        resume = ["--resume"] if partial.is_dir() else []  # an evaluation that was interrupted continues
-        searchplay(
-            "eval",
-            "--model",
-            model,
-            "--data",
-            dataset,
-            "--limit",
-            str(limit),
-            "--retriever",
-            "bm25",
-            "--config",
-            str(config),
-            "--out",
-            str(partial),
-            *resume,
-        )
-        partial.rename(target)
+        resume = ["--resume"] if target.is_dir() else []
+        args = ["--model", model, "--data", dataset, "--limit", str(limit), "--batch-size", "64"]
+        searchplay("eval", *args, "--config", str(s.config), *sets(*EVAL_SETTINGS), "--out", str(target), *resume)
 
 
-def supervised_data(work: Path) -> Path:
-    """The labelled dev questions of both datasets, interleaved, for the supervised control."""
-    path = work / "supervised-train.jsonl"
+def keep_run(s: Study, name: str, run: Path) -> None:
+    """The run's record under out/runs: config, metrics and every 10th step's trajectories."""
+    target = s.out / "runs" / name
+    (target / "trajectories").mkdir(parents=True, exist_ok=True)
+    for file in ("config.toml", "metrics.jsonl"):
+        shutil.copy(run / file, target / file)
+    for path in sorted((run / "trajectories").glob("step-*.jsonl")):
+        if int(path.stem.split("-")[1]) % 10 == 0:
+            shutil.copy(path, target / "trajectories" / path.name)
+
+
+def scores(s: Study, name: str, dataset: str) -> dict[str, dict[str, Any]]:
+    label = Path(dataset).stem if dataset.endswith(".jsonl") else dataset
+    path = s.out / "evals" / f"{name}-{label}" / f"predictions-{label}.jsonl"
+    return {r["id"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
+
+
+def last(metrics: Path, key: str, window: int = 5) -> float | None:
+    """Mean of `key` over the run's last `window` steps that logged it."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))][-window:]
+    return sum(values) / len(values) if values else None
+
+
+def fmt(value: float | None, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{scale * value:.1f}" if scale != 1.0 else f"{value:.2f}"
+
+
+def sweep_table(s: Study, names: list[str]) -> str:
+    """Dev EM / F1 (and the probe questions) per setting with the paired difference to the base, and the game's
+    health over each run's last 5 steps."""
+    judged = [*DEV_SETS, str(s.probes)]
+    head = ["setting", "steps"]
+    head += [f"{Path(d).stem} EM (diff [95% CI])" for d in judged] + ["learnable", "answer words", "solver EM (train)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name in ["base", *names]:
+        cells = [name]
+        metrics = s.out / "runs" / name / "metrics.jsonl"
+        steps = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+        cells.append(str(steps) if name != "base" else "0")
+        for dataset in judged:
+            base, other = scores(s, "base", dataset), scores(s, name, dataset)
+            ids = list(base)
+            a, b = [base[i]["em"] for i in ids], [other[i]["em"] for i in ids]
+            if name == "base":
+                cells.append(f"{100 * sum(a) / len(a):.1f}")
+                continue
+            r = paired_bootstrap(a, b)
+            cells.append(f"{100 * sum(b) / len(b):.1f} ({100 * r['diff']:+.1f} [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}])")
+        for key, scale in (("proposer/learnable_fraction", 1.0), ("solver/answer_words", 1.0), ("solver/em", 100.0)):
+            cells.append(fmt(last(metrics, key), scale) if metrics.is_file() else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep(s: Study, only: list[str], minutes: float, limit: int) -> None:
+    if not s.probes.is_file():
+        raise SystemExit(f"{s.probes} is missing: build it first (docs/study/v2-plan.md, phase 2)")
+    names = only or list(SWEEP)
+    unknown = sorted(set(names) - set(SWEEP))
+    if unknown:
+        raise SystemExit(f"unknown sweep settings {unknown}; choose from {list(SWEEP)}")
+    judged = [*DEV_SETS, str(s.probes)]
+    evaluate(s, "base", base_model(s), judged, limit)
+    for name in names:
+        run = train(s, f"sweep-{name}", minutes, SWEEP[name])
+        keep_run(s, name, run)
+        evaluate(s, name, str(run), judged, limit)
+    done = [n for n in SWEEP if (s.out / "evals" / f"{n}-{s.probes.stem}" / "summary.json").is_file()]
+    table = sweep_table(s, done)
+    (s.out / "sweep-table.md").write_text(table)
+    plot_runs([s.out / "runs" / n for n in done], s.out / "sweep-curves.png", window=3, labels=done)
+    print(table)
+
+
+def base_model(s: Study) -> str:
+    return load_config(s.config).model.path
+
+
+def supervised_data(s: Study) -> Path:
+    """The labelled dev questions of both datasets, interleaved, for the supervised arms."""
+    path = s.work / "supervised-train.jsonl"
     if not path.is_file():
-        sets = [load_dataset(name) for name in SUPERVISED_SETS]
-        mixed = [r for pair in zip(*sets) for r in pair]
-        work.mkdir(parents=True, exist_ok=True)
+        mixed = [r for pair in zip(*(load_dataset(name) for name in SUPERVISED_SETS)) for r in pair]
+        s.work.mkdir(parents=True, exist_ok=True)
         write_jsonl(mixed, path)
     return path
 
 
-def train(name: str, work: Path, minutes: float, config: Path, extra: list[str]) -> Path:
-    run = work / name
-    done = run / "STUDY_DONE"
-    if done.is_file():
-        print(f"train {name}: done", flush=True)
-        return run
-    settings = [
-        "--set",
-        "trainer.steps=100000",
-        "--set",
-        f"trainer.max_minutes={minutes}",
-        "--set",
-        "trainer.save_every=5",
-        "--set",
-        "trainer.keep_checkpoints=1",
-        "--set",
-        "trainer.eval_every=10",
-        "--set",
-        "trainer.eval_limit=32",
-        "--set",
-        "trainer.eval_data=nq-dev-answerable",
-        *extra,
-    ]
-    if (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("step-*")):
-        searchplay("train", "--resume", str(run), "--steps", "100000")
-    else:
-        shutil.rmtree(run, ignore_errors=True)  # ours: a run killed before its first checkpoint
-        searchplay("train", "--config", str(config), "--run-dir", str(run), *settings)
-    done.write_text("finished\n")
-    return run
+def arms(s: Study, setting: list[str]) -> dict[str, list[str]]:
+    """The arms (docs/study/v2-plan.md, phase 4): overrides of each, on top of the chosen setting."""
+    supervised = ["game.mode=supervised", f"game.train_data={supervised_data(s)}"]
+    return {
+        "frozen-proposer": [*setting, "proposer.train=false"],
+        "selfplay": setting,
+        "selfplay-seed1": [*setting, "game.seed=1", "learner.seed=1", "rollout.seed=1"],
+        "supervised": [*setting, *supervised],
+        "supervised-then-selfplay": setting,  # continues from the supervised run's weights (run_arms)
+    }
 
 
-def table(out: Path, names: list[str]) -> str:
-    """Table-1 style: base, then each trained model as score and paired difference to the base."""
-    head = "| dataset | metric | base | " + " | ".join(f"+{n} (diff [95% CI])" for n in names) + " |"
+def run_arms(s: Study, setting_name: str, minutes: float, limit: int) -> None:
+    setting = SWEEP[setting_name]
+    evaluate(s, "base", base_model(s), list(TEST_SETS), limit)
+    for name, overrides in arms(s, setting).items():
+        if name == "supervised-then-selfplay":
+            supervised = s.work / "arm-supervised"
+            overrides = [*overrides, f"model.path={supervised / 'checkpoints' / latest_step(supervised)}/model"]
+        run = train(s, f"arm-{name}", minutes, overrides)
+        keep_run(s, name, run)
+        evaluate(s, name, str(run), list(TEST_SETS), limit)
+    report(s, list(arms(s, setting)))
+
+
+def latest_step(run: Path) -> str:
+    steps = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not steps:
+        raise SystemExit(f"{run} has no checkpoint: train the supervised arm first")
+    return steps[-1].name
+
+
+def report(s: Study, names: list[str]) -> None:
+    """Table-1 style on the test sets: base, then each arm as score and paired difference to the base."""
+    head = "| dataset | metric | base | " + " | ".join(f"{n} (diff [95% CI])" for n in names) + " |"
     lines = [head, "|" + " --- |" * (3 + len(names))]
-    for dataset in DATASETS:
-        base = _scores(out / "evals" / f"base-{dataset}" / f"predictions-{dataset}.jsonl")
+    for dataset in TEST_SETS:
+        base = scores(s, "base", dataset)
         for metric in ("em", "cover_em", "f1"):
             ids = list(base)
             cells = [f"{100 * sum(base[i][metric] for i in ids) / len(ids):.1f}"]
             for n in names:
-                other = _scores(out / "evals" / f"{n}-{dataset}" / f"predictions-{dataset}.jsonl")
+                other = scores(s, n, dataset)
                 a, b = [base[i][metric] for i in ids], [other[i][metric] for i in ids]
                 r = paired_bootstrap(a, b)
                 cells.append(f"{100 * sum(b) / len(b):.1f} ({100 * r['diff']:+.1f} [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}])")
             lines.append(f"| {dataset} | {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _scores(path: Path) -> dict[str, dict[str, float]]:
-    return {r["id"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
-
-
-def report(out: Path, runs: dict[str, Path]) -> None:
-    for name, run in runs.items():
-        target = out / "runs" / name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(run / "metrics.jsonl", target / "metrics.jsonl")
-        shutil.copy(run / "config.toml", target / "config.toml")
-        plot_runs([target], out / f"curves-{name}.png", window=5)
-    plot_runs([out / "runs" / n for n in runs], out / "curves.png", window=5, labels=list(runs))
-    comparisons = [compare(out / "evals" / f"base-{d}", out / "evals" / f"{n}-{d}") for n in runs for d in DATASETS]
-    (out / "compare.md").write_text("\n".join(comparisons))
-    summary = table(out, list(runs))
-    (out / "table.md").write_text(summary)
-    print(summary)
-    print("\n".join(comparisons))
+    table = "\n".join(lines) + "\n"
+    (s.out / "table.md").write_text(table)
+    comparisons = [compare(s.out / "evals" / f"base-{d}", s.out / "evals" / f"{n}-{d}") for n in names for d in TEST_SETS]
+    (s.out / "compare.md").write_text("\n".join(comparisons))
+    plot_runs([s.out / "runs" / n for n in names], s.out / "curves.png", window=5, labels=names)
+    print(table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=60.0, help="training time of each run (rounds + updates)")
-    parser.add_argument("--limit", type=int, default=300, help="first N questions of each test set")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "study", help="results (committed)")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "study", help="run directories with checkpoints")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=ROOT / "configs" / "cpu-smollm2.toml",
-        help="training and evaluation config; its model.path is the base model",
-    )
+    parser.add_argument("phase", choices=("sweep", "arms", "report"))
+    parser.add_argument("--only", default="", help="sweep: comma-separated settings (default: all, in order)")
+    parser.add_argument("--setting", default="v2", help="arms: the sweep setting the arms use")
+    parser.add_argument("--minutes", type=float, default=None, help="training time per run (sweep 12, arms 60)")
+    parser.add_argument("--limit", type=int, default=None, help="first N questions per set (sweep 200, arms 500)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-smollm2.toml", help="base config")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "study" / "v2", help="results (committed)")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "study-v2", help="run folders with checkpoints")
+    parser.add_argument("--probes", type=Path, default=ROOT / "docs" / "study" / "probes.jsonl", help="probe questions")
     args = parser.parse_args()
-    if args.minutes <= 0 or args.limit < 1:
+    s = Study(args.config.resolve(), args.out.resolve(), args.work.resolve(), args.probes.resolve())
+    if (args.minutes is not None and args.minutes <= 0) or (args.limit is not None and args.limit < 1):
         parser.error("--minutes must be > 0 and --limit >= 1")
-    config = args.config.resolve()
-    base = load_config(config).model.path
-    evaluate("base", base, args.out, args.limit, config)
-    selfplay = train("selfplay", args.work, args.minutes, config, [])
-    evaluate("selfplay", str(selfplay), args.out, args.limit, config)
-    data = supervised_data(args.work)
-    supervised = train(
-        "supervised", args.work, args.minutes, config, ["--set", "game.mode=supervised", "--set", f"game.train_data={data}"]
-    )
-    evaluate("supervised", str(supervised), args.out, args.limit, config)
-    report(args.out, {"selfplay": selfplay, "supervised": supervised})
+    if args.setting not in SWEEP:
+        parser.error(f"--setting {args.setting!r}: choose from {list(SWEEP)}")
+    if args.phase == "sweep":
+        run_sweep(s, [n for n in args.only.split(",") if n], args.minutes or 12.0, args.limit or 200)
+    elif args.phase == "arms":
+        run_arms(s, args.setting, args.minutes or 60.0, args.limit or 500)
+    else:
+        report(s, list(arms(s, SWEEP[args.setting])))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from searchplay.agent.trajectory import Trajectory, Turn
+from searchplay.agent.trajectory import Trajectory, Turn, tag_content
 from searchplay.config import GameConfig, load_config
 from searchplay.game import extract as x
 from searchplay.game.rewards import brevity_credit, solver_reward, usable_answer
@@ -92,6 +92,23 @@ def test_a_question_cut_off_by_the_token_cap_is_rejected() -> None:
         "eos",
     )
     assert not ended.final_cut_off and x.extract_question(ended, SEED, CFG).rejection is None
+
+
+@pytest.mark.parametrize(
+    "written, content, ended",
+    [
+        ("Paris</answer>", "Paris", True),
+        ("What is the last Inca State?</answer> and more", "What is the last Inca State?", True),  # the wrong tag
+        ("Where is the Kara Sea?\nThe Kara Sea is", "Where is the Kara Sea?", True),
+        ("  Which legume species is commonly called the", "Which legume species is commonly called the", False),
+    ],
+)
+def test_the_content_ends_at_any_closing_tag_or_line_break(written: str, content: str, ended: bool) -> None:
+    """Before: 'What is the last Inca State?</answer>' was the question (and failed the question-mark rule), and
+    a line that ended before the token cap was counted as cut off when the model wrote on after it."""
+    assert tag_content(written) == (content, ended)
+    traj = proposer(content, "<question>" + written, "length")
+    assert traj.final_cut_off is (not ended)
 
 
 def test_a_cut_off_or_long_answer_earns_nothing() -> None:

@@ -45,31 +45,28 @@ def test_plot_draws_the_panels_present_and_refuses_a_non_run(tmp_path: Path) -> 
 
 
 def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) -> None:
-    out, work = tmp_path / "study", tmp_path / "work"
-    cmd = [
-        sys.executable,
-        "benchmarks/study.py",
-        "--config",
-        "configs/tiny-test.toml",
-        "--minutes",
-        "0.001",
-        "--limit",
-        "3",
-        "--out",
-        str(out),
-        "--work",
-        str(work),
-    ]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    for name in ("base", "selfplay", "supervised"):
-        for dataset in ("nq-answerable", "triviaqa-answerable"):
+    out, work, probes = tmp_path / "study", tmp_path / "work", tmp_path / "probes.jsonl"
+    probes.write_text("".join(json.dumps({"id": f"p{i}", "question": f"Who is {i}?", "golden_answers": [str(i)]}) + "\n"
+                              for i in range(3)))  # fmt: skip
+    common = ["--config", "configs/tiny-test.toml", "--minutes", "0.001", "--limit", "3", "--out", str(out),
+              "--work", str(work), "--probes", str(probes)]  # fmt: skip
+    sweep = [sys.executable, "benchmarks/study.py", "sweep", "--only", "v2", *common]
+    arms = [sys.executable, "benchmarks/study.py", "arms", "--setting", "v2", *common]
+    for cmd in (sweep, arms):
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for name, datasets in (("v2", ("nq-dev-answerable", "probes")), ("supervised-then-selfplay", ("nq-answerable",))):
+        for dataset in datasets:
             summary = json.loads((out / "evals" / f"{name}-{dataset}" / "summary.json").read_text())
             assert summary["datasets"][dataset]["n"] == 3
-    assert [json.loads(line)["step"] for line in (out / "runs" / "supervised" / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert "| v2 | 1 |" in (out / "sweep-table.md").read_text()
+    trained = (out / "runs" / "v2" / "config.toml").read_text()
+    assert 'verifier = "retrievable"' in trained and 'proposer_reward = "frontier"' in trained
+    continued = (out / "runs" / "supervised-then-selfplay" / "config.toml").read_text()
+    assert "arm-supervised/checkpoints/step-1/model" in continued  # starts from the supervised weights
     table = (out / "table.md").read_text()
-    assert table.count("| nq-answerable |") == 3 and "+selfplay" in table and "+supervised" in table
-    assert (out / "curves.png").is_file() and (out / "curves-selfplay.png").is_file()
-    assert "questions won/lost" not in table and "B - A" in (out / "compare.md").read_text()
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert again.returncode == 0 and "$ searchplay" not in again.stdout  # every phase was already done
+    assert table.count("| nq-answerable |") == 3 and "selfplay-seed1 (diff" in table
+    assert (out / "curves.png").is_file() and "B - A" in (out / "compare.md").read_text()
+    for cmd in (sweep, arms):
+        again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert again.returncode == 0 and "$ searchplay" not in again.stdout  # every phase was already done

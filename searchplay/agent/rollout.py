@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from searchplay.agent.protocol import parse_action
-from searchplay.agent.trajectory import Trajectory, Turn
+from searchplay.agent.trajectory import Trajectory, Turn, tag_content
 from searchplay.config import RolloutConfig
 from searchplay.llm.base import Engine, Generation, SamplingParams
 from searchplay.llm.chat import chat_ids
@@ -160,8 +160,8 @@ def _record_turn(
     if over:
         traj.stop_reason, e.done = "length", True
         return None
-    if opening:  # guided: the content is the first line the model wrote before the closing tag
-        content = text.split(f"</{tag}>")[0].strip().split("\n")[0].strip()
+    if opening:  # guided: the content is the first line the model wrote, up to the first closing tag
+        content = tag_content(text)[0]
         if f"</{tag}>" not in text and not (last_turn and g.finish_reason == "eos"):  # nothing follows a kept end of turn
             traj.append(tokens(f"</{tag}>"), trainable=False)
         action_kind = tag if content else "none"

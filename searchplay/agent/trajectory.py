@@ -8,10 +8,24 @@ model's sampled tokens, tags the loop inserted (guided scaffold) and `<informati
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 StopReason = Literal["answer", "question", "max_turns", "length", "error", "no_action"]
+
+
+def tag_content(written: str) -> tuple[str, bool]:
+    """(content, ended) of what a model wrote after an opening tag: the content is its first line, up to the
+    first closing tag of any kind ("Paris</answer>", and "Paris</information>" alike: a 135M model often
+    closes with the wrong tag); `ended` says whether the model ended it (a closing tag or a line break
+    follows) rather than being cut off mid-line."""
+    text = written.strip()
+    match = _CONTENT_END.search(text)
+    return (text[: match.start()].strip(), True) if match else (text, False)
+
+
+_CONTENT_END = re.compile(r"</|\n")
 
 
 @dataclass
@@ -57,12 +71,14 @@ class Trajectory:
 
     @property
     def final_cut_off(self) -> bool:
-        """The final answer/question was cut by the per-turn token cap before the model closed it (the
-        guided scaffold then inserts the closing tag itself): a fragment, not the model's answer."""
+        """The final answer/question was cut by the per-turn token cap before the model ended it (no closing
+        tag, no line break: the guided scaffold then inserts the closing tag itself): a fragment, not the
+        model's answer."""
         if self.final is None or not self.turns:
             return False
         last = self.turns[-1]
-        return last.finish_reason == "length" and f"</{self.stop_reason}>" not in last.text
+        written = last.text.split(f"<{self.stop_reason}>", 1)[-1]  # after the opening tag
+        return last.finish_reason == "length" and not tag_content(written)[1]
 
     @property
     def total_tokens(self) -> int:
