@@ -25,7 +25,9 @@ PROPOSER_SYSTEM = (
     "inside <think> and </think>. Then write one question inside <question> and </question>. Rules "
     "for the question: use only facts you found in the search results; never write the answer or any "
     "of its names; it must be impossible to answer without searching; solving it should take n "
-    "searches; it must have exactly one correct answer, the given one."
+    "searches; it must have exactly one correct answer, the given one. Example: for the answer Mount Kilimanjaro, "
+    "after reading that it is a dormant volcano in Tanzania and the highest mountain in Africa, a good question "
+    "is <question>Which dormant volcano in Tanzania is the highest mountain in Africa?</question>"
 )
 
 PROPOSER_USER = "Answer: {answer}\nNumber of searches: {hops}\nBegin with <search>{answer}</search>"
