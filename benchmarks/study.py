@@ -210,6 +210,7 @@ def supervised_data(s: Study) -> Path:
 def arms(s: Study, setting: list[str]) -> dict[str, list[str]]:
     """The arms (docs/study/v2-plan.md, phase 4): overrides of each, on top of the chosen setting."""
     supervised = ["game.mode=supervised", f"game.train_data={supervised_data(s)}"]
+    setting = [*setting, f"trainer.probe_data={s.probes}", "trainer.probe_every=10"]  # the probe curve
     return {
         "frozen-proposer": [*setting, "proposer.train=false"],
         "selfplay": setting,
