@@ -109,23 +109,25 @@ def test_the_viewer_answers_only_for_its_own_host(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "body, field",
+    "body, status, field",
     [
-        ('{"messages": [{"role": "user", "content": "\\ud800"}]}', "messages[0].content"),
-        ('{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud800"]}', "stop[0]"),
-        ('{"messages": [{"role": "user", "content": "hi"}], "seed": 1000000000000000000000000000000}', "seed"),
+        ('{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, "body"),  # a lone surrogate: not Unicode
+        ('{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud800"]}', 400, "body"),
+        ('{"messages": [{"role": "user", "content": "hi"}], "seed": 1000000000000000000000000000000}', 422, "seed"),
+        ('{"messages": [{"role": "user", "content": "a\\u0000b"}], "max_tokens": 2}', 200, None),  # NUL is text
     ],
 )
-def test_values_no_tokenizer_or_generator_takes_get_4xx(model_url: str, body: str, field: str) -> None:
+def test_values_no_tokenizer_or_generator_takes_get_4xx(model_url: str, body: str, status: int, field: str | None) -> None:
     answer = httpx.post(model_url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
-    assert 400 <= answer.status_code < 500, answer.text
-    assert answer.json()["error"]["param"] == field
+    assert answer.status_code == status, answer.text  # before: 500 and a reset connection for the first three
+    if field:
+        assert answer.json()["error"]["param"] == field
 
 
 def test_a_lone_surrogate_in_a_query_gets_400(retrieval_url: str) -> None:
     body = '{"queries": ["\\udfff capital"], "topk": 3}'
     answer = httpx.post(retrieval_url + "/retrieve", content=body, headers={"content-type": "application/json"})
-    assert answer.status_code == 400 and answer.json()["field"] == "queries[0]"
+    assert answer.status_code == 400 and "surrogate" in answer.json()["error"]
 
 
 def test_a_prompt_far_past_the_limit_is_refused_before_tokenizing(model_url: str) -> None:
