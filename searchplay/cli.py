@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sized
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -81,7 +81,7 @@ def _retriever_choice(value: str | None) -> str | None:
     raise typer.BadParameter(f"{value!r} is not one of {', '.join(RETRIEVER_CHOICES)} nor an http(s):// URL")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
@@ -749,6 +749,42 @@ def _eval_retriever(cfg: Config, retriever: str, index: str | None) -> Retriever
         cfg.search.url = retriever
         return open_retriever(cfg.search)
     return _retriever_from_cli(cfg, index, retriever)
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    gpus: Annotated[int | None, typer.Option(min=1, max=4096, help="GPUs (default: those this machine has)")] = None,
+    gpu_mem: Annotated[
+        float | None, typer.Option("--gpu-mem", min=1, help="GiB per GPU (default: this machine's first GPU)")
+    ] = None,
+    shape: Annotated[
+        Path | None, typer.Option(help="the model's config.json (default: model.path's, or the Hugging Face cache's)")
+    ] = None,
+) -> None:
+    """Memory per GPU, role and phase for a config, from the model's shapes alone: fits or does not fit, and why."""
+    import torch
+
+    from searchplay.assets.names import model_config_file
+    from searchplay.train.memory_plan import PlanError, make_plan, read_shape
+
+    cfg = _config(config, set_)
+    has_cuda = torch.cuda.is_available()
+    gpus = gpus or (torch.cuda.device_count() if has_cuda else None)
+    gpu_mem = gpu_mem or (torch.cuda.get_device_properties(0).total_memory / 2**30 if has_cuda else None)
+    if gpus is None or gpu_mem is None:
+        _fail("this machine has no CUDA GPU: give --gpus N and --gpu-mem GiB to plan for one")
+    try:
+        config_json = shape or model_config_file(cfg.model.path, cfg)
+        if config_json is None:
+            _fail(f"model {cfg.model.path!r} is neither a directory nor in the Hugging Face cache: give --shape config.json")
+        plan_ = make_plan(cfg, read_shape(config_json), gpus, gpu_mem)
+    except PlanError as e:
+        _fail(str(e))
+    print(plan_.table())
+    if not plan_.fits:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from huggingface_hub import try_to_load_from_cache
+
 from searchplay.assets import asset_file
 from searchplay.assets.tiny import tiny_model_dir
 from searchplay.config import Config, SearchConfig
@@ -24,6 +26,15 @@ def model_path(value: str, cfg: Config | None = None) -> str:
     if value == TINY:
         return str(tiny_model_dir(cfg))
     return value
+
+
+def model_config_file(value: str, cfg: Config | None = None) -> Path | None:
+    """The model's config.json: a directory's, or the Hugging Face cache's for a model id; None when neither."""
+    path = Path(model_path(value, cfg))
+    if path.is_dir():
+        return path / "config.json"
+    cached = try_to_load_from_cache(value, "config.json")
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def corpus_path(value: str, cfg: Config | None = None) -> Path:

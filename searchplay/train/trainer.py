@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from searchplay.agent.trajectory import Trajectory
-from searchplay.assets.names import model_path
+from searchplay.assets.names import model_config_file, model_path
 from searchplay.config import Config, validate_for_training
 from searchplay.eval.data import dataset_label, load_dataset
 from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions, summarize
@@ -47,12 +47,13 @@ from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult
 from searchplay.jsonl import DamagedLineError, atomic_write, random_state, read_appended
 from searchplay.llm.base import Engine
-from searchplay.llm.device import DeviceError, resolve_numerics
+from searchplay.llm.device import DeviceError, resolve_device, resolve_numerics
 from searchplay.outdir import WRITER_LOCK, check_output_dir, single_writer
 from searchplay.train.backend import Backend, LocalBackend, WorkerFailure
 from searchplay.train.checkpoint import latest_checkpoint, read_state
 from searchplay.train.components import build_components
 from searchplay.train.logging import MetricsLogger
+from searchplay.train.memory_plan import MemoryPlan, make_plan, read_shape
 from searchplay.train.probes import probe
 from searchplay.train.run_dir import RunDir
 
@@ -127,6 +128,7 @@ def train(
             raise TrainError(str(e)) from None
         for note in notes:
             say(note)
+        _refuse_what_cannot_fit(cfg)
         torch.manual_seed(cfg.learner.seed)
         starting = " (vLLM starts in 20-60 s)" if cfg.model.engine == "vllm" else ""
         say(f"loading the policy and the {cfg.model.engine} rollout engine{starting}")
@@ -215,6 +217,22 @@ def _train(
     finally:
         logger.close()
     return TrainSummary(run.root, done, metrics, saved, time.perf_counter() - t_start)
+
+
+def _refuse_what_cannot_fit(cfg: Config) -> None:
+    """On CUDA, before anything loads: a layout the memory plan says cannot fit is refused with the plan's
+    verdict instead of an out-of-memory crash minutes later (train/memory_plan.py)."""
+    device = resolve_device(cfg.model.device)
+    config_json = model_config_file(cfg.model.path, cfg)
+    if device.type != "cuda" or config_json is None:
+        return
+    gpu_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    refuse_unfit(make_plan(cfg, read_shape(config_json), torch.cuda.device_count(), gpu_gib))
+
+
+def refuse_unfit(plan: MemoryPlan) -> None:
+    if not plan.fits:
+        raise TrainError(f"{plan.verdict()}; the whole plan: searchplay plan --config CONFIG (docs/scaling.md)")
 
 
 def _open_backend(cfg: Config, checkpoint: Path | None) -> Backend:

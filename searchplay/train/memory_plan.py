@@ -1,0 +1,194 @@
+"""A memory plan before anything loads: what each GPU holds, per role and phase, from config.json shapes alone.
+
+The figures follow what the trainer does today (docs/scaling.md): the learner keeps fp32 master
+weights, fp32 gradients and AdamW's two fp32 moments on its device (16 bytes per parameter), a KL
+reference in fp32 (4), and activations of one micro-batch; every learner rank holds all of it
+(the learner is data-parallel, not sharded). vLLM takes `model.vllm_gpu_memory` of its GPU (its
+bf16 weights and KV cache inside that share) and sleeps during updates; a Ray rollout worker also
+holds an fp32 copy of the policy. A GPU's peak is the larger of its two phases: rollouts (vLLM
+awake, the learner's weights, moments and reference resident) and updates (vLLM asleep,
+gradients and activations added).
+
+Activations are an estimate: with gradient checkpointing each layer keeps its fp32 input for
+`learner.micro_batch_tokens` tokens and one layer is recomputed at a time; without it every
+layer keeps its intermediates. Logits are computed for trained positions only, at most the
+micro-batch's tokens, in fp32 with their gradient. Expect the real peak within about 20% (the
+allocator's fragmentation and CUDA's own context, ~0.5 GiB, come on top).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from searchplay.config import Config
+
+GIB = 2**30
+CUDA_CONTEXT_GIB = 0.5
+
+
+class PlanError(ValueError):
+    """A model shape that cannot be read, or a layout that cannot be planned."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes a memory plan needs, as a decoder-only transformer's config.json gives them."""
+
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    tied_embeddings: bool
+    qkv_bias: bool
+
+    @property
+    def parameters(self) -> int:
+        """Exact for Llama / Qwen2 / Mistral-style models (GQA attention, gated MLP, RMSNorm)."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        attention = self.hidden * q + 2 * self.hidden * kv + q * self.hidden
+        if self.qkv_bias:
+            attention += q + 2 * kv
+        per_layer = attention + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+        return self.layers * per_layer + embeddings + self.hidden
+
+
+def read_shape(path: Path) -> ModelShape:
+    """The shape from a model directory's config.json (or the file itself)."""
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    try:
+        c = json.loads(file.read_text())
+        heads = int(c["num_attention_heads"])
+        return ModelShape(
+            vocab=int(c["vocab_size"]),
+            hidden=int(c["hidden_size"]),
+            layers=int(c["num_hidden_layers"]),
+            heads=heads,
+            kv_heads=int(c.get("num_key_value_heads", heads)),
+            head_dim=int(c.get("head_dim") or c["hidden_size"] // heads),
+            intermediate=int(c["intermediate_size"]),
+            tied_embeddings=bool(c.get("tie_word_embeddings", False)),
+            qkv_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PlanError(f"{file}: not a decoder config.json with the sizes a memory plan needs ({e})") from None
+
+
+@dataclass
+class GpuLoad:
+    """What one GPU holds: (role, item, GiB) in the rollout phase and in the update phase."""
+
+    name: str
+    rollout: list[tuple[str, str, float]] = field(default_factory=list)
+    update: list[tuple[str, str, float]] = field(default_factory=list)
+
+    @property
+    def peak(self) -> float:
+        return max(sum(g for *_, g in self.rollout), sum(g for *_, g in self.update)) + CUDA_CONTEXT_GIB
+
+    @property
+    def largest(self) -> tuple[str, str, float]:
+        phase = self.rollout if sum(g for *_, g in self.rollout) >= sum(g for *_, g in self.update) else self.update
+        return max(phase, key=lambda item: item[2])
+
+
+@dataclass
+class MemoryPlan:
+    shape: ModelShape
+    gpus: int
+    gpu_gib: float
+    loads: list[GpuLoad]
+
+    @property
+    def fits(self) -> bool:
+        return all(load.peak <= self.gpu_gib for load in self.loads)
+
+    def verdict(self) -> str:
+        worst = max(self.loads, key=lambda load: load.peak)
+        if self.fits:
+            return f"fits: the fullest GPU ({worst.name}) peaks at {worst.peak:.1f} of {self.gpu_gib:g} GiB"
+        role, item, gib = worst.largest
+        return (
+            f"does not fit: {worst.name} needs {worst.peak:.1f} GiB of {self.gpu_gib:g}; its largest item is the {role}'s "
+            f"{item} ({gib:.1f} GiB)"
+        )
+
+    def table(self) -> str:
+        lines = [
+            f"{self.shape.parameters:,} parameters; {self.gpus} GPU(s) of {self.gpu_gib:g} GiB",
+            "",
+            "| GPU | phase | role | item | GiB |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for load in self.loads:
+            for phase, items in (("rollouts", load.rollout), ("update", load.update)):
+                for role, item, gib in items:
+                    lines.append(f"| {load.name} | {phase} | {role} | {item} | {gib:.1f} |")
+            lines.append(f"| {load.name} | peak | | with {CUDA_CONTEXT_GIB} GiB of CUDA context | {load.peak:.1f} |")
+        lines += ["", self.verdict()]
+        return "\n".join(lines)
+
+
+def activation_gib(shape: ModelShape, tokens: int, checkpointing: bool) -> float:
+    """Activations of one micro-batch of `tokens` tokens under bf16 autocast (module docstring)."""
+    layer_work = tokens * (12 * shape.hidden + 4 * shape.intermediate) * 2  # a layer's bf16 intermediates
+    kept = shape.layers * tokens * shape.hidden * 4 + layer_work if checkpointing else shape.layers * layer_work
+    logits = tokens * shape.vocab * 4 * 2  # trained positions' fp32 logits and their gradient
+    return (kept + logits) / GIB
+
+
+def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> MemoryPlan:
+    """Per GPU, what the trainer's layout puts there (the local backend: GPU 0; Ray: its workers)."""
+    if gpus < 1 or gpu_gib <= 0:
+        raise PlanError(f"a plan needs at least one GPU with memory > 0, got {gpus} GPU(s) of {gpu_gib} GiB")
+    p = shape.parameters
+    weights, moments, grads = 4 * p / GIB, 8 * p / GIB, 4 * p / GIB
+    reference = 4 * p / GIB if cfg.learner.kl_coef > 0 else 0.0
+    acts = activation_gib(shape, cfg.learner.micro_batch_tokens, cfg.learner.gradient_checkpointing)
+    vllm = cfg.model.vllm_gpu_memory * gpu_gib if cfg.model.engine == "vllm" else 0.0
+
+    def learner(load: GpuLoad) -> None:
+        resident = [("learner", "fp32 weights", weights), ("learner", "AdamW moments (fp32)", moments)]
+        if reference:
+            resident.append(("learner", "KL reference (fp32)", reference))
+        load.rollout += resident
+        load.update += [*resident, ("learner", "fp32 gradients", grads), ("learner", "activations (estimate)", acts)]
+
+    def rollout(load: GpuLoad, with_policy: bool) -> None:
+        if vllm:
+            load.rollout.append(("rollout", f"vLLM share ({cfg.model.vllm_gpu_memory:g}: bf16 weights + KV cache)", vllm))
+        if with_policy:  # a Ray rollout worker's own fp32 policy, kept next to vLLM in both phases
+            load.rollout.append(("rollout", "fp32 policy copy", weights))
+            load.update.append(("rollout", "fp32 policy copy", weights))
+
+    t = cfg.trainer
+    if t.backend == "local":
+        load = GpuLoad("GPU 0")
+        learner(load)
+        rollout(load, with_policy=False)
+        return MemoryPlan(shape, gpus, gpu_gib, [load])
+    per_gpu = max(1, round(1 / t.gpus_per_worker)) if t.gpus_per_worker < 1 else 1
+    needed = -(-(t.learner_workers + t.rollout_workers) // per_gpu)
+    if needed > gpus:
+        raise PlanError(
+            f"{t.learner_workers} learner and {t.rollout_workers} rollout workers at {t.gpus_per_worker:g} GPU each need "
+            f"{needed} GPUs; {gpus} given"
+        )
+    loads: list[GpuLoad] = []
+    pairs = max(t.learner_workers, t.rollout_workers)  # shared GPUs pair a learner rank with a rollout worker
+    workers = [k for i in range(pairs) for k, n in (("learner", t.learner_workers), ("rollout", t.rollout_workers)) if i < n]
+    for start in range(0, len(workers), per_gpu):
+        load = GpuLoad(f"GPU {len(loads)}")
+        for kind in workers[start : start + per_gpu]:
+            if kind == "learner":
+                learner(load)
+            else:
+                rollout(load, with_policy=True)
+        loads.append(load)
+    return MemoryPlan(shape, gpus, gpu_gib, loads)

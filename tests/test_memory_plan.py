@@ -1,0 +1,83 @@
+"""The memory plan (`searchplay plan`, train/memory_plan.py) from config.json shapes alone.
+
+Parameter counts are checked against real models (the bundled SmolLM2 and the tiny random model,
+loaded here) and against Qwen2.5-7B's published count; the layouts against the figures the
+trainer's layout implies. `train` consults the plan only on CUDA (not here); `refuse_unfit`, the
+part it calls, is tested directly.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from searchplay.assets.names import model_config_file, model_path
+from searchplay.config import Config, load_config
+from searchplay.train.memory_plan import GIB, PlanError, activation_gib, make_plan, read_shape
+from searchplay.train.trainer import TrainError, refuse_unfit
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN = ROOT / "configs" / "shapes" / "qwen2.5-7b-instruct.json"
+
+
+def test_qwen_7b_has_its_published_parameter_count() -> None:
+    assert read_shape(QWEN).parameters == 7_615_616_512
+
+
+@pytest.mark.parametrize("name", ["bundled", "tiny-random"])
+def test_parameter_count_equals_the_real_models(cfg: Config, name: str) -> None:
+    config_json = model_config_file(name, cfg)
+    assert config_json is not None
+    model = AutoModelForCausalLM.from_pretrained(model_path(name, cfg))
+    assert read_shape(config_json).parameters == sum(p.numel() for p in model.parameters())
+
+
+def test_the_paper_config_on_one_process_does_not_fit_and_train_refuses_it() -> None:
+    cfg = load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml")
+    plan = make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
+    assert not plan.fits and len(plan.loads) == 1  # the local backend: one process on GPU 0, seven idle
+    rollout = {item: gib for _, item, gib in plan.loads[0].rollout}
+    assert rollout["AdamW moments (fp32)"] == pytest.approx(8 * 7_615_616_512 / GIB)
+    assert "does not fit" in plan.verdict() and "AdamW moments" in plan.verdict()
+    with pytest.raises(TrainError, match="does not fit: GPU 0 needs"):
+        refuse_unfit(plan)
+
+
+def test_ray_ranks_each_hold_a_full_copy_and_colocated_pairs_share_a_gpu() -> None:
+    cfg = load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml")
+    cfg.trainer.backend, cfg.trainer.learner_workers, cfg.trainer.rollout_workers = "ray", 8, 8
+    cfg.trainer.gpus_per_worker = 0.5
+    plan = make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
+    assert len(plan.loads) == 8
+    roles = [{role for role, *_ in load.rollout} for load in plan.loads]
+    assert all(r == {"learner", "rollout"} for r in roles)  # one learner rank and one rollout worker per GPU
+    assert not plan.fits  # unsharded: every rank holds 16 bytes per parameter
+    with pytest.raises(PlanError, match="need 16 GPUs; 8 given"):
+        cfg.trainer.gpus_per_worker = 1.0
+        make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
+
+
+def test_the_demo_fits_a_small_gpu_and_checkpointing_saves_activations(cfg: Config) -> None:
+    demo = load_config(ROOT / "configs" / "cpu-smollm2.toml")
+    shape = read_shape(model_config_file("bundled", cfg))  # type: ignore[arg-type]
+    assert make_plan(demo, shape, gpus=1, gpu_gib=16).fits
+    assert activation_gib(shape, 8192, True) < activation_gib(shape, 8192, False)
+
+
+def test_plan_command_prints_the_table_and_exits_1_when_it_does_not_fit() -> None:
+    args = [sys.executable, "-m", "searchplay", "plan", "-c", "configs/paper-qwen2.5-7b.toml", "--shape", str(QWEN)]
+    out = subprocess.run([*args, "--gpus", "8", "--gpu-mem", "80"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "7,615,616,512 parameters" in out.stdout and "does not fit" in out.stdout
+    bare = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 2 and "--gpus N and --gpu-mem" in bare.stderr  # no CUDA here
+
+
+def test_a_file_that_is_not_a_decoder_config_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "config.json"
+    bad.write_text('{"vocab_size": 10}')
+    with pytest.raises(PlanError, match=r"config\.json"):
+        read_shape(bad)
