@@ -67,3 +67,30 @@ def test_cuda_gives_the_cpu_tokens_and_update() -> None:
     cpu_tokens, cpu_loss = _update_on("cpu")
     cuda_tokens, cuda_loss = _update_on("cuda")
     assert cuda_tokens == cpu_tokens and abs(cuda_loss - cpu_loss) < 1e-4
+
+
+@gpu
+@needs_cuda
+def test_a_learner_group_on_gpus_reduces_cpu_metrics_and_gpu_tensors(tmp_path: Path) -> None:
+    """Before: the group was plain "nccl", and the CPU-side metric sums failed with 'No backend type associated
+    with device type cpu' once it had 2+ ranks; one rank with the group's real backends shows both paths."""
+    import torch.distributed as dist
+
+    from searchplay.train.ray_learner import group_backend
+
+    dist.init_process_group(group_backend("cuda"), init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        metrics = torch.tensor([1.5, 2.0], dtype=torch.float64)  # as all_reduce_floats sends them: on the CPU
+        dist.all_reduce(metrics)  # a plain "nccl" group raises here, whatever its size
+        assert metrics.tolist() == [1.5, 2.0]
+        t = torch.ones(3, device="cuda")
+        dist.all_reduce(t)
+        assert t.tolist() == [1.0, 1.0, 1.0]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_learner_groups_backends() -> None:
+    from searchplay.train.ray_learner import group_backend
+
+    assert group_backend("cuda") == "cpu:gloo,cuda:nccl" and group_backend("cpu") == "gloo"

@@ -39,6 +39,13 @@ def group_address() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), port
 
 
+def group_backend(device_type: str) -> str:
+    """The learner group's backends: on GPUs NCCL for tensors on the GPU and gloo for the CPU ones (the metric
+    sums of rl/data_parallel.py reduce CPU tensors; a plain "nccl" group fails on them with "No backend type
+    associated with device type cpu"), on CPUs gloo."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+
+
 class LearnerWorker:
     """One rank of the learner group."""
 
@@ -57,7 +64,7 @@ class LearnerWorker:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo",
+            group_backend(device.type),
             init_method=f"tcp://{master[0]}:{master[1]}",
             rank=self.rank,
             world_size=self.world,
