@@ -66,6 +66,12 @@ class RetrieverKind(StrEnum):
     hybrid = "hybrid"
 
 
+class EngineName(StrEnum):
+    auto = "auto"
+    vllm = "vllm"
+    transformers = "transformers"
+
+
 class Scaffold(StrEnum):
     guided = "guided"
     free = "free"
@@ -345,6 +351,10 @@ def serve_model(
     name: Annotated[str | None, typer.Option(help="model name clients send (default: the --model value)")] = None,
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8001,
+    engine_name: Annotated[
+        EngineName | None,
+        typer.Option("--engine", help="vllm (a 32B judge), transformers, or auto (default: model.engine)"),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -354,7 +364,10 @@ def serve_model(
     from searchplay.llm.openai_server import create_app
     from searchplay.web import serve_app
 
-    cfg = _resolved(_config(config, set_), say=True)
+    cfg = _config(config, set_)
+    if engine_name is not None:
+        cfg.model.engine = engine_name.value
+    cfg = _resolved(cfg, say=True)
     try:
         engine = open_engine(model_path(model, cfg), cfg.model, cfg.rollout.seed)
     except (FileNotFoundError, ValueError) as e:  # ValueError: DeviceError

@@ -15,17 +15,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
 from searchplay.agent.rollout import chat_prompt_ids, run_episodes
 from searchplay.agent.trajectory import Trajectory
 from searchplay.assets.tiny import build_tiny_model
-from searchplay.config import LearnerConfig, RolloutConfig
+from searchplay.config import LearnerConfig, RolloutConfig, ServerConfig
 from searchplay.game.prompts import solver_messages
 from searchplay.llm.base import SamplingParams
+from searchplay.llm.chat import chat_ids
+from searchplay.llm.openai_server import create_app
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
 from searchplay.rl.learner import Learner, Sample
+from searchplay.web import running_server
 
 if os.environ.get("SEARCHPLAY_REQUIRE_VLLM"):
     import vllm  # noqa: F401  # the vLLM CI step: a missing vLLM is a failure, not a skip
@@ -132,3 +136,16 @@ def test_training_with_the_vllm_engine(model_dir: Path, tmp_path: Path) -> None:
     assert all(m["timing/weight_sync_s"] > 0 and m["sync/weight_mib"] > 10 for m in metrics)
     gaps = [v for m in metrics for k, v in m.items() if k.endswith("logprob_gap_mean")]
     assert gaps and max(gaps) < LOGPROB_TOL  # rollouts scored by the learner as vLLM sampled them
+
+
+def test_serve_model_on_vllm_answers_as_the_transformers_engine(engines: tuple[VLLMEngine, TransformersEngine]) -> None:
+    """The judge on vLLM (`serve-model --engine vllm`): our OpenAI server over the vLLM engine answers a chat with
+    the greedy tokens the transformers engine writes for the same chat template."""
+    vllm_engine, hf = engines
+    messages = [{"role": "user", "content": "Is 'Paris' the same answer as 'the city of Paris'? Reply yes or no."}]
+    expected = hf.generate([chat_ids(hf.tokenizer, messages)], SamplingParams(temperature=0, max_new_tokens=8))[0]
+    with running_server(create_app(vllm_engine, "judge", ServerConfig())) as url:
+        body = {"model": "judge", "messages": messages, "temperature": 0, "max_tokens": 8}
+        answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=120).json()
+    assert answer["choices"][0]["message"]["content"] == hf.tokenizer.decode(expected.token_ids, skip_special_tokens=True)
+    assert answer["usage"]["completion_tokens"] == len(expected.token_ids)
