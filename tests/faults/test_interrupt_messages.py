@@ -15,8 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child: SIGINT handled as in a terminal, even when pytest runs in the background (`cmd &` starts
+    its children with SIGINT ignored, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(cmd: list[str], ready: Callable[[], bool], sig: int) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal
+    )
     deadline = time.time() + 300
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
