@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,6 +59,20 @@ def fsync_tree(path: Path) -> None:
 
 
 WRITER_LOCK = "writer.lock"  # in a run or evaluation folder: held by the one process writing it, holds its pid
+LOCK_GRACE_S = 5.0  # a writer that was just killed may take a moment to be gone; a live one is refused after this
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    """Take the exclusive lock on `fd`, trying for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -72,9 +87,7 @@ def single_writer(folder: Path, what: str) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / WRITER_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _lock_within(fd, LOCK_GRACE_S):
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise OutputDirError(

@@ -67,7 +67,7 @@ def test_train_two_steps_then_resume_with_the_same_pool(tmp_path: Path) -> None:
     assert (rd / "checkpoints" / "step-3").is_dir() and (rd / "trajectories" / "step-000003.jsonl").is_file()
 
 
-def test_runs_that_cannot_start_leave_nothing_and_runs_without_checkpoint_restart(tmp_path: Path) -> None:
+def test_runs_that_cannot_start_leave_nothing_and_runs_without_checkpoint_restart_when_told(tmp_path: Path) -> None:
     out = subprocess.run(train_cmd("--resume", str(tmp_path)), capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and "not a run directory" in out.stderr
     bad = tmp_path / "bad"
@@ -96,7 +96,11 @@ def test_runs_that_cannot_start_leave_nothing_and_runs_without_checkpoint_restar
     run("--config", "configs/tiny-test.toml", "--run-dir", str(rd), "--steps", "1", "--set", "trainer.eval_every=0")
     for ckpt in (rd / "checkpoints").iterdir():
         shutil.rmtree(ckpt)
-    run("--resume", str(rd), "--steps", "2")
+    refused = subprocess.run(
+        train_cmd("--resume", str(rd), "--steps", "2"), capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert refused.returncode == 2 and "--restart" in refused.stderr and steps(rd) == [1]  # nothing replaced unasked
+    run("--resume", str(rd), "--restart", "--steps", "2")
     assert steps(rd) == [1, 2]  # started again from step 1, each step logged once
     other = subprocess.run(
         train_cmd("--resume", str(rd), "--config", "configs/cpu-smollm2.toml"),
