@@ -138,12 +138,13 @@ def test_training_with_the_vllm_engine(model_dir: Path, tmp_path: Path) -> None:
     assert gaps and max(gaps) < LOGPROB_TOL  # rollouts scored by the learner as vLLM sampled them
 
 
-def test_serve_model_on_vllm_answers_as_the_transformers_engine(engines: tuple[VLLMEngine, TransformersEngine]) -> None:
+def test_serve_model_on_vllm_answers_as_the_engine_itself(engines: tuple[VLLMEngine, TransformersEngine]) -> None:
     """The judge on vLLM (`serve-model --engine vllm`): our OpenAI server over the vLLM engine answers a chat with
-    the greedy tokens the transformers engine writes for the same chat template."""
+    the greedy tokens the engine writes for the same chat template (the engine's weights may have been updated by
+    an earlier test here; that vLLM and transformers agree is the first test's)."""
     vllm_engine, hf = engines
     messages = [{"role": "user", "content": "Is 'Paris' the same answer as 'the city of Paris'? Reply yes or no."}]
-    expected = hf.generate([chat_ids(hf.tokenizer, messages)], SamplingParams(temperature=0, max_new_tokens=8))[0]
+    expected = vllm_engine.generate([chat_ids(hf.tokenizer, messages)], SamplingParams(temperature=0, max_new_tokens=8))[0]
     with running_server(create_app(vllm_engine, "judge", ServerConfig())) as url:
         body = {"model": "judge", "messages": messages, "temperature": 0, "max_tokens": 8}
         answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=120).json()
