@@ -223,8 +223,10 @@ def _refuse_what_cannot_fit(cfg: Config) -> None:
     """On CUDA, before anything loads: a layout the memory plan says cannot fit is refused with the plan's
     verdict instead of an out-of-memory crash minutes later (train/memory_plan.py)."""
     device = resolve_device(cfg.model.device)
+    if device.type != "cuda":
+        return
     config_json = model_config_file(cfg.model.path, cfg)
-    if device.type != "cuda" or config_json is None:
+    if config_json is None:
         return
     gpu_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
     refuse_unfit(make_plan(cfg, read_shape(config_json), torch.cuda.device_count(), gpu_gib))
