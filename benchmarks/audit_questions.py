@@ -5,6 +5,12 @@
       it, the answer marked where a passage holds it: what a judge needs to decide
   python benchmarks/audit_questions.py figures JUDGED.jsonl [JUDGED.jsonl ...]
       per file: answerable / unique answer / well-formed rates with 95% Wilson intervals (markdown)
+  python benchmarks/audit_questions.py verifiers JUDGED.jsonl [JUDGED.jsonl ...] [--model DIR]
+      the reading check against the hand judgements: the model reads what the solver's retriever finds
+      for each question (top-k) and answers; a question passes when that answer equals / contains its
+      own (`game.verifier = "reading"` uses "contains"). Precision and recall of "passes" for "answerable"
+  python benchmarks/audit_questions.py keep QUESTIONS.jsonl OUT.jsonl [--model DIR]
+      the questions of a probe file that pass the same reading check (docs/study/probes-read.jsonl)
 
 A judged file holds one line per question: {"id", "question", "answer", "answerable", "unique",
 "well_formed", "note"}. The criteria (docs/study/audit.md): answerable, the corpus holds the
@@ -20,8 +26,13 @@ import math
 import re
 from pathlib import Path
 
-from searchplay.assets.names import resolve_search
+from searchplay.assets.names import model_path, resolve_search
 from searchplay.config import load_config
+from searchplay.game.verify import policy_answers
+from searchplay.judge.match import exact_match, substring_match
+from searchplay.llm.device import resolve_numerics
+from searchplay.llm.engines import open_engine
+from searchplay.search.base import render_hits
 from searchplay.search.resolve import open_retriever
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +79,51 @@ def figures(paths: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_judged(paths: list[Path]) -> list[dict]:
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_answers(questions: list[str], config: Path, model: str) -> list[str | None]:
+    """What the reader answers to each question from the config's retriever's top-k for it."""
+    cfg, _ = resolve_numerics(load_config(config))
+    # our engine: a few hundred short answers do not need vLLM, whose CPU workers fail to start under this script's imports
+    cfg.model.engine = "transformers"
+    engine = open_engine(model_path(model, cfg), cfg.model)
+    retriever = open_retriever(resolve_search(cfg.search, cfg))
+    hits = retriever.search(questions, cfg.search.topk)
+    return policy_answers(engine, [(q, render_hits(h)) for q, h in zip(questions, hits)], guided=True)
+
+
+def keep(path: Path, out: Path, config: Path, model: str) -> str:
+    rows = read_judged([path])
+    answers = read_answers([r["question"] for r in rows], config, model)
+    kept = [r for r, a in zip(rows, answers) if a is not None and substring_match(a, r["golden_answers"])]
+    out.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return f"{len(kept)} of {len(rows)} questions of {path.name} pass the reading check -> {out}"
+
+
+def verifiers(paths: list[Path], config: Path, model: str) -> str:
+    cfg = load_config(config)
+    rows = read_judged(paths)
+    answers = read_answers([r["question"] for r in rows], config, model)
+    right = [bool(r["answerable"]) for r in rows]
+    lines = [f"reader {model}, {cfg.search.kind} top {cfg.search.topk}, {len(rows)} judged questions", ""]
+    lines.append("| the reader's answer | passes | answerable | both | precision | recall |")
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    for rule, match in (("equals the question's answer", exact_match), ("contains it", substring_match)):
+        passed = [a is not None and match(a, [r["answer"]]) for r, a in zip(rows, answers)]
+        tp = sum(p and g for p, g in zip(passed, right))
+        precision = f"{100 * tp / sum(passed):.0f}%" if any(passed) else "-"
+        recall = f"{100 * tp / sum(right):.0f}%" if any(right) else "-"
+        lines.append(f"| {rule} | {sum(passed)} | {sum(right)} | {tp} | {precision} | {recall} |")
+    lines.append("")
+    for r, a in zip(rows, answers):
+        contains = a is not None and substring_match(a, [r["answer"]])
+        mark = ("contains" if contains else "-") + (", right" if r["answerable"] else "")
+        lines.append(f"- {mark}: {r['question']} -> {a!r} (answer {r['answer']!r})")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,9 +133,22 @@ def main() -> None:
     s.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-smollm2.toml")
     f = sub.add_parser("figures")
     f.add_argument("judged", type=Path, nargs="+")
+    v = sub.add_parser("verifiers")
+    v.add_argument("judged", type=Path, nargs="+")
+    v.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-smollm2.toml")
+    v.add_argument("--model", default="bundled", help="the reader: a model directory or 'bundled'")
+    k = sub.add_parser("keep")
+    k.add_argument("questions", type=Path)
+    k.add_argument("out", type=Path)
+    k.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-smollm2.toml")
+    k.add_argument("--model", default="bundled", help="the reader: a model directory or 'bundled'")
     args = parser.parse_args()
-    if args.command == "sheet":
+    if args.command == "keep":
+        print(keep(args.questions, args.out, args.config, args.model))
+    elif args.command == "sheet":
         print(sheet(args.questions, args.count, args.config))
+    elif args.command == "verifiers":
+        print(verifiers(args.judged, args.config, args.model))
     else:
         print(figures(args.judged))
 

@@ -217,12 +217,12 @@ class GameConfig:
         False, "filter: reject questions holding any word of the answer (a partial leak that an F1 reward would pay for)"
     )
     max_hops: int = _f(0, "cap on a seed's hop count (0 = as the seed says); 1 suits a 135M model", 0, 1000)
-    verifier: Literal["policy", "judge", "evidence", "retrievable", "off"] = _f(
+    verifier: Literal["policy", "judge", "evidence", "retrievable", "reading", "off"] = _f(
         "policy",
         "policy / judge: answers the question from the evidence (paper / paper's code); evidence: a golden "
         "answer must occur in a retrieved document (rule-based); retrievable: evidence, and the question searched "
-        "with the solver's retriever and topk returns a passage whose text holds a golden answer; off: nothing is "
-        "verified",
+        "with the solver's retriever and topk returns a passage whose text holds a golden answer; reading: "
+        "retrievable, and the policy reading those passages names a golden answer; off: nothing is verified",
     )
     noisy_docs: int = _f(
         4,

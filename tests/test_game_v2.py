@@ -205,6 +205,33 @@ def test_retrievable_questions_are_found_by_the_solvers_search(bundled_bm25) -> 
     assert failed[0].infra and failed[0].verdict == "verifier_error"  # not the proposer's fault
 
 
+def test_reading_verifier_keeps_questions_the_policy_answers_with_their_answer(cfg, bundled_bm25) -> None:
+    """The bundled SmolLM2 reads what BM25 finds for each question: "capital of Pakistan" proposed for Karachi
+    passes `retrievable` (a passage holds Karachi) and fails `reading` (the reader names Islamabad)."""
+    from searchplay.assets.names import BUNDLED, model_path
+    from searchplay.game.verify import verify_questions
+    from searchplay.llm.transformers_engine import TransformersEngine
+
+    def proposed(question: str, answer: str, text: str) -> tuple[str, Seed, Trajectory]:
+        search = Turn(text="", action="search", content=answer, hits=[{"id": answer, "title": answer, "text": text}])
+        traj = Trajectory([1], turns=[search, Turn(text="", action="question", content=question)], final=question)
+        return question, Seed(answer, 1), traj
+
+    items = [
+        proposed("What is the capital of Kenya?", "Nairobi", "Nairobi is the capital of Kenya."),
+        proposed("What is the capital of Pakistan?", "Karachi", "Karachi is the largest city of Pakistan."),
+    ]
+    batch = [t for _, _, t in items]
+    found = verify_questions(items, batch, "retrievable", 0, random.Random(0), retriever=bundled_bm25, topk=3)
+    assert [v.passed for v in found] == [True, True]
+    reader = TransformersEngine.load(model_path(BUNDLED, cfg), "float32", threads=2)
+    rng = random.Random(0)
+    read = verify_questions(items, batch, "reading", 0, rng, engine=reader, guided=True, retriever=bundled_bm25, topk=3)
+    assert [v.passed for v in read] == [True, False]
+    assert read[0].verdict == "read_answer" and "nairobi" in (read[0].answer or "").lower()
+    assert read[1].verdict == "read_other_answer" and "karachi" not in (read[1].answer or "").lower()
+
+
 def test_seed_filter_leaves_out_common_nouns_and_keeps_names(tmp_path) -> None:
     import json
 

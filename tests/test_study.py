@@ -61,7 +61,7 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
             assert summary["datasets"][dataset]["n"] == 3
     assert "| v2 | 1 |" in (out / "sweep-table.md").read_text()
     trained = (out / "runs" / "v2" / "config.toml").read_text()
-    assert 'verifier = "retrievable"' in trained and 'proposer_reward = "frontier"' in trained
+    assert 'verifier = "reading"' in trained and 'proposer_reward = "frontier"' in trained
     continued = (out / "runs" / "supervised-then-selfplay" / "config.toml").read_text()
     assert "arm-supervised/checkpoints/step-1/model" in continued  # starts from the supervised weights
     table = (out / "table.md").read_text()
