@@ -297,6 +297,12 @@ class LearnerConfig:
         "natively (a CPU without AMX-BF16/AVX512-BF16 emulates it: a backward 20x slower on an AMD Zen 1, as reported)",
     )
     gradient_checkpointing: bool = _f(False, "recompute activations in backward (less memory, more time)")
+    sharding: Literal["auto", "none", "fsdp2"] = _f(
+        "auto",
+        "learner ranks hold a copy of the weights, gradients and AdamW state (none) or 1/N of them (fsdp2, "
+        "PyTorch FSDP2); auto: fsdp2 in a learner group of 2+ ranks",
+    )
+    offload: bool = _f(False, "fsdp2: keep parameters, gradients and optimizer state on the CPU between uses")
     seed: int = _f(0, "torch seed", 0, None)
 
 

@@ -35,7 +35,7 @@ def test_masked_positions_get_exactly_zero_gradient(tiny) -> None:
         captured["emb"] = output
 
     handle = embeddings.register_forward_hook(keep)
-    logp = learner._logprobs(model, t)
+    logp = learner._logprobs(learner.policy, t)
     handle.remove()
     (logp * t["mask"]).sum().backward()
     # the last response token (masked, predicts nothing) and the token after a masked target get no signal

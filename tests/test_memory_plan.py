@@ -36,8 +36,11 @@ def test_parameter_count_equals_the_real_models(cfg: Config, name: str) -> None:
     assert read_shape(config_json).parameters == sum(p.numel() for p in model.parameters())
 
 
-def test_the_paper_config_on_one_process_does_not_fit_and_train_refuses_it() -> None:
+def test_the_paper_config_fits_8_gpus_and_on_one_process_train_refuses_it() -> None:
     cfg = load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml")
+    shipped = make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
+    assert shipped.fits and len(shipped.loads) == 8 and max(load.peak for load in shipped.loads) < 72
+    cfg.trainer.backend = "local"
     plan = make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
     assert not plan.fits and len(plan.loads) == 1  # the local backend: one process on GPU 0, seven idle
     rollout = {item: gib for _, item, gib in plan.loads[0].rollout}
@@ -47,7 +50,7 @@ def test_the_paper_config_on_one_process_does_not_fit_and_train_refuses_it() -> 
         refuse_unfit(plan)
 
 
-def test_ray_ranks_each_hold_a_full_copy_and_colocated_pairs_share_a_gpu() -> None:
+def test_ray_ranks_hold_shards_or_copies_and_colocated_pairs_share_a_gpu() -> None:
     cfg = load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml")
     cfg.trainer.backend, cfg.trainer.learner_workers, cfg.trainer.rollout_workers = "ray", 8, 8
     cfg.trainer.gpus_per_worker = 0.5
@@ -55,7 +58,16 @@ def test_ray_ranks_each_hold_a_full_copy_and_colocated_pairs_share_a_gpu() -> No
     assert len(plan.loads) == 8
     roles = [{role for role, *_ in load.rollout} for load in plan.loads]
     assert all(r == {"learner", "rollout"} for r in roles)  # one learner rank and one rollout worker per GPU
-    assert not plan.fits  # unsharded: every rank holds 16 bytes per parameter
+    update = {item: gib for _, item, gib in plan.loads[0].update}  # a group of 8 shards by default (fsdp2)
+    assert update["AdamW moments (fp32) (1/8 shard)"] == pytest.approx(8 * 7_615_616_512 / GIB / 8)
+    assert update["gathered for compute (fp32 embeddings + 2 layers)"] > update["fp32 weights (1/8 shard)"]
+    cfg.learner.sharding = "none"
+    copies = make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
+    assert not copies.fits and "AdamW moments (fp32)" in {item for _, item, _ in copies.loads[0].update}
+    assert copies.loads[0].peak - plan.loads[0].peak > 50  # every rank holding 16 bytes per parameter: 7/8 of 113 GiB more
+    cfg.learner.sharding, cfg.learner.offload = "fsdp2", True
+    offloaded = {item: gib for _, item, gib in make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80).loads[0].update}
+    assert offloaded["AdamW moments (fp32) (1/8 shard)"] == 0.0  # on the CPU between uses
     with pytest.raises(PlanError, match="need 16 GPUs; 8 given"):
         cfg.trainer.gpus_per_worker = 1.0
         make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
@@ -68,10 +80,18 @@ def test_the_demo_fits_a_small_gpu_and_checkpointing_saves_activations(cfg: Conf
     assert activation_gib(shape, 8192, True) < activation_gib(shape, 8192, False)
 
 
-def test_plan_command_prints_the_table_and_exits_1_when_it_does_not_fit() -> None:
+def test_plan_command_prints_the_table_and_exits_1_only_when_it_does_not_fit() -> None:
     args = [sys.executable, "-m", "searchplay", "plan", "-c", "configs/paper-qwen2.5-7b.toml", "--shape", str(QWEN)]
     out = subprocess.run([*args, "--gpus", "8", "--gpu-mem", "80"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and "7,615,616,512 parameters" in out.stdout and "does not fit" in out.stdout
+    assert out.returncode == 0 and "7,615,616,512 parameters" in out.stdout and "fits: the fullest GPU" in out.stdout
+    local = subprocess.run(
+        [*args, "--gpus", "8", "--gpu-mem", "80", "--set", "trainer.backend=local"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert local.returncode == 1 and "does not fit" in local.stdout
     bare = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bare.returncode == 2 and "--gpus N and --gpu-mem" in bare.stderr  # no CUDA here
 

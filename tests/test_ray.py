@@ -155,7 +155,9 @@ def test_with_search_url_the_workers_search_the_shared_server(local_ray, bundled
 def test_data_parallel_ranks_give_the_single_process_gradients(local_ray) -> None:
     # 9 samples in mini-batches of 4 (the last has 1: one rank gets nothing), 2 epochs, micro-batches
     # by a small token budget, KL to a reference, old log-probs scored on shares: 6 optimizer steps
-    cfg = LearnerConfig(lr=1e-3, ppo_epochs=2, mini_batch_size=4, micro_batch_tokens=48, kl_coef=0.05, bf16=False)
+    cfg = LearnerConfig(
+        lr=1e-3, ppo_epochs=2, mini_batch_size=4, micro_batch_tokens=48, kl_coef=0.05, bf16=False, sharding="none"
+    )
     samples = random_samples(9)
     grads, weights, stats = update_once(random_samples(9), cfg)
     ranks = [ray.remote(GradRank).options(num_cpus=1).remote(r, 2) for r in range(2)]

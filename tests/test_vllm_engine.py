@@ -150,3 +150,29 @@ def test_serve_model_on_vllm_answers_as_the_engine_itself(engines: tuple[VLLMEng
         answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=120).json()
     assert answer["choices"][0]["message"]["content"] == hf.tokenizer.decode(expected.token_ids, skip_special_tokens=True)
     assert answer["usage"]["completion_tokens"] == len(expected.token_ids)
+
+
+def test_a_ray_rollout_worker_on_vllm_holds_no_policy_copy_and_takes_the_learners_weights(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """The rollout actor's class, in this process (a retrieval server URL that is never searched, so no Ray):
+    vLLM is its only copy of the policy, and published weights (here another model's) go straight into it."""
+    from searchplay.assets.names import resolve_config
+    from searchplay.config import load_config
+    from searchplay.train.ray_rollout import RolloutWorker
+
+    cfg = resolve_config(
+        load_config(
+            ROOT / "configs/tiny-test.toml",
+            [f"model.path={model_dir}", "model.engine=vllm", f"model.device={DEVICE}", "search.url=http://127.0.0.1:9"],
+        )
+    )
+    worker = RolloutWorker(cfg, str(model_dir), {}, threads=1)
+    assert worker.model is None and isinstance(worker.engine, VLLMEngine)
+    other, tokenizer = load_model(str(build_tiny_model(tmp_path / "other", seed=1, hidden=256, layers=2)), "float32", DEVICE)
+    hf = TransformersEngine(other, tokenizer, threads=1)
+    prompts = _prompts(hf)
+    expected = [g.token_ids for g in hf.generate(prompts, GREEDY)]
+    assert [g.token_ids for g in worker.generate(prompts, GREEDY)] != expected
+    worker.load_weights({name: t.numpy() for name, t in other.state_dict().items()})  # as LearnerWorker.weights sends them
+    assert [g.token_ids for g in worker.generate(prompts, GREEDY)] == expected

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -138,10 +138,14 @@ class VLLMEngine:
 
     def sync_weights(self, model: Any) -> dict[str, float]:
         """Load `model`'s parameters into the engine (in memory) and drop prefix-cached keys/values."""
+        return self.load_named(model.state_dict().items())
+
+    def load_named(self, named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
+        """Load (name, tensor) pairs, as a model's state dict names them, in chunks; drop prefix-cached keys/values."""
         t0 = time.perf_counter()
         chunk: list[tuple[str, str, list[int], bytes]] = []
         size = total = 0
-        for name, param in model.state_dict().items():
+        for name, param in named:
             tensor = param.detach().to(dtype=self.dtype, device="cpu").contiguous()
             chunk.append((name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), _raw_bytes(tensor)))
             size += tensor.numel() * tensor.element_size()

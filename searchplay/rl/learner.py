@@ -15,6 +15,8 @@ One update, in order:
 Inside a torch.distributed group (the Ray backend's learner ranks) each rank takes its share of
 every mini-batch and of every scoring pass, and gradients are summed over the ranks before the
 clip (rl/data_parallel.py): N ranks make the same update as one process on the same samples.
+With `learner.sharding = "fsdp2"` each rank holds a shard of the weights, gradients and optimizer
+state instead of a copy (rl/sharding.py); the ranks then run equal numbers of micro-batches.
 
 Log-probs are those of softmax(logits / T) with T the rollout temperature, the distribution the
 engine sampled from; `learner/logprob_gap_*` reports how far the learner's old log-probs are from
@@ -36,12 +38,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import LearnerConfig
 from searchplay.precision import resolve_dtype
 from searchplay.rl.data_parallel import all_reduce_floats, all_reduce_grads, gather_rows, my_share, rank_and_world
 from searchplay.rl.losses import aggregate, entropy_from_logits, kl_penalty, ppo_clip_loss
+from searchplay.rl.sharding import (
+    TrainedLogits,
+    full_optimizer_state,
+    full_state_dict,
+    load_full_optimizer_state,
+    pad_chunks,
+    shard,
+)
 
 
 @dataclass
@@ -80,6 +91,11 @@ def lr_lambda(cfg: LearnerConfig, total_steps: int) -> Any:
     return factor
 
 
+def resolve_sharding(setting: str, world: int) -> bool:
+    """Whether the learner shards (`learner.sharding`): "auto" shards in a group of 2+ ranks."""
+    return setting == "fsdp2" or (setting == "auto" and world > 1)
+
+
 def enable_checkpointing(model: Any) -> None:
     """Recompute activations in the backward pass (less memory, ~30% more compute). transformers
     renamed `gradient_checkpointing_enable` to `activation_checkpointing_enable`; use whichever exists."""
@@ -111,12 +127,19 @@ class Learner:
         self.bf16 = cfg.bf16 if isinstance(cfg.bf16, bool) else resolve_dtype("auto", self.device.type).dtype == "bfloat16"
         if cfg.gradient_checkpointing:
             enable_checkpointing(model)
+        self.rank, self.world = rank_and_world()
+        self.sharded = resolve_sharding(cfg.sharding, self.world)
+        # the forward the learner calls: the model's, or the root of its shards (each rank holds 1/world of it)
+        self.policy = shard(model, cfg.offload) if self.sharded else TrainedLogits(model)
+        self.reference_policy = (
+            None if reference is None else shard(reference, cfg.offload) if self.sharded else TrainedLogits(reference)
+        )
+        self.trained_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, cfg.total_steps or total_steps))
         self.rng = random.Random(cfg.seed)
-        self.rank, self.world = rank_and_world()
 
     @property
     def version(self) -> int:
@@ -143,42 +166,59 @@ class Learner:
             adv[i, start:end] = a.float() if isinstance(a, torch.Tensor) else float(a)
         return {k: v.to(self.device) for k, v in {"ids": ids, "attention": attention, "mask": mask, "adv": adv}.items()}
 
-    def _trained_logits(self, model: Any, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _trained_logits(self, policy: TrainedLogits, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits / temperature at trained positions only, and those positions.
 
         The vocabulary projection and softmax run only where mask == 1: prompts and retrieved
         documents are most of every sequence, and a full (tokens x vocabulary) softmax over them
         would dominate the update's time and memory.
         """
+        where = t["mask"].bool()
         with self._autocast():
-            hidden = model.base_model(input_ids=t["ids"], attention_mask=t["attention"], use_cache=False).last_hidden_state
-            where = t["mask"].bool()
-            logits = model.get_output_embeddings()(hidden[:, :-1][where]).float() / self.temperature
+            logits = policy(t["ids"], t["attention"], where, self.temperature)
         return logits, where
 
-    def _logprobs(self, model: Any, t: dict[str, torch.Tensor], logits: torch.Tensor | None = None) -> torch.Tensor:
+    def _logprobs(self, policy: TrainedLogits, t: dict[str, torch.Tensor], logits: torch.Tensor | None = None) -> torch.Tensor:
         """Log-probs of the targets at trained positions, zero elsewhere."""
         where = t["mask"].bool()
         if logits is None:
-            logits, where = self._trained_logits(model, t)
+            logits, where = self._trained_logits(policy, t)
         picked = torch.log_softmax(logits, -1).gather(-1, t["ids"][:, 1:][where][:, None]).squeeze(-1)
         return torch.zeros_like(t["mask"]).masked_scatter(where, picked)
 
-    def _logprobs_entropy(self, model: Any, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, where = self._trained_logits(model, t)
-        return self._logprobs(model, t, logits), torch.zeros_like(t["mask"]).masked_scatter(where, entropy_from_logits(logits))
+    def _logprobs_entropy(self, policy: TrainedLogits, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, where = self._trained_logits(policy, t)
+        return self._logprobs(policy, t, logits), torch.zeros_like(t["mask"]).masked_scatter(where, entropy_from_logits(logits))
 
-    def _my_chunks(self, indices: list[int], samples: list[Sample]) -> list[list[int]]:
-        """Micro-batches of this rank's share of `indices` (all of them in one process)."""
-        return self._index_chunks(my_share(indices, [len(s) for s in samples], self.rank, self.world), samples)
+    def _my_chunks(self, indices: list[int], samples: list[Sample]) -> list[list[int] | None]:
+        """Micro-batches of this rank's share of `indices` (all of them in one process). Sharded, every rank
+        gets as many as the rank with the most: None stands for an empty one (`_empty_pass`)."""
+        chunks: list[list[int] | None] = list(
+            self._index_chunks(my_share(indices, [len(s) for s in samples], self.rank, self.world), samples)
+        )
+        if not self.sharded:
+            return chunks
+        most = int(all_reduce_floats({"n": float(len(chunks))}, op="max")["n"])
+        return pad_chunks(chunks, most)
+
+    def _empty_pass(self, policy: TrainedLogits, backward: bool) -> None:
+        """A sharded rank's stand-in for a micro-batch it does not have: the same collectives, zero loss."""
+        one = torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device)
+        t = {"ids": one, "attention": torch.ones_like(one), "mask": torch.ones((1, 1), device=self.device)}
+        logits, _ = self._trained_logits(policy, t)
+        if backward:
+            (logits.sum() * 0.0).backward()
 
     @torch.no_grad()
-    def _score(self, model: Any, indices: list[int], samples: list[Sample]) -> dict[int, torch.Tensor]:
-        """Log-probs of the samples `indices` under `model`, keyed by sample index, one per target position."""
-        model.eval()
+    def _score(self, policy: TrainedLogits, indices: list[int], samples: list[Sample]) -> dict[int, torch.Tensor]:
+        """Log-probs of the samples `indices` under `policy`, keyed by sample index, one per target position."""
+        policy.eval()
         scored: dict[int, torch.Tensor] = {}
         for chunk in self._my_chunks(indices, samples):
-            rows = self._logprobs(model, self._tensors([samples[i] for i in chunk]))
+            if chunk is None:
+                self._empty_pass(policy, backward=False)
+                continue
+            rows = self._logprobs(policy, self._tensors([samples[i] for i in chunk]))
             scored.update((i, row[: len(samples[i]) - 1]) for i, row in zip(chunk, rows))
         return gather_rows(scored, self.device)
 
@@ -187,7 +227,7 @@ class Learner:
         stale = {s.version for s in samples} - {self.version}
         if stale:
             raise OffPolicyError(f"samples from weights version {sorted(stale)} cannot be scored at version {self.version}")
-        scored = self._score(self.model, list(range(len(samples))), samples)
+        scored = self._score(self.policy, list(range(len(samples))), samples)
         for i, s in enumerate(samples):
             s.old_logprobs = scored[i]
 
@@ -212,8 +252,10 @@ class Learner:
         on_policy = cfg.ppo_epochs == 1 and mini_size >= len(samples)
         if unscored and not on_policy:
             self.score_old(unscored)
-        ref = self._score(self.reference, order, samples) if self.reference is not None and cfg.kl_coef > 0 else None
-        self.model.train()
+        ref = (
+            self._score(self.reference_policy, order, samples) if self.reference_policy is not None and cfg.kl_coef > 0 else None
+        )
+        self.policy.train()
         sums: dict[str, float] = {
             "loss": 0.0,
             "pg_loss": 0.0,
@@ -232,10 +274,13 @@ class Learner:
                 n_tokens = float(sum(sum(samples[i].loss_mask) for i in mini))
                 self.optimizer.zero_grad(set_to_none=True)
                 for chunk in self._my_chunks(mini, samples):
+                    if chunk is None:
+                        self._empty_pass(self.policy, backward=True)
+                        continue
                     batch = [samples[i] for i in chunk]
                     t = self._tensors(batch)
                     width = t["mask"].shape[1]
-                    logp, entropy = self._logprobs_entropy(self.model, t)
+                    logp, entropy = self._logprobs_entropy(self.policy, t)
                     old_lp = torch.stack(
                         [
                             _pad(s.old_logprobs, width) if s.old_logprobs is not None else row.detach()
@@ -260,17 +305,19 @@ class Learner:
                     sums["clipfrac"] += float(clipped.detach().sum())
                     sums["ratio_dev"] += float(((logp.detach() - old_lp).exp() - 1).abs().mul(t["mask"]).sum())
                     tokens_seen += int(t["attention"].sum())
-                all_reduce_grads(self.model.parameters())  # no-op in one process
+                if not self.sharded:  # sharded, the backward passes summed the gradients already
+                    all_reduce_grads(self.model.parameters())  # no-op in one process
                 norm = torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
                 )
+                norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
                 for group in self.optimizer.param_groups:  # the scheduler's step below sets the next lr afresh
                     group["lr"] *= lr_scale
                 self.optimizer.step()
                 self.scheduler.step()
                 sums["grad_norm"] += float(norm)
                 optimizer_steps += 1
-        self.model.eval()
+        self.policy.eval()
         grad_norm = sums.pop("grad_norm")  # the same on every rank: not summed
         sums = all_reduce_floats({**sums, "tokens_seen": float(tokens_seen)})
         tokens_seen = int(sums["tokens_seen"])
@@ -296,13 +343,17 @@ class Learner:
     @torch.no_grad()
     def token_kl(self, samples: list[Sample]) -> list[torch.Tensor]:
         """Per response token KL(policy || reference) estimates (0 on masked tokens), for KL-in-reward."""
-        if self.reference is None:
+        if self.reference_policy is None:
             raise ValueError("KL needs a reference model: set learner.kl_coef > 0")
         result: dict[int, torch.Tensor] = {}
         for chunk in self._my_chunks(list(range(len(samples))), samples):
+            if chunk is None:
+                self._empty_pass(self.policy, backward=False)
+                self._empty_pass(self.reference_policy, backward=False)
+                continue
             batch = [samples[i] for i in chunk]
             t = self._tensors(batch)
-            kl = kl_penalty(self._logprobs(self.model, t), self._logprobs(self.reference, t), self.cfg.kl_estimator)
+            kl = kl_penalty(self._logprobs(self.policy, t), self._logprobs(self.reference_policy, t), self.cfg.kl_estimator)
             for i, row, s in zip(chunk, kl * t["mask"], batch):
                 start = len(s.prompt_ids) - 1
                 result[i] = row[start : start + len(s.response_ids)]
@@ -324,11 +375,24 @@ class Learner:
             out.append(current)
         return out
 
+    def full_weights(self) -> dict[str, torch.Tensor] | None:
+        """The policy's full weights on the CPU when sharded (rank 0; other ranks get an empty dict; every rank
+        calls it), None when not: the model's own state dict is whole then."""
+        return full_state_dict(self.policy) if self.sharded else None
+
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": self.rng.getstate()}
+        """Optimizer, schedule and RNG state in one process's format, sharded or not (sharded: a collective,
+        whole on rank 0), so that a checkpoint loads into any number of ranks."""
+        optimizer = (
+            full_optimizer_state(self.policy, self.optimizer, self.trained_names) if self.sharded else self.optimizer.state_dict()
+        )
+        return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "rng": self.rng.getstate()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:
+            load_full_optimizer_state(self.policy, self.optimizer, state["optimizer"], self.trained_names)
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng.setstate(state["rng"])
 

@@ -36,12 +36,14 @@ def save_checkpoint(
     state: dict[str, Any],
     cfg: Config,
     keep: int = 2,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """`weights`: the full state of a sharded model (Learner.full_weights); None: the model's own."""
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model")
+    model.save_pretrained(tmp / "model", state_dict=weights)
     tokenizer.save_pretrained(tmp / "model")
     torch.save({**learner_state, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))

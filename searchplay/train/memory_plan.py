@@ -2,10 +2,13 @@
 
 The figures follow what the trainer does today (docs/scaling.md): the learner keeps fp32 master
 weights, fp32 gradients and AdamW's two fp32 moments on its device (16 bytes per parameter), a KL
-reference in fp32 (4), and activations of one micro-batch; every learner rank holds all of it
-(the learner is data-parallel, not sharded). vLLM takes `model.vllm_gpu_memory` of its GPU (its
-bf16 weights and KV cache inside that share) and sleeps during updates; a Ray rollout worker also
-holds an fp32 copy of the policy. A GPU's peak is the larger of its two phases: rollouts (vLLM
+reference in fp32 (4), and activations of one micro-batch. A sharded learner group
+(`learner.sharding`, FSDP2) holds 1/N of the weights, gradients, moments and reference on each of its
+N ranks, plus the units it gathers to compute (the root's embeddings and two decoder layers in fp32);
+with `learner.offload` the shards stay on the CPU. vLLM takes `model.vllm_gpu_memory` of its GPU (its
+bf16 weights and KV cache inside that share) and sleeps during updates in the local backend (a Ray
+rollout worker's vLLM does not sleep yet); a Ray rollout worker on our engine holds an fp32 copy of
+the policy instead (on vLLM it holds none). A GPU's peak is the larger of its two phases: rollouts (vLLM
 awake, the learner's weights, moments and reference resident) and updates (vLLM asleep,
 gradients and activations added).
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchplay.config import Config
+from searchplay.rl.learner import resolve_sharding
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5
@@ -148,30 +152,44 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
     if gpus < 1 or gpu_gib <= 0:
         raise PlanError(f"a plan needs at least one GPU with memory > 0, got {gpus} GPU(s) of {gpu_gib} GiB")
     p = shape.parameters
+    t = cfg.trainer
+    ranks = t.learner_workers if t.backend == "ray" else 1
+    sharded = resolve_sharding(cfg.learner.sharding, ranks)
+    share = 0.0 if sharded and cfg.learner.offload else 1 / ranks if sharded else 1.0  # of each per-parameter item
+    part = f" (1/{ranks} shard)" if sharded else ""
     weights, moments, grads = 4 * p / GIB, 8 * p / GIB, 4 * p / GIB
     reference = 4 * p / GIB if cfg.learner.kl_coef > 0 else 0.0
     acts = activation_gib(shape, cfg.learner.micro_batch_tokens, cfg.learner.gradient_checkpointing)
     vllm = cfg.model.vllm_gpu_memory * gpu_gib if cfg.model.engine == "vllm" else 0.0
+    embeddings = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)
+    gathered = 4 * (embeddings + 2 * (p - embeddings) / shape.layers) / GIB  # what a sharded rank unshards to compute
 
     def learner(load: GpuLoad) -> None:
-        resident = [("learner", "fp32 weights", weights), ("learner", "AdamW moments (fp32)", moments)]
+        resident = [
+            ("learner", f"fp32 weights{part}", weights * share),
+            ("learner", f"AdamW moments (fp32){part}", moments * share),
+        ]
         if reference:
-            resident.append(("learner", "KL reference (fp32)", reference))
+            resident.append(("learner", f"KL reference (fp32){part}", reference * share))
         load.rollout += resident
-        load.update += [*resident, ("learner", "fp32 gradients", grads), ("learner", "activations (estimate)", acts)]
+        working = [("learner", "gathered for compute (fp32 embeddings + 2 layers)", gathered)] if sharded else []
+        grad = [("learner", f"fp32 gradients{part}", grads * share)]
+        load.update += [*resident, *grad, *working, ("learner", "activations (estimate)", acts)]
 
-    def rollout(load: GpuLoad, with_policy: bool) -> None:
+    def rollout(load: GpuLoad, ray_worker: bool) -> None:
         if vllm:
-            load.rollout.append(("rollout", f"vLLM share ({cfg.model.vllm_gpu_memory:g}: bf16 weights + KV cache)", vllm))
-        if with_policy:  # a Ray rollout worker's own fp32 policy, kept next to vLLM in both phases
+            share = ("rollout", f"vLLM share ({cfg.model.vllm_gpu_memory:g}: bf16 weights + KV cache)", vllm)
+            load.rollout.append(share)
+            if ray_worker:  # the local backend puts vLLM to sleep for the update; Ray rollout workers do not yet
+                load.update.append(share)
+        elif ray_worker:  # a Ray rollout worker on our engine generates from its own fp32 policy
             load.rollout.append(("rollout", "fp32 policy copy", weights))
             load.update.append(("rollout", "fp32 policy copy", weights))
 
-    t = cfg.trainer
     if t.backend == "local":
         load = GpuLoad("GPU 0")
         learner(load)
-        rollout(load, with_policy=False)
+        rollout(load, ray_worker=False)
         return MemoryPlan(shape, gpus, gpu_gib, [load])
     per_gpu = max(1, round(1 / t.gpus_per_worker)) if t.gpus_per_worker < 1 else 1
     needed = -(-(t.learner_workers + t.rollout_workers) // per_gpu)
@@ -189,6 +207,6 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
             if kind == "learner":
                 learner(load)
             else:
-                rollout(load, with_policy=True)
+                rollout(load, ray_worker=True)
         loads.append(load)
     return MemoryPlan(shape, gpus, gpu_gib, loads)

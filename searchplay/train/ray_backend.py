@@ -137,18 +137,21 @@ class RayBackend:
 
     def sync_weights(self) -> dict[str, float]:
         """Rank 0's new weights to every rollout worker; the engine's timing includes publishing them
-        (the workers wait on rank 0's object ref)."""
+        (the workers wait on rank 0's object ref). Every rank is asked: sharded ranks gather the weights together."""
         try:
-            metrics = self.engine.sync_weights(self.learners[0].weights.remote())
+            calls = [w.weights.remote() for w in self.learners]
+            metrics = self.engine.sync_weights(calls[0])
+            ray.get(calls[1:])
         except WORKER_DEATHS as e:
             raise WorkerFailure(f"a worker died while the weights were sent: {e}") from e
         return {**metrics, "sync/weight_mib": self.weight_mib}
 
     def save(self, root: Path, step: int, state: dict[str, Any], cfg: Config) -> Path:
+        """Rank 0 writes the checkpoint; every rank is asked, since sharded ranks gather the state together."""
         try:
-            return Path(ray.get(self.learners[0].save.remote(str(root), step, state)))
+            return Path(ray.get([w.save.remote(str(root), step, state) for w in self.learners])[0])
         except WORKER_DEATHS as e:
-            raise WorkerFailure(f"learner rank 0 died while saving the checkpoint of step {step}: {e}") from e
+            raise WorkerFailure(f"a learner rank died while saving the checkpoint of step {step}: {e}") from e
 
     def metrics(self) -> dict[str, float]:
         return self.engine.metrics()

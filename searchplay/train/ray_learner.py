@@ -1,6 +1,7 @@
 """Ray learner workers: a data-parallel group of Learners joined by torch.distributed.
 
-Each rank is an actor holding the policy (fp32), the reference if KL is on, and a Learner; the
+Each rank is an actor holding the policy (fp32), the reference if KL is on, and a Learner (with
+`learner.sharding`, by default in a group of 2+, each holds 1/N of them: rl/sharding.py); the
 group is one torch.distributed process group (gloo on CPU, NCCL on GPU) whose rank 0 publishes
 its address. Every rank receives the whole round and runs the same `update_roles` as the local
 trainer; the Learner takes each rank's share of the work and sums gradients over the group
@@ -84,16 +85,25 @@ class LearnerWorker:
         return metrics, [t.meta.get("advantage") for t in result.proposer + result.solver], self.learner.version
 
     def weights(self) -> dict[str, np.ndarray]:
-        """The parameters by name as fp32 arrays, for the rollout workers."""
-        return {name: p.detach().cpu().numpy() for name, p in self.model.named_parameters()}
+        """The state dict as fp32 arrays, for the rollout workers: every name, a tied output projection too,
+        since vLLM may hold it apart (rank 0's; sharded, every rank takes part in gathering them and the
+        others return nothing)."""
+        full = self.learner.full_weights()
+        if full is None:
+            return {name: t.detach().cpu().numpy() for name, t in self.model.state_dict().items()}
+        return {name: t.numpy() for name, t in full.items()} if self.rank == 0 else {}
 
     def weight_mib(self) -> float:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20
+        return sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20  # a shard's numel is the whole's
 
     def save(self, root: str, step: int, state: dict[str, Any]) -> str:
+        """Rank 0 writes the checkpoint; sharded, every rank first takes part in gathering the state."""
         cfg = self.cfg
+        weights, learner_state = self.learner.full_weights(), self.learner.state_dict()
+        if self.rank != 0:
+            return ""
         path = save_checkpoint(
-            Path(root), step, self.model, self.tokenizer, self.learner.state_dict(), state, cfg, cfg.trainer.keep_checkpoints
+            Path(root), step, self.model, self.tokenizer, learner_state, state, cfg, cfg.trainer.keep_checkpoints, weights
         )
         return str(path)
 

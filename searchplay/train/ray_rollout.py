@@ -34,8 +34,9 @@ from searchplay.agent.rollout import FinalTag, run_episodes
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import Config, RolloutConfig
 from searchplay.llm.base import Generation, SamplingParams
-from searchplay.llm.engines import training_engine
+from searchplay.llm.engines import engine_name, training_engine
 from searchplay.llm.transformers_engine import load_model
+from searchplay.llm.vllm_engine import VLLMEngine
 from searchplay.train.backend import WorkerFailure
 from searchplay.train.ray_retrieval import worker_retriever
 
@@ -49,14 +50,19 @@ def phase_threads(cfg: Config, workers: int) -> int:
 
 
 class RolloutWorker:
-    """One rollout actor: the policy (fp32, as the learner holds it), its engine and a retriever."""
+    """One rollout actor: its engine and a retriever. Our engine generates from an fp32 copy of the policy that
+    the learner's weights are copied into; vLLM holds its own weights and takes the learner's directly (no
+    second copy of the policy next to it)."""
 
     def __init__(self, cfg: Config, weights: str, retrievers: dict[str, Any], threads: int):
         torch.set_num_threads(threads)
-        self.model, tokenizer = load_model(weights, "float32", cfg.model.device)
+        self.model: Any = None
+        tokenizer = None
+        if engine_name(cfg.model) != "vllm":
+            self.model, tokenizer = load_model(weights, "float32", cfg.model.device)
         self.engine = training_engine(self.model, tokenizer, weights, cfg.model, cfg.rollout.seed, threads)
         self.retriever = worker_retriever(cfg.search, retrievers)
-        self.params = dict(self.model.named_parameters())
+        self.params = {} if self.model is None else self.model.state_dict()  # tensors sharing the model's storage
 
     def pad_id(self) -> int:
         return self.engine.pad_id
@@ -72,9 +78,12 @@ class RolloutWorker:
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # arrays in the object store are read-only; they are only read
-            for name, array in weights.items():
-                self.params[name].copy_(torch.from_numpy(array))
-        self.engine.sync_weights(self.model)  # vLLM: send them on; transformers: generates from self.model already
+            tensors = ((name, torch.from_numpy(array)) for name, array in weights.items())
+            if isinstance(self.engine, VLLMEngine):
+                self.engine.load_named(tensors)
+                return
+            for name, tensor in tensors:
+                self.params[name].copy_(tensor)  # our engine generates from self.model
 
 
 class RolloutWorkers:

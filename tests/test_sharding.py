@@ -1,0 +1,97 @@
+"""learner.sharding = "fsdp2" on CPU: two gloo ranks (torch.multiprocessing) shard the tiny model with PyTorch
+FSDP2 and run the real Learner.update; they must make the update one process makes, and what they save
+must load into one process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from transformers import AutoTokenizer
+
+from searchplay.assets.names import TINY, model_path
+from searchplay.config import Config, LearnerConfig
+from searchplay.llm.transformers_engine import load_model
+from searchplay.rl.learner import Learner
+from searchplay.rl.sharding import TrainedLogits, pad_chunks
+from searchplay.train.checkpoint import load_trainer_state, save_checkpoint
+from searchplay.web import free_port
+from tests.test_ray import random_samples
+
+# 9 samples in mini-batches of 4: the last mini-batch has one sample, so one rank has nothing to do and runs
+# empty micro-batches; 2 epochs, micro-batches by a small token budget, KL to a (sharded) reference, old
+# log-probs scored on shares, gradient checkpointing: 6 optimizer steps
+CFG = LearnerConfig(
+    lr=1e-3, ppo_epochs=2, mini_batch_size=4, micro_batch_tokens=48, kl_coef=0.05, bf16=False, gradient_checkpointing=True
+)
+
+
+def one_learner(cfg: LearnerConfig) -> tuple[Any, Learner]:
+    torch.manual_seed(0)
+    model, _ = load_model(model_path(TINY), "float32")
+    reference, _ = load_model(model_path(TINY), "float32")
+    return model, Learner(model, cfg, reference, total_steps=10)
+
+
+def sharded_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One rank: update, then gather the full weights and optimizer state and (rank 0) save a checkpoint."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model, learner = one_learner(LearnerConfig(**{**CFG.__dict__, "sharding": "fsdp2"}))
+        stats = learner.update(random_samples(9))
+        weights = learner.full_weights()  # collective
+        state = learner.state_dict()  # collective
+        shards = {n: p.to_local().numel() for n, p in model.named_parameters()}
+        if rank == 0:
+            tokenizer = AutoTokenizer.from_pretrained(model_path(TINY))
+            save_checkpoint(Path(out), 1, model, tokenizer, state, {}, Config(), weights=weights)
+            torch.save({"stats": stats, "weights": weights, "shards": shards}, Path(out) / "rank0.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_sharded_ranks_make_the_one_process_update_and_save_a_checkpoint_one_process_loads(tmp_path: Path) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    mp.spawn(sharded_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    model, learner = one_learner(CFG)
+    stats = learner.update(random_samples(9))
+    assert stats["learner/optimizer_steps"] == 6
+    got = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    full = dict(model.named_parameters())
+    assert all(got["shards"][n] < p.numel() for n, p in full.items())  # each rank held part of every weight
+    assert got["weights"].keys() >= full.keys()
+    assert max(float((got["weights"][n] - p.detach()).abs().max()) for n, p in full.items()) < 2e-5
+    for key in ("learner/loss", "learner/kl", "learner/entropy", "learner/grad_norm", "learner/trained_tokens"):
+        assert got["stats"][key] == pytest.approx(stats[key], rel=1e-4, abs=1e-6), key
+    # the checkpoint: a plain model directory and one process's optimizer state
+    saved, _ = load_model(str(tmp_path / "step-1" / "model"), "float32")
+    assert max(float((dict(saved.named_parameters())[n] - p.detach()).abs().max()) for n, p in full.items()) < 2e-5
+    _, fresh = one_learner(CFG)
+    fresh.load_state_dict(load_trainer_state(tmp_path / "step-1")[0])
+    mine, theirs = learner.optimizer.state_dict()["state"], fresh.optimizer.state_dict()["state"]
+    assert mine.keys() == theirs.keys() and len(mine) == len(full)
+    assert max(float((mine[i]["exp_avg_sq"] - theirs[i]["exp_avg_sq"]).abs().max()) for i in mine) < 1e-8
+    assert fresh.version == learner.version == 6
+
+
+def test_empty_micro_batches_pad_a_rank_to_the_group_count() -> None:
+    assert pad_chunks([[1, 2], [3]], 4) == [[1, 2], [3], None, None]
+    assert pad_chunks([], 1) == [None]
+
+
+def test_trained_logits_is_the_unsharded_learners_forward() -> None:
+    model, learner = one_learner(LearnerConfig(bf16=False, kl_coef=0.0))
+    assert isinstance(learner.policy, TrainedLogits) and not learner.sharded  # one process: no shards
+    t = learner._tensors(random_samples(2))
+    where = t["mask"].bool()
+    with torch.no_grad():
+        direct = model.get_output_embeddings()(
+            model.base_model(input_ids=t["ids"], attention_mask=t["attention"]).last_hidden_state[:, :-1][where]
+        )
+        assert torch.equal(learner.policy(t["ids"], t["attention"], where, 1.0), direct.float())
