@@ -39,7 +39,7 @@ def test_parameter_count_equals_the_real_models(cfg: Config, name: str) -> None:
 def test_the_paper_config_fits_8_gpus_and_on_one_process_train_refuses_it() -> None:
     cfg = load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml")
     shipped = make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
-    assert shipped.fits and len(shipped.loads) == 8 and max(load.peak for load in shipped.loads) < 72
+    assert shipped.fits and len(shipped.loads) == 8 and max(load.peak for load in shipped.loads) < 50
     cfg.trainer.backend = "local"
     plan = make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
     assert not plan.fits and len(plan.loads) == 1  # the local backend: one process on GPU 0, seven idle

@@ -28,7 +28,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import GenerationConfig
@@ -76,6 +76,7 @@ class VLLMEngine:
             options["gpu_memory_utilization"] = gpu_memory
         self.llm = LLM(**options)
         self.on_gpu = on_gpu
+        self.sleeping: Literal["all", "kv_cache"] | None = None  # what is released
         self.tokenizer = self.llm.get_tokenizer()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -143,6 +144,9 @@ class VLLMEngine:
     def load_named(self, named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
         """Load (name, tensor) pairs, as a model's state dict names them, in chunks; drop prefix-cached keys/values."""
         t0 = time.perf_counter()
+        if self.sleeping == "all":
+            self.llm.wake_up(tags=["weights"])
+            self.sleeping = "kv_cache"
         chunk: list[tuple[str, str, list[int], bytes]] = []
         size = total = 0
         for name, param in named:
@@ -161,18 +165,29 @@ class VLLMEngine:
         self.stats["sync_seconds"] += seconds
         return {"timing/weight_sync_s": seconds, "sync/weight_mib": total / 2**20}
 
+    def sleep(self) -> None:
+        """On a GPU, free the engine's memory (weights and KV cache) for the learner's update; the weights
+        come back with the next `load_named`. A no-op on the CPU, where vLLM has no sleep mode."""
+        if self.on_gpu and self.sleeping is None:
+            self.llm.sleep(level=2)
+            self.sleeping = "all"
+
+    def wake(self) -> None:
+        """The KV cache back (and the weights' memory, if no weights were loaded while asleep)."""
+        if self.sleeping is not None:
+            self.llm.wake_up(tags=None if self.sleeping == "all" else ["kv_cache"])
+            self.sleeping = None
+
     @contextlib.contextmanager
     def asleep(self) -> Iterator[None]:
-        """On a GPU, free the engine's memory for the block (the learner's update); its weights are
-        discarded and come back with the next `sync_weights`. A no-op on the CPU."""
-        if not self.on_gpu:
-            yield
-            return
-        self.llm.sleep(level=2)
+        """Asleep for the block: the learner's update and the weight sync that follows it. New weights load
+        into the weights' memory alone; the KV cache comes back only after them, as verl orders it, so that
+        the two never hold the GPU together with the learner's state."""
+        self.sleep()
         try:
             yield
         finally:
-            self.llm.wake_up()
+            self.wake()
 
 
 def _raw_bytes(tensor: torch.Tensor) -> bytes:

@@ -86,8 +86,7 @@ class LocalBackend:
         return self.learner.version
 
     def update(self, result: RoundResult, cfg: Config, step: int, version: int) -> dict[str, float]:
-        with self.engine.asleep():  # a vLLM engine on a GPU frees its memory for the update
-            return update_roles(self.learner, result, cfg, step, version)
+        return update_roles(self.learner, result, cfg, step, version)  # inside the trainer's engine.asleep()
 
     def sync_weights(self) -> dict[str, float]:
         return self.engine.sync_weights(self.model)

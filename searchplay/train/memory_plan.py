@@ -6,9 +6,9 @@ reference in fp32 (4), and activations of one micro-batch. A sharded learner gro
 (`learner.sharding`, FSDP2) holds 1/N of the weights, gradients, moments and reference on each of its
 N ranks, plus the units it gathers to compute (the root's embeddings and two decoder layers in fp32);
 with `learner.offload` the shards stay on the CPU. vLLM takes `model.vllm_gpu_memory` of its GPU (its
-bf16 weights and KV cache inside that share) and sleeps during updates in the local backend (a Ray
-rollout worker's vLLM does not sleep yet); a Ray rollout worker on our engine holds an fp32 copy of
-the policy instead (on vLLM it holds none). A GPU's peak is the larger of its two phases: rollouts (vLLM
+bf16 weights and KV cache inside that share) and sleeps during the update and the weight sync that
+follows (in a Ray rollout worker too); a Ray rollout worker on our engine holds an fp32 copy of the
+policy instead (on vLLM it holds none). A GPU's peak is the larger of its two phases: rollouts (vLLM
 awake, the learner's weights, moments and reference resident) and updates (vLLM asleep,
 gradients and activations added).
 
@@ -177,11 +177,8 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
         load.update += [*resident, *grad, *working, ("learner", "activations (estimate)", acts)]
 
     def rollout(load: GpuLoad, ray_worker: bool) -> None:
-        if vllm:
-            share = ("rollout", f"vLLM share ({cfg.model.vllm_gpu_memory:g}: bf16 weights + KV cache)", vllm)
-            load.rollout.append(share)
-            if ray_worker:  # the local backend puts vLLM to sleep for the update; Ray rollout workers do not yet
-                load.update.append(share)
+        if vllm:  # asleep during the update (and the weight sync after it) in either backend
+            load.rollout.append(("rollout", f"vLLM share ({cfg.model.vllm_gpu_memory:g}: bf16 weights + KV cache)", vllm))
         elif ray_worker:  # a Ray rollout worker on our engine generates from its own fp32 policy
             load.rollout.append(("rollout", "fp32 policy copy", weights))
             load.update.append(("rollout", "fp32 policy copy", weights))

@@ -22,7 +22,7 @@ import contextlib
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -74,6 +74,14 @@ class RolloutWorker:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         return self.engine.generate(prompts, params)
+
+    def sleep(self) -> None:
+        if isinstance(self.engine, VLLMEngine):
+            self.engine.sleep()
+
+    def wake(self) -> None:
+        if isinstance(self.engine, VLLMEngine):
+            self.engine.wake()
 
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
         with torch.no_grad(), warnings.catch_warnings():
@@ -158,8 +166,15 @@ class RolloutWorkers:
     def keep_kv(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()  # each worker keeps keys/values inside its own episodes
 
-    def asleep(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()  # the workers hold their own devices
+    @contextlib.contextmanager
+    def asleep(self) -> Iterator[None]:
+        """Every worker's vLLM asleep for the block (the update and the weight sync that follows): on a GPU
+        shared with a learner rank the two take turns (a no-op on the CPU and for our engine)."""
+        ray.get([w.sleep.remote() for w in self.workers])
+        try:
+            yield
+        finally:
+            ray.get([w.wake.remote() for w in self.workers])
 
     def sync_weights(self, model: Any) -> dict[str, float]:
         """Every worker loads `model`: here the learner's published weights (an object ref of

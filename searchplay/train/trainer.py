@@ -180,12 +180,7 @@ def _train(
             version = backend.version
             result = parts.play(cfg, step, rng, functools.partial(logger.phase, step))
             metrics = dict(result.metrics)
-            t1 = time.perf_counter()
-            logger.phase(step, "updating the policy")
-            metrics.update(backend.update(result, cfg, step, version))
-            metrics["timing/update_s"] = time.perf_counter() - t1
-            logger.phase(step, "sending the new weights to the rollout engine")
-            metrics.update(backend.sync_weights())  # the next rollouts come from the new weights
+            metrics.update(update_and_sync(backend, result, cfg, step, version, functools.partial(logger.phase, step)))
             train_seconds += time.perf_counter() - t0
             metrics["timing/train_s"] = train_seconds  # rounds + updates so far, what trainer.max_minutes counts
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
@@ -217,6 +212,21 @@ def _train(
     finally:
         logger.close()
     return TrainSummary(run.root, done, metrics, saved, time.perf_counter() - t_start)
+
+
+def update_and_sync(
+    backend: Backend, result: RoundResult, cfg: Config, step: int, version: int, phase: Callable[[str], None]
+) -> dict[str, float]:
+    """The update, then the new weights to the rollout engine, which sleeps through both (on a GPU vLLM frees
+    its memory for the learner and takes the weights before its KV cache comes back): sleep, update, sync, wake."""
+    with backend.engine.asleep():
+        t1 = time.perf_counter()
+        phase("updating the policy")
+        metrics = backend.update(result, cfg, step, version)
+        metrics["timing/update_s"] = time.perf_counter() - t1
+        phase("sending the new weights to the rollout engine")
+        metrics.update(backend.sync_weights())  # the next rollouts come from the new weights
+    return metrics
 
 
 def _refuse_what_cannot_fit(cfg: Config) -> None:
