@@ -36,7 +36,7 @@ $(VENV)/.stamp-torch: $(VENV)/.stamp-venv
 # torchcodec for image and audio models; PyPI's torchvision fails to load beside the CPU torch 2.13.0
 # wheel and transformers imports it when present, so they are removed: searchplay runs text models only.
 $(VENV)/.stamp-package: $(VENV)/.stamp-torch pyproject.toml Makefile
-	$(PIP) -e ".[dev,dense,ray$(VLLM_EXTRA)]"
+	$(PIP) -e ".[dev,dense,ray,lora$(VLLM_EXTRA)]"
 	$(if $(VLLM_EXTRA),$(BIN)/pip uninstall --disable-pip-version-check --quiet -y torchvision torchaudio torchcodec)
 	touch $@
 

@@ -303,6 +303,14 @@ class LearnerConfig:
         "PyTorch FSDP2); auto: fsdp2 in a learner group of 2+ ranks",
     )
     offload: bool = _f(False, "fsdp2: keep parameters, gradients and optimizer state on the CPU between uses")
+    lora_rank: int = _f(
+        0,
+        "LoRA adapters of this rank on every linear layer but the output projection are trained, the base frozen, "
+        "the reference is the base (adapters off); 0 = full fine-tuning. Needs the extra 'lora' (peft)",
+        0,
+        4096,
+    )
+    lora_alpha: int = _f(32, "LoRA scale numerator: the adapters' product is scaled by lora_alpha / lora_rank", 1, 100000)
     seed: int = _f(0, "torch seed", 0, None)
 
 
@@ -486,6 +494,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.probe_every > 0 needs trainer.probe_data (a file from `searchplay probe build`)")
     if g.reward_left > g.reward_right:
         raise ConfigError(f"game.reward_left/right: need left <= right, got {g.reward_left}, {g.reward_right}")
+    if cfg.learner.lora_rank and cfg.trainer.backend != "local":
+        raise ConfigError("learner.lora_rank > 0 runs on the local backend (one GPU); the Ray backend shards instead")
 
 
 def validate_for_training(cfg: Config) -> None:

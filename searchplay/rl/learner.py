@@ -129,11 +129,15 @@ class Learner:
             enable_checkpointing(model)
         self.rank, self.world = rank_and_world()
         self.sharded = resolve_sharding(cfg.sharding, self.world)
+        if cfg.lora_rank and self.sharded:
+            raise ValueError("learner.lora_rank > 0 with a sharded learner is not supported: use one rank")
         # the forward the learner calls: the model's, or the root of its shards (each rank holds 1/world of it)
         self.policy = shard(model, cfg.offload) if self.sharded else TrainedLogits(model)
         self.reference_policy = (
             None if reference is None else shard(reference, cfg.offload) if self.sharded else TrainedLogits(reference)
         )
+        if reference is None and cfg.lora_rank and cfg.kl_coef > 0:
+            self.reference_policy = TrainedLogits(model, adapters_off=True)  # LoRA: the base is the reference
         self.trained_names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay

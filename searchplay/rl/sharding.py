@@ -18,6 +18,7 @@ state on every rank together (`full_state_dict`), one parameter at a time onto t
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -36,15 +37,18 @@ ROOT_PREFIX = "model."  # TrainedLogits holds the model as `self.model`
 
 class TrainedLogits(nn.Module):
     """The Learner's forward as one module: logits / temperature at the positions `where` (mask of the
-    targets, batch x (length - 1)), through the base model and the output projection."""
+    targets, batch x (length - 1)), through the base model and the output projection. A LoRA policy (PEFT)
+    runs its causal model, adapters included; `adapters_off`: without them (the LoRA policy's reference)."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, adapters_off: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.adapters_off = model, adapters_off
 
     def forward(self, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor, temperature: float) -> torch.Tensor:
-        hidden = self.model.base_model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
-        return self.model.get_output_embeddings()(hidden[:, :-1][where]).float() / temperature
+        causal = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        with self.model.disable_adapter() if self.adapters_off else contextlib.nullcontext():
+            hidden = causal.base_model(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+            return causal.get_output_embeddings()(hidden[:, :-1][where]).float() / temperature
 
 
 def layer_classes(model: Any) -> set[str]:

@@ -12,17 +12,19 @@ The trainer's loop is the same for both; a backend gives it
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any, Protocol
 
 from searchplay.config import Config
 from searchplay.game.selfplay import RoundResult
 from searchplay.llm.base import Engine
-from searchplay.llm.engines import training_engine
+from searchplay.llm.engines import engine_name, training_engine
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner
 from searchplay.search.base import Retriever
-from searchplay.train.checkpoint import load_trainer_state, save_checkpoint
+from searchplay.train.checkpoint import ADAPTER_DIR, load_trainer_state, save_checkpoint
 from searchplay.train.update import planned_optimizer_steps, update_roles
 
 
@@ -53,8 +55,22 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def lora_module() -> Any:
+    """searchplay.rl.lora, which imports PEFT (the optional extra 'lora'), for a config with learner.lora_rank > 0."""
+    if importlib.util.find_spec("peft") is None:
+        raise ValueError("learner.lora_rank > 0 needs PEFT: pip install 'searchplay[lora]'")
+    return importlib.import_module("searchplay.rl.lora")
+
+
 def load_policy(cfg: Config, weights: str, base: str) -> tuple[Any, Any, Any | None]:
-    """(policy in fp32 from `weights`, tokenizer, frozen reference from `base` if KL is on)."""
+    """(policy in fp32 from `weights`, tokenizer, frozen reference from `base` if KL is on). LoRA: the base
+    with adapters (a checkpoint's, when `weights` is one) and no reference model (the adapters turn off)."""
+    if cfg.learner.lora_rank:
+        lora = lora_module()
+        model, tokenizer = load_model(base, "float32", cfg.model.device)
+        adapters = Path(weights) / ADAPTER_DIR
+        policy = lora.add_adapters(model, cfg.learner.lora_rank, cfg.learner.lora_alpha, adapters if adapters.is_dir() else None)
+        return policy, tokenizer, None
     model, tokenizer = load_model(weights, "float32", cfg.model.device)
     reference = None
     if cfg.learner.kl_coef > 0:
@@ -80,6 +96,9 @@ class LocalBackend:
         self.model, self.tokenizer, reference = load_policy(cfg, weights, base)
         self.engine = training_engine(self.model, self.tokenizer, weights, cfg.model, cfg.rollout.seed, cfg.model.threads)
         self.learner = build_learner(cfg, self.model, reference, self.engine.pad_id, checkpoint)
+        self.lora = lora_module() if cfg.learner.lora_rank else None
+        # what vLLM is sent: a LoRA policy's merged weights (our engine generates with the policy itself)
+        self.published = self.lora.MergedWeights(self.model) if self.lora and engine_name(cfg.model) == "vllm" else self.model
 
     @property
     def version(self) -> int:
@@ -89,12 +108,16 @@ class LocalBackend:
         return update_roles(self.learner, result, cfg, step, version)  # inside the trainer's engine.asleep()
 
     def sync_weights(self) -> dict[str, float]:
-        return self.engine.sync_weights(self.model)
+        return self.engine.sync_weights(self.published)
 
     def save(self, root: Path, step: int, state: dict[str, Any], cfg: Config) -> Path:
-        return save_checkpoint(
-            root, step, self.model, self.tokenizer, self.learner.state_dict(), state, cfg, cfg.trainer.keep_checkpoints
-        )
+        """A LoRA policy is saved merged (a plain model directory), its adapters beside it for resuming."""
+        keep, learner_state = cfg.trainer.keep_checkpoints, self.learner.state_dict()
+        if self.lora is None:
+            return save_checkpoint(root, step, self.model, self.tokenizer, learner_state, state, cfg, keep)
+        merged = self.lora.merged_state_dict(self.model)
+        base = self.model.get_base_model()
+        return save_checkpoint(root, step, base, self.tokenizer, learner_state, state, cfg, keep, merged, adapters=self.model)
 
     def metrics(self) -> dict[str, float]:
         return {}

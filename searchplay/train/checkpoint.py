@@ -1,6 +1,7 @@
 """Checkpoints: written whole to a temporary directory, then renamed into place.
 
-    checkpoints/step-N/model/        Hugging Face model directory (safetensors; transformers/vLLM load it as is)
+    checkpoints/step-N/model/        Hugging Face model directory (safetensors; transformers/vLLM load it as is;
+                                     a LoRA run's merged weights, its adapters in model/adapter/)
     checkpoints/step-N/trainer.pt    optimizer, scheduler, learner RNG, torch/python RNG states
     checkpoints/step-N/state.json    step, pool events count, seed sampler state, metrics lines
     checkpoints/step-N/config.toml   resolved config
@@ -25,6 +26,7 @@ from searchplay.config import Config, to_toml
 from searchplay.outdir import fsync_tree, replace_dir
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+ADAPTER_DIR = "adapter"  # a LoRA run's adapters inside a checkpoint's model directory
 
 
 def save_checkpoint(
@@ -37,13 +39,17 @@ def save_checkpoint(
     cfg: Config,
     keep: int = 2,
     weights: dict[str, torch.Tensor] | None = None,
+    adapters: Any | None = None,
 ) -> Path:
-    """`weights`: the full state of a sharded model (Learner.full_weights); None: the model's own."""
+    """`weights`: the full state of a sharded model (Learner.full_weights) or a LoRA policy's merged weights;
+    None: the model's own. `adapters`: a LoRA policy, whose adapters are kept in model/adapter/ for resuming."""
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp / "model", state_dict=weights)
+    if adapters is not None:
+        adapters.save_pretrained(tmp / "model" / ADAPTER_DIR)
     tokenizer.save_pretrained(tmp / "model")
     torch.save({**learner_state, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))

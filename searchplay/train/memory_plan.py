@@ -5,12 +5,13 @@ weights, fp32 gradients and AdamW's two fp32 moments on its device (16 bytes per
 reference in fp32 (4), and activations of one micro-batch. A sharded learner group
 (`learner.sharding`, FSDP2) holds 1/N of the weights, gradients, moments and reference on each of its
 N ranks, plus the units it gathers to compute (the root's embeddings and two decoder layers in fp32);
-with `learner.offload` the shards stay on the CPU. vLLM takes `model.vllm_gpu_memory` of its GPU (its
-bf16 weights and KV cache inside that share) and sleeps during the update and the weight sync that
-follows (in a Ray rollout worker too); a Ray rollout worker on our engine holds an fp32 copy of the
-policy instead (on vLLM it holds none). A GPU's peak is the larger of its two phases: rollouts (vLLM
-awake, the learner's weights, moments and reference resident) and updates (vLLM asleep,
-gradients and activations added).
+with `learner.offload` the shards stay on the CPU. With LoRA (`learner.lora_rank`) the fp32 base is
+frozen: gradients and moments exist for the adapters alone, and the reference is the base itself.
+vLLM takes `model.vllm_gpu_memory` of its GPU (its bf16 weights and KV cache inside that share)
+and sleeps during the update and the weight sync that follows (in a Ray rollout worker too); a
+Ray rollout worker on our engine holds an fp32 copy of the policy instead (on vLLM it holds none).
+A GPU's peak is the larger of its two phases: rollouts (vLLM awake, the learner's weights, moments
+and reference resident) and updates (vLLM asleep, gradients and activations added).
 
 Activations are an estimate: with gradient checkpointing each layer keeps its fp32 input for
 `learner.micro_batch_tokens` tokens and one layer is recomputed at a time; without it every
@@ -60,6 +61,13 @@ class ModelShape:
         per_layer = attention + 3 * self.hidden * self.intermediate + 2 * self.hidden
         embeddings = self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
         return self.layers * per_layer + embeddings + self.hidden
+
+
+def lora_parameters(shape: ModelShape, rank: int) -> int:
+    """Adapter parameters of rank `rank` on every linear layer of the decoder (attention and MLP): r x (in + out) each."""
+    q, kv, h, i = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, shape.hidden, shape.intermediate
+    per_layer = (h + q) + 2 * (h + kv) + (q + h) + 2 * (h + i) + (i + h)
+    return shape.layers * rank * per_layer
 
 
 def read_shape(path: Path) -> ModelShape:
@@ -159,6 +167,9 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
     part = f" (1/{ranks} shard)" if sharded else ""
     weights, moments, grads = 4 * p / GIB, 8 * p / GIB, 4 * p / GIB
     reference = 4 * p / GIB if cfg.learner.kl_coef > 0 else 0.0
+    lora = lora_parameters(shape, cfg.learner.lora_rank)
+    if lora:  # the base frozen: gradients and moments for the adapters alone, the reference is the base
+        moments, grads, reference = 8 * lora / GIB, 4 * lora / GIB, 0.0
     acts = activation_gib(shape, cfg.learner.micro_batch_tokens, cfg.learner.gradient_checkpointing)
     vllm = cfg.model.vllm_gpu_memory * gpu_gib if cfg.model.engine == "vllm" else 0.0
     embeddings = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)
@@ -166,14 +177,16 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
 
     def learner(load: GpuLoad) -> None:
         resident = [
-            ("learner", f"fp32 weights{part}", weights * share),
-            ("learner", f"AdamW moments (fp32){part}", moments * share),
+            ("learner", f"fp32 {'base weights (frozen)' if lora else 'weights'}{part}", weights * share),
+            ("learner", f"AdamW moments (fp32{', adapters' if lora else ''}){part}", moments * share),
         ]
+        if lora:
+            resident.append(("learner", f"LoRA adapters (fp32, {lora:,} parameters)", 4 * lora / GIB))
         if reference:
             resident.append(("learner", f"KL reference (fp32){part}", reference * share))
         load.rollout += resident
         working = [("learner", "gathered for compute (fp32 embeddings + 2 layers)", gathered)] if sharded else []
-        grad = [("learner", f"fp32 gradients{part}", grads * share)]
+        grad = [("learner", f"fp32 gradients{' (adapters)' if lora else ''}{part}", grads * share)]
         load.update += [*resident, *grad, *working, ("learner", "activations (estimate)", acts)]
 
     def rollout(load: GpuLoad, ray_worker: bool) -> None:
