@@ -1,7 +1,7 @@
 """The learning study behind `make study` (docs/study/v2-plan.md): does search self-play help the bundled 135M
 model once the game pays for answerable questions and short answers?
 
-  python benchmarks/study.py sweep [--only a,b] [--minutes 12] [--limit 200]
+  python benchmarks/study.py sweep [--only a,b] [--steps 11] [--limit 200]
       short runs of the settings in SWEEP, judged on the first --limit questions of the dev splits
       (nq-dev-answerable, triviaqa-dev-answerable) and on the probe questions; writes docs/study/sweep.md
   python benchmarks/study.py arms --setting NAME [--minutes 60] [--limit 500]
@@ -23,8 +23,11 @@ docs/study/v2/evals/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -46,11 +49,13 @@ SUPERVISED_SETS = DEV_SETS  # the supervised control's labelled questions: never
 # What every run shares: questions are not cut at 24 tokens (the phase-1 finding); 16 seeds a step, since the
 # base proposer gets about 3% of its questions past the retrievable check (docs/study/v2-plan.md, phase 2)
 # and 4 would leave most steps without a new question; trajectories of every 10th step are kept,
-# checkpoints every 5 steps, no periodic evaluation (the study evaluates at the end).
+# checkpoints every 5 steps, no periodic evaluation (the study evaluates at the end). Micro-batches of 2,048
+# tokens: at the config's 8,192 (no gradient checkpointing) an update peaked at 13.6 GiB of the trainer's
+# memory and was killed for memory beside other jobs on this 24 GiB machine; the sum is the same.
 COMMON = [
     "rollout.max_new_tokens=48",
     "game.batch_size=16",
-    "trainer.steps=100000",
+    "learner.micro_batch_tokens=2048",
     "trainer.save_every=5",
     "trainer.keep_checkpoints=1",
     "trainer.eval_every=0",
@@ -87,24 +92,39 @@ class Study:
 
 
 def searchplay(*args: str) -> None:
+    """One command in its own process group: when it dies (killed for memory, say), what it started dies with
+    it; vLLM's engine processes outlived a killed trainer by half an hour, holding 4 GiB each."""
     print("$ searchplay " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "searchplay", *args], cwd=ROOT, check=True)
+    with subprocess.Popen([sys.executable, "-m", "searchplay", *args], cwd=ROOT, start_new_session=True) as proc:
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # its own session does not see the terminal's Ctrl-C: pass it on, let it stop
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait()
+            raise
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # only this command's own group: nothing else is touched
+    if code:
+        raise subprocess.CalledProcessError(code, ["searchplay", *args])
 
 
 def sets(*pairs: str) -> list[str]:
     return [arg for pair in pairs for arg in ("--set", pair)]
 
 
-def train(s: Study, name: str, minutes: float, overrides: list[str]) -> Path:
-    """A run of `minutes` of training time under work/name, continued if it was interrupted."""
+def train(s: Study, name: str, overrides: list[str], minutes: float | None = None, steps: int = 100_000) -> Path:
+    """A run of `steps` steps or `minutes` of training time, whichever ends first, under work/name, continued
+    if it was interrupted."""
     run = s.work / name
     if (run / "STUDY_DONE").is_file():
         print(f"train {name}: done", flush=True)
         return run
     if (run / "config.toml").is_file():
-        searchplay("train", "--resume", str(run), "--restart", "--steps", "100000")
+        searchplay("train", "--resume", str(run), "--restart", "--steps", str(steps))
     else:
-        settings = sets(*COMMON, f"trainer.max_minutes={minutes}", *overrides)
+        budget = [f"trainer.steps={steps}", *([f"trainer.max_minutes={minutes}"] if minutes else [])]
+        settings = sets(*COMMON, *budget, *overrides)
         searchplay("train", "--config", str(s.config), "--run-dir", str(run), *settings)
     (run / "STUDY_DONE").write_text("finished\n")
     return run
@@ -178,7 +198,7 @@ def sweep_table(s: Study, names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_sweep(s: Study, only: list[str], minutes: float, limit: int) -> None:
+def run_sweep(s: Study, only: list[str], steps: int, limit: int) -> None:
     if not s.probes.is_file():
         raise SystemExit(f"{s.probes} is missing: build it first (docs/study/v2-plan.md, phase 2)")
     names = only or list(SWEEP)
@@ -188,7 +208,7 @@ def run_sweep(s: Study, only: list[str], minutes: float, limit: int) -> None:
     judged = [*DEV_SETS, str(s.probes)]
     evaluate(s, "base", base_model(s), judged, limit)
     for name in names:
-        run = train(s, f"sweep-{name}", minutes, SWEEP[name])
+        run = train(s, f"sweep-{name}", SWEEP[name], steps=steps)
         keep_run(s, name, run)
         evaluate(s, name, str(run), judged, limit)
     done = [n for n in SWEEP if (s.out / "evals" / f"{n}-{s.probes.stem}" / "summary.json").is_file()]
@@ -232,7 +252,7 @@ def run_arms(s: Study, setting_name: str, minutes: float, limit: int) -> None:
         if name == "supervised-then-selfplay":
             supervised = s.work / "arm-supervised"
             overrides = [*overrides, f"model.path={supervised / 'checkpoints' / latest_step(supervised)}/model"]
-        run = train(s, f"arm-{name}", minutes, overrides)
+        run = train(s, f"arm-{name}", overrides, minutes=minutes)
         keep_run(s, name, run)
         evaluate(s, name, str(run), list(TEST_SETS), limit)
     report(s, list(arms(s, setting)))
@@ -273,7 +293,13 @@ def main() -> None:
     parser.add_argument("phase", choices=("sweep", "arms", "report"))
     parser.add_argument("--only", default="", help="sweep: comma-separated settings (default: all, in order)")
     parser.add_argument("--setting", default="v2", help="arms: the sweep setting the arms use")
-    parser.add_argument("--minutes", type=float, default=None, help="training time per run (sweep 12, arms 60)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="arms: training time per run")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=11,
+        help="sweep: steps per run (a fixed count, so that load on the machine does not favour one setting)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N questions per set (sweep 200, arms 500)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-smollm2.toml", help="base config")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "study" / "v2", help="results (committed)")
@@ -281,14 +307,14 @@ def main() -> None:
     parser.add_argument("--probes", type=Path, default=ROOT / "docs" / "study" / "probes-read.jsonl", help="probe questions")
     args = parser.parse_args()
     s = Study(args.config.resolve(), args.out.resolve(), args.work.resolve(), args.probes.resolve())
-    if (args.minutes is not None and args.minutes <= 0) or (args.limit is not None and args.limit < 1):
-        parser.error("--minutes must be > 0 and --limit >= 1")
+    if args.minutes <= 0 or args.steps < 1 or (args.limit is not None and args.limit < 1):
+        parser.error("--minutes must be > 0, --steps and --limit >= 1")
     if args.setting not in SWEEP:
         parser.error(f"--setting {args.setting!r}: choose from {list(SWEEP)}")
     if args.phase == "sweep":
-        run_sweep(s, [n for n in args.only.split(",") if n], args.minutes or 12.0, args.limit or 200)
+        run_sweep(s, [n for n in args.only.split(",") if n], args.steps, args.limit or 200)
     elif args.phase == "arms":
-        run_arms(s, args.setting, args.minutes or 60.0, args.limit or 500)
+        run_arms(s, args.setting, args.minutes, args.limit or 500)
     else:
         report(s, list(arms(s, SWEEP[args.setting])))
 

@@ -48,7 +48,7 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
     out, work, probes = tmp_path / "study", tmp_path / "work", tmp_path / "probes.jsonl"
     probes.write_text("".join(json.dumps({"id": f"p{i}", "question": f"Who is {i}?", "golden_answers": [str(i)]}) + "\n"
                               for i in range(3)))  # fmt: skip
-    common = ["--config", "configs/tiny-test.toml", "--minutes", "0.001", "--limit", "3", "--out", str(out),
+    common = ["--config", "configs/tiny-test.toml", "--minutes", "0.001", "--steps", "1", "--limit", "3", "--out", str(out),
               "--work", str(work), "--probes", str(probes)]  # fmt: skip
     sweep = [sys.executable, "benchmarks/study.py", "sweep", "--only", "v2", *common]
     arms = [sys.executable, "benchmarks/study.py", "arms", "--setting", "v2", *common]
