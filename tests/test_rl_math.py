@@ -84,6 +84,26 @@ def test_dynamic_sampling_keeps_single_sample_groups_with_a_reward() -> None:
     assert informative(rewards, groups) == [2, 3, 4]
 
 
+def test_a_batch_baseline_batch_whose_rewards_all_agree_is_not_trained_on() -> None:
+    """reinforce_pp whitens over the batch: 16 rejected proposals at -0.5 all get advantage 0, and an update on
+    them would only move the shared weights (AdamW's momentum, the KL term)."""
+    from searchplay.agent.trajectory import Trajectory
+    from searchplay.train.update import role_samples
+
+    rejected = [-0.5] * 4
+    assert informative(rejected, [0, 1, 2, 3], batch_baseline=True) == []
+    assert informative(rejected, [0, 1, 2, 3]) == [0, 1, 2, 3]  # a per-group baseline keeps its raw rewards
+    assert informative([-0.5, -0.5, 1.0], [0, 1, 2], batch_baseline=True) == [0, 1, 2]
+    trajs = []
+    for _ in range(4):
+        t = Trajectory([1, 2])
+        t.append([3, 4], True)
+        trajs.append(t)
+    kept = role_samples(trajs, rejected, [0, 1, 2, 3], [False] * 4, "reinforce_pp", True, True, 0)
+    assert kept == []
+    assert len(role_samples(trajs, rejected, [0, 1, 2, 3], [False] * 4, "reinforce_pp", True, False, 0)) == 4
+
+
 def test_planned_optimizer_steps_count_mini_batches_epochs_and_updates() -> None:
     from searchplay.config import load_config
     from searchplay.train.update import planned_optimizer_steps

@@ -38,7 +38,7 @@ def role_samples(
     """
     keep = [i for i, x in enumerate(excluded) if not x] if excluded else list(range(len(trajs)))
     if dynamic_sampling:
-        signal = set(informative([rewards[i] for i in keep], [groups[i] for i in keep]))
+        signal = set(informative([rewards[i] for i in keep], [groups[i] for i in keep], estimator == "reinforce_pp"))
         keep = [i for k, i in enumerate(keep) if k in signal]
     trajs, rewards, groups = [trajs[i] for i in keep], [rewards[i] for i in keep], [groups[i] for i in keep]
     samples = [Sample.from_trajectory(t, 0.0, version) for t in trajs]
@@ -58,13 +58,17 @@ def _mean_advantage(adv: float | torch.Tensor, mask: list[int]) -> float:
     return float(adv[trained].mean()) if trained.any() else 0.0
 
 
-def informative(rewards: list[float], groups: list[int]) -> list[int]:
+def informative(rewards: list[float], groups: list[int], batch_baseline: bool = False) -> list[int]:
     """Indices of samples in groups that carry a learning signal.
 
     A group of several samples whose rewards all agree has none. A group of one sample (the
     proposer with one rollout per seed) has advantage = its reward, so it is dropped only when
-    that reward is 0.
+    that reward is 0. With a baseline over the whole batch (`batch_baseline`, reinforce_pp) a batch
+    whose rewards all agree has none either: its advantages are all 0, and an update would only move the
+    shared weights by AdamW's momentum and the KL term (a v2 proposer whose 16 proposals were all rejected).
     """
+    if batch_baseline and len(set(rewards)) <= 1:
+        return []
     by_group: dict[int, list[float]] = {}
     for r, g in zip(rewards, groups):
         by_group.setdefault(g, []).append(r)
