@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM
 
-from searchplay.assets.names import model_config_file, model_path
+from searchplay.assets.names import BUNDLED, model_config_file, model_path
 from searchplay.config import Config, load_config
 from searchplay.train.memory_plan import GIB, PlanError, activation_gib, make_plan, read_shape
 from searchplay.train.trainer import TrainError, refuse_unfit
@@ -101,3 +101,23 @@ def test_a_file_that_is_not_a_decoder_config_is_refused(tmp_path: Path) -> None:
     bad.write_text('{"vocab_size": 10}')
     with pytest.raises(PlanError, match=r"config\.json"):
         read_shape(bad)
+
+
+@pytest.mark.parametrize(
+    ("shape", "checkpointing", "measured_gib"),
+    [("benchmarks/configs/qwen2.5-1.5b.json", True, 42.6), ("smollm2", False, 21.6)],
+)
+def test_the_update_estimate_is_within_20_percent_of_the_peaks_measured_on_an_h100(
+    cfg: Config, shape: str, checkpointing: bool, measured_gib: float
+) -> None:
+    """benchmarks/results/gpu-h100/throughput*.md: one Learner.update of 64 x 1024 tokens in micro-batches of 16,384
+    tokens, bf16 autocast, KL off, torch.cuda.max_memory_allocated (benchmarks/gpu_throughput.py)."""
+    recorded = (ROOT / "benchmarks/results/gpu-h100" / ("throughput-1.5b.md" if "qwen" in shape else "throughput.md")).read_text()
+    assert f"| {measured_gib} |" in recorded
+    path = ROOT / shape if "qwen" in shape else Path(model_path(BUNDLED, cfg)) / "config.json"
+    overrides = ["model.engine=transformers", "learner.kl_coef=0", "learner.micro_batch_tokens=16384"]
+    run = load_config(
+        ROOT / "configs/tiny-test.toml", [*overrides, f"learner.gradient_checkpointing={str(checkpointing).lower()}"]
+    )
+    planned = sum(gib for *_, gib in make_plan(run, read_shape(path), 1, 80).loads[0].update)
+    assert planned == pytest.approx(measured_gib, rel=0.2)
