@@ -4,7 +4,9 @@
 #   1. the gpu-marked tests (CUDA gives the CPU's greedy tokens and update loss);
 #   2. 3 self-play steps of the tiny config on the GPU and on the CPU of the same machine;
 #   3. rollout and learner throughput of SmolLM2-135M- and Qwen2.5-1.5B-shaped models with random
-#      weights (benchmarks/gpu_throughput.py), the per-GPU figures of docs/scaling.md.
+#      weights (benchmarks/gpu_throughput.py), the per-GPU figures of docs/scaling.md;
+#   4. a Qwen2.5-7B-shaped learner update with LoRA rank 64 (the one-GPU layout; peft in .whl/), its peak
+#      beside the memory plan's (prepared 2026-12-01, not yet run).
 # It uses the machine's own torch (CUDA build). What it needs beside the checkout, prepared on a
 # machine with network (benchmarks/README.md, "GPU check"):
 #   .whl/          wheels of searchplay's dependencies that the machine lacks (cp312, manylinux)
@@ -33,7 +35,9 @@ done
 
 { python3 benchmarks/gpu_throughput.py --config .gpuassets/smollm2-config.json --tokenizer .gpuassets/tiny-random-llama
   python3 benchmarks/gpu_throughput.py --config benchmarks/configs/qwen2.5-1.5b.json --tokenizer .gpuassets/tiny-random-llama \
-    --batches 64 --gradient-checkpointing; } | tee "$OUT/throughput.md"
+    --batches 64 --gradient-checkpointing
+  python3 benchmarks/gpu_throughput.py --config configs/shapes/qwen2.5-7b-instruct.json --tokenizer .gpuassets/tiny-random-llama \
+    --batches --gradient-checkpointing --lora-rank 64 --micro-batch-tokens 12288; } | tee "$OUT/throughput.md"
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.md"
 import json, sys
