@@ -27,7 +27,6 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
-    set_model_state_dict,
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, fully_shard
@@ -77,20 +76,11 @@ def shard(model: Any, offload: bool = False) -> TrainedLogits:
     return root
 
 
-def is_sharded(model: Any) -> bool:
-    return any(isinstance(m, FSDPModule) for m in model.modules())
-
-
 def full_state_dict(root: nn.Module) -> dict[str, torch.Tensor]:
     """The full weights of a sharded root, by the wrapped model's parameter names, on the CPU of rank 0
     (other ranks get an empty dict). A collective: every rank calls it."""
     state: dict[str, Any] = get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k.removeprefix(ROOT_PREFIX): v for k, v in state.items()}
-
-
-def load_full_state_dict(root: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Full weights (one process's names) into a sharded root; every rank passes the same dict."""
-    set_model_state_dict(root, {ROOT_PREFIX + k: v for k, v in state.items()}, options=StateDictOptions(full_state_dict=True))
 
 
 def full_optimizer_state(root: nn.Module, optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, Any]:
