@@ -11,8 +11,10 @@ SOLVER_SYSTEM = (
     "You answer questions by searching an encyclopedia. Work step by step. You may reason inside "
     "<think> and </think>. To look something up, write a query inside <search> and </search>; the "
     "results will be shown to you inside <information> and </information>. Search as often as you "
-    "need. When you know the answer, write only the answer, without explanation, inside <answer> and "
-    "</answer>, for example <answer>Marie Curie</answer>."
+    "need. When you know the answer, write only the answer inside <answer> and </answer>: a name, a "
+    "number, a date or a few words, never a sentence. Example: for the question which dormant volcano "
+    "in Tanzania is the highest mountain in Africa, after reading about it, the answer is "
+    "<answer>Mount Kilimanjaro</answer>."
 )
 
 SOLVER_USER = "Question: {question}"
