@@ -69,18 +69,29 @@ V2 = [
     "solver.norm_std=false",
 ]
 # Settings of the sweep, most informative first (a partial sweep still answers the main question):
-# the whole v2 game against the v1 game, then one change at a time away from v2 (8 in all). The v2 verifier
-# reads: on the hand-audited questions `retrievable` kept 8% right ones, `reading` 67% (docs/study/audit.md).
+# the whole v2 game against the v1 game, then changes away from v2 (8 in all). The v2 verifier reads: on the
+# hand-audited questions `retrievable` kept 8% right ones, `reading` 67% (docs/study/audit.md).
+# The first four ran with the solver prompt before commit 35f6616 (its example answer, "Marie Curie", was
+# copied; docs/study/v2-plan.md, phase 2c) and are judged against the base model under that prompt. Under
+# `reading` the solver was never updated (3 of 176 and 3 of 704 proposals accepted), so the last four vary
+# the one v2 game in which it was, the one with `retrievable`, under the present prompt.
+RETRIEVABLE = [*V2, "game.verifier=retrievable"]
 SWEEP: dict[str, list[str]] = {
     "v2": V2,
     "v1-game": [],
-    "v2-retrievable": [*V2, "game.verifier=retrievable"],
+    "v2-retrievable": RETRIEVABLE,
     "v2-seeds64": [*V2, "game.batch_size=64"],  # v2 accepted 3 of 176 proposals in 11 steps: 4x the proposals a step
-    "v2-reward-1-acc": [*V2, "game.proposer_reward=1-acc"],
-    "v2-solver-f1": [*V2, "game.solver_reward=f1"],
-    "v2-norm-std": [*V2, "solver.norm_std=true"],
-    "v2-frozen-proposer": [*V2, "proposer.train=false"],
+    "retrievable": RETRIEVABLE,  # the same game as v2-retrievable, under the present solver prompt
+    "retrievable-reward-1-acc": [*RETRIEVABLE, "game.proposer_reward=1-acc"],
+    "retrievable-solver-f1": [*RETRIEVABLE, "game.solver_reward=f1"],
+    "retrievable-norm-std": [*RETRIEVABLE, "solver.norm_std=true"],
 }
+EARLIER_PROMPT = {"v2", "v1-game", "v2-retrievable", "v2-seeds64"}  # judged against "base-prompt-a"
+
+
+def baseline(name: str) -> str:
+    """The base model's evaluations a sweep setting is compared with: under the solver prompt it ran with."""
+    return "base-prompt-a" if name in EARLIER_PROMPT else "base"
 
 
 @dataclass(frozen=True)
@@ -172,22 +183,24 @@ def fmt(value: float | None, scale: float = 1.0) -> str:
 
 
 def sweep_table(s: Study, names: list[str]) -> str:
-    """Dev EM / F1 (and the probe questions) per setting with the paired difference to the base, and the game's
-    health over each run's last 5 steps."""
+    """Dev EM / F1 (and the probe questions) per setting with the paired difference to its base (`baseline`), and
+    the game's health over each run's last 5 steps."""
     judged = [*DEV_SETS, str(s.probes)]
     head = ["setting", "steps"]
     head += [f"{Path(d).stem} EM (diff [95% CI])" for d in judged] + ["learnable", "answer words", "solver EM (train)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for name in ["base", *names]:
+    bases = sorted({baseline(n) for n in names}, key=lambda b: b != "base-prompt-a")
+    for name in [*bases, *names]:
+        is_base = name in bases
         cells = [name]
         metrics = s.out / "runs" / name / "metrics.jsonl"
         steps = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
-        cells.append(str(steps) if name != "base" else "0")
+        cells.append("0" if is_base else str(steps))
         for dataset in judged:
-            base, other = scores(s, "base", dataset), scores(s, name, dataset)
+            base, other = scores(s, name if is_base else baseline(name), dataset), scores(s, name, dataset)
             ids = list(base)
             a, b = [base[i]["em"] for i in ids], [other[i]["em"] for i in ids]
-            if name == "base":
+            if is_base:
                 cells.append(f"{100 * sum(a) / len(a):.1f}")
                 continue
             r = paired_bootstrap(a, b)
@@ -206,8 +219,13 @@ def run_sweep(s: Study, only: list[str], steps: int, limit: int) -> None:
     if unknown:
         raise SystemExit(f"unknown sweep settings {unknown}; choose from {list(SWEEP)}")
     judged = [*DEV_SETS, str(s.probes)]
+    for name in names:
+        if name in EARLIER_PROMPT and not (s.out / "evals" / f"{name}-{s.probes.stem}" / "summary.json").is_file():
+            raise SystemExit(f"{name} ran under the solver prompt before commit 35f6616: check that commit out to run it")
     evaluate(s, "base", base_model(s), judged, limit)
     for name in names:
+        if name in EARLIER_PROMPT:
+            continue
         run = train(s, f"sweep-{name}", SWEEP[name], steps=steps)
         keep_run(s, name, run)
         evaluate(s, name, str(run), judged, limit)
