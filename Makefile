@@ -65,6 +65,8 @@ test: setup
 clean-venv:
 	rm -rf $(VENV)
 
-# The learning study (docs/study/): base vs self-play vs supervised control, resumable; hours on 2 cores.
+# The learning study v2 (docs/study/v2-plan.md): the sweep on the dev splits, then the arms (base, self-play,
+# supervised control, ...) with the setting it chose; resumable, many hours on 2 cores.
 study: setup
-	$(BIN)/python benchmarks/study.py
+	$(BIN)/python benchmarks/study.py sweep
+	$(BIN)/python benchmarks/study.py arms
