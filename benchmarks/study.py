@@ -72,7 +72,8 @@ V2 = [
 # the whole v2 game against the v1 game, then changes away from v2 (8 in all). The v2 verifier reads: on the
 # hand-audited questions `retrievable` kept 8% right ones, `reading` 67% (docs/study/audit.md).
 # The first four ran with the solver prompt before commit 35f6616 (its example answer, "Marie Curie", was
-# copied; docs/study/v2-plan.md, phase 2c) and are judged against the base model under that prompt. Under
+# copied; docs/study/v2-plan.md, phase 2c) and the first-line content rule (phase 2d), and are judged against
+# the base model under those. Under
 # `reading` the solver was never updated (3 of 176 and 3 of 704 proposals accepted), so the last four vary
 # the one v2 game in which it was, the one with `retrievable`, under the present prompt.
 RETRIEVABLE = [*V2, "game.verifier=retrievable"]

@@ -101,11 +101,16 @@ def test_a_question_cut_off_by_the_token_cap_is_rejected() -> None:
         ("What is the last Inca State?</answer> and more", "What is the last Inca State?", True),  # the wrong tag
         ("Where is the Kara Sea?\nThe Kara Sea is", "Where is the Kara Sea?", True),
         ("  Which legume species is commonly called the", "Which legume species is commonly called the", False),
+        (":\n\nBill Berry drummer band</search>", "Bill Berry drummer band", True),  # a line that says nothing
+        ("The answer is:\nR.E.M.</answer>", "R.E.M.", True),  # a lead-in line
+        ("The answer is:\n\nThe answer is:\n", "The answer is:", True),  # only lead-ins: the first
+        ("The answer is:\nParis", "Paris", False),  # the line after the lead-in was cut off
     ],
 )
 def test_the_content_ends_at_any_closing_tag_or_line_break(written: str, content: str, ended: bool) -> None:
-    """Before: 'What is the last Inca State?</answer>' was the question (and failed the question-mark rule), and
-    a line that ended before the token cap was counted as cut off when the model wrote on after it."""
+    """Before: 'What is the last Inca State?</answer>' was the question (and failed the question-mark rule), a
+    line that ended before the token cap was counted as cut off when the model wrote on after it, and ':' or
+    'The answer is:' was the search query or the answer when the model wrote its content on the next line."""
     assert tag_content(written) == (content, ended)
     traj = proposer(content, "<question>" + written, "length")
     assert traj.final_cut_off is (not ended)

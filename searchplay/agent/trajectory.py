@@ -16,16 +16,23 @@ StopReason = Literal["answer", "question", "max_turns", "length", "error", "no_a
 
 
 def tag_content(written: str) -> tuple[str, bool]:
-    """(content, ended) of what a model wrote after an opening tag: the content is its first line, up to the
-    first closing tag of any kind ("Paris</answer>", and "Paris</information>" alike: a 135M model often
-    closes with the wrong tag); `ended` says whether the model ended it (a closing tag or a line break
-    follows) rather than being cut off mid-line."""
+    """(content, ended) of what a model wrote after an opening tag: the first line that says something, up to
+    the first closing tag of any kind ("Paris</answer>", and "Paris</information>" alike: a 135M model often
+    closes with the wrong tag). A line without a letter or digit (":") or one that leads in to the next ("The
+    answer is:") is passed over, since the 135M model opens many searches with ":" and a line break and many
+    answers with "The answer is:" (docs/study/v2-plan.md, phase 2d); when every line is such, the first one is
+    the content. `ended` says whether the model ended the content (a closing tag or a line break follows it)
+    rather than being cut off mid-line."""
     text = written.strip()
-    match = _CONTENT_END.search(text)
-    return (text[: match.start()].strip(), True) if match else (text, False)
+    close = text.find("</")
+    lines = (text if close < 0 else text[:close]).split("\n")
+    says = [i for i, line in enumerate(lines) if _LETTER_OR_DIGIT.search(line)]
+    content = [i for i in says if not lines[i].rstrip().endswith(":")]
+    i = content[0] if content else says[0] if says else 0
+    return lines[i].strip(), close >= 0 or i < len(lines) - 1
 
 
-_CONTENT_END = re.compile(r"</|\n")
+_LETTER_OR_DIGIT = re.compile(r"\w")
 
 
 @dataclass
