@@ -50,18 +50,20 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
                               for i in range(3)))  # fmt: skip
     common = ["--config", "configs/tiny-test.toml", "--minutes", "0.001", "--steps", "1", "--limit", "3", "--out", str(out),
               "--work", str(work), "--probes", str(probes)]  # fmt: skip
-    sweep = [sys.executable, "benchmarks/study.py", "sweep", "--only", "v2", *common]
-    arms = [sys.executable, "benchmarks/study.py", "arms", "--setting", "v2", *common]
+    sweep = [sys.executable, "benchmarks/study.py", "sweep", "--only", "retrievable", *common]
+    arms = [sys.executable, "benchmarks/study.py", "arms", "--setting", "retrievable", *common]
+    earlier = subprocess.run([*sweep[:4], "v2", *common], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert earlier.returncode != 0 and "ran under the solver prompt before" in earlier.stderr  # not rerun under today's
     for cmd in (sweep, arms):
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
-    for name, datasets in (("v2", ("nq-dev-answerable", "probes")), ("supervised-then-selfplay", ("nq-answerable",))):
+    for name, datasets in (("retrievable", ("nq-dev-answerable", "probes")), ("supervised-then-selfplay", ("nq-answerable",))):
         for dataset in datasets:
             summary = json.loads((out / "evals" / f"{name}-{dataset}" / "summary.json").read_text())
             assert summary["datasets"][dataset]["n"] == 3
-    assert "| v2 | 1 |" in (out / "sweep-table.md").read_text()
-    trained = (out / "runs" / "v2" / "config.toml").read_text()
-    assert 'verifier = "reading"' in trained and 'proposer_reward = "frontier"' in trained
+    assert "| retrievable | 1 |" in (out / "sweep-table.md").read_text()
+    trained = (out / "runs" / "retrievable" / "config.toml").read_text()
+    assert 'verifier = "retrievable"' in trained and 'proposer_reward = "frontier"' in trained
     continued = (out / "runs" / "supervised-then-selfplay" / "config.toml").read_text()
     assert "arm-supervised/checkpoints/step-1/model" in continued  # starts from the supervised weights
     table = (out / "table.md").read_text()
