@@ -119,6 +119,27 @@ def test_after_an_update_the_engine_generates_from_the_new_weights(model_dir: Pa
     assert sync["sync/weight_mib"] > 10 and sync["timing/weight_sync_s"] > 0
 
 
+def test_weights_sent_in_small_chunks_load_whole(model_dir: Path, engines, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of one tensor's size: the fused q/k/v and gate/up modules get their parts in separate chunks unless a
+    chunk ends only between decoder layers (vLLM's in-place reload processes a module per call)."""
+    vllm_engine, _ = engines
+    model, tokenizer = load_model(str(model_dir), "float32", DEVICE)
+    hf = TransformersEngine(model, tokenizer, threads=1)
+    prompts = _prompts(hf)
+    original = {n: t.clone() for n, t in model.state_dict().items()}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    wanted = [g.token_ids for g in hf.generate(prompts, GREEDY)]
+    monkeypatch.setattr("searchplay.llm.vllm_engine.SYNC_CHUNK_BYTES", 1)
+    vllm_engine.sync_weights(model)
+    try:
+        assert [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)] == wanted
+    finally:
+        vllm_engine.load_named(original.items())  # the module's later tests expect the weights of model_dir
+
+
 def test_training_with_the_vllm_engine(model_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     sets = [

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -150,12 +151,12 @@ class VLLMEngine:
         chunk: list[tuple[str, str, list[int], bytes]] = []
         size = total = 0
         for name, param in named:
+            if size >= SYNC_CHUNK_BYTES and _block(name) != _block(chunk[-1][0]):
+                self.llm.collective_rpc("load_named_weights", args=(chunk,))
+                total, chunk, size = total + size, [], 0
             tensor = param.detach().to(dtype=self.dtype, device="cpu").contiguous()
             chunk.append((name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), _raw_bytes(tensor)))
             size += tensor.numel() * tensor.element_size()
-            if size >= SYNC_CHUNK_BYTES:
-                self.llm.collective_rpc("load_named_weights", args=(chunk,))
-                total, chunk, size = total + size, [], 0
         if chunk:
             self.llm.collective_rpc("load_named_weights", args=(chunk,))
             total += size
@@ -188,6 +189,17 @@ class VLLMEngine:
             yield
         finally:
             self.wake()
+
+
+def _block(name: str) -> str:
+    """The decoder layer a parameter belongs to ("model.layers.3"), or the name itself outside the layers. A
+    chunk ends only between layers: vLLM's in-place reload processes a fused module (q/k/v, gate/up) once per
+    call from what that call brought, so one split across two calls was loaded from half its weights."""
+    match = _LAYER.match(name)
+    return match.group(0) if match else name
+
+
+_LAYER = re.compile(r".*?\.layers\.\d+\.")
 
 
 def _raw_bytes(tensor: torch.Tensor) -> bytes:
