@@ -73,9 +73,9 @@ V2 = [
 # hand-audited questions `retrievable` kept 8% right ones, `reading` 67% (docs/study/audit.md).
 # The first four ran with the solver prompt before commit 35f6616 (its example answer, "Marie Curie", was
 # copied; docs/study/v2-plan.md, phase 2c) and the first-line content rule (phase 2d), and are judged against
-# the base model under those. Under
-# `reading` the solver was never updated (3 of 176 and 3 of 704 proposals accepted), so the last four vary
-# the one v2 game in which it was, the one with `retrievable`, under the present prompt.
+# the base model under those. Under `reading` the solver was never updated (3 of 176 and 3 of 704 proposals
+# accepted), so the last four vary the one v2 game in which it was, the one with `retrievable`, under the
+# present prompt.
 RETRIEVABLE = [*V2, "game.verifier=retrievable"]
 SWEEP: dict[str, list[str]] = {
     "v2": V2,
@@ -221,7 +221,7 @@ def run_sweep(s: Study, only: list[str], steps: int, limit: int) -> None:
         raise SystemExit(f"unknown sweep settings {unknown}; choose from {list(SWEEP)}")
     judged = [*DEV_SETS, str(s.probes)]
     for name in names:
-        if name in EARLIER_PROMPT and not (s.out / "evals" / f"{name}-{s.probes.stem}" / "summary.json").is_file():
+        if name in EARLIER_PROMPT and not is_judged(s, name):
             raise SystemExit(f"{name} ran under the solver prompt before commit 35f6616: check that commit out to run it")
     evaluate(s, "base", base_model(s), judged, limit)
     for name in names:
@@ -230,11 +230,16 @@ def run_sweep(s: Study, only: list[str], steps: int, limit: int) -> None:
         run = train(s, f"sweep-{name}", SWEEP[name], steps=steps)
         keep_run(s, name, run)
         evaluate(s, name, str(run), judged, limit)
-    done = [n for n in SWEEP if (s.out / "evals" / f"{n}-{s.probes.stem}" / "summary.json").is_file()]
+    done = [n for n in SWEEP if is_judged(s, n)]
     table = sweep_table(s, done)
     (s.out / "sweep-table.md").write_text(table)
     plot_runs([s.out / "runs" / n for n in done], s.out / "sweep-curves.png", window=3, labels=done)
     print(table)
+
+
+def is_judged(s: Study, name: str) -> bool:
+    """Whether a sweep setting's last evaluation (the probes) is written."""
+    return (s.out / "evals" / f"{name}-{s.probes.stem}" / "summary.json").is_file()
 
 
 def base_model(s: Study) -> str:
