@@ -87,6 +87,7 @@ SWEEP: dict[str, list[str]] = {
     "retrievable-solver-f1": [*RETRIEVABLE, "game.solver_reward=f1"],
     "retrievable-norm-std": [*RETRIEVABLE, "solver.norm_std=true"],
 }
+CHOSEN = "retrievable"  # the sweep's choice on the dev splits (docs/study/sweep.md, "Chosen setting")
 EARLIER_PROMPT = {"v2", "v1-game", "v2-retrievable", "v2-seeds64"}  # judged against "base-prompt-a"
 
 
@@ -316,7 +317,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=("sweep", "arms", "report"))
     parser.add_argument("--only", default="", help="sweep: comma-separated settings (default: all, in order)")
-    parser.add_argument("--setting", default="v2", help="arms: the sweep setting the arms use")
+    parser.add_argument(
+        "--setting", default=CHOSEN, help="arms: the sweep setting the arms use (default: the sweep's choice, docs/study/sweep.md)"
+    )
     parser.add_argument("--minutes", type=float, default=60.0, help="arms: training time per run")
     parser.add_argument(
         "--steps",
