@@ -317,9 +317,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=("sweep", "arms", "report"))
     parser.add_argument("--only", default="", help="sweep: comma-separated settings (default: all, in order)")
-    parser.add_argument(
-        "--setting", default=CHOSEN, help="arms: the sweep setting the arms use (default: the sweep's choice, docs/study/sweep.md)"
-    )
+    parser.add_argument("--setting", default=CHOSEN, help="arms: the sweep setting the arms use (default: the sweep's choice)")
     parser.add_argument("--minutes", type=float, default=60.0, help="arms: training time per run")
     parser.add_argument(
         "--steps",
