@@ -274,6 +274,9 @@ def run_arms(s: Study, setting_name: str, minutes: float, limit: int) -> None:
     setting = SWEEP[setting_name]
     evaluate(s, "base", base_model(s), list(TEST_SETS), limit)
     for name, overrides in arms(s, setting).items():
+        if is_evaluated(s, name):
+            print(f"arm {name}: record and test evaluations committed", flush=True)
+            continue
         if name == "supervised-then-selfplay":
             supervised = s.work / "arm-supervised"
             overrides = [*overrides, f"model.path={supervised / 'checkpoints' / latest_step(supervised)}/model"]
@@ -283,10 +286,20 @@ def run_arms(s: Study, setting_name: str, minutes: float, limit: int) -> None:
     report(s, list(arms(s, setting)))
 
 
+def is_evaluated(s: Study, name: str) -> bool:
+    """Whether an arm's record and every test evaluation are under --out: it needs no training again, even on a
+    machine without its run folder (run folders are not committed)."""
+    evals = [s.out / "evals" / f"{name}-{d}" / "summary.json" for d in TEST_SETS]
+    return (s.out / "runs" / name / "metrics.jsonl").is_file() and all(p.is_file() for p in evals)
+
+
 def latest_step(run: Path) -> str:
     steps = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     if not steps:
-        raise SystemExit(f"{run} has no checkpoint: train the supervised arm first")
+        raise SystemExit(
+            f"{run} has no checkpoint: supervised-then-selfplay starts from the supervised arm's weights, which live only"
+            " in its run folder; train both arms on one machine (delete docs/study/v2/evals/supervised-* to train it again)"
+        )
     return steps[-1].name
 
 
