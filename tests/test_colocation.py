@@ -39,7 +39,8 @@ class RecordingEngine:
         return self.engine.sync_weights(model)
 
 
-def test_the_engine_sleeps_through_update_and_sync(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def recorded_train(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *overrides: str) -> list[str]:
+    """The calls around the updates of a 2-step run of the tiny config."""
     calls: list[str] = []
     open_backend = trainer._open_backend
 
@@ -56,7 +57,16 @@ def test_the_engine_sleeps_through_update_and_sync(monkeypatch: pytest.MonkeyPat
         return backend
 
     monkeypatch.setattr(trainer, "_open_backend", recorded)
-    cfg = load_config(ROOT / "configs/tiny-test.toml", ["trainer.steps=2", "trainer.eval_every=0"])
+    cfg = load_config(ROOT / "configs/tiny-test.toml", ["trainer.steps=2", "trainer.eval_every=0", *overrides])
     summary = trainer.train(cfg, tmp_path / "run")
     assert summary.steps == 2
-    assert calls == ["sleep", "update", "sync", "wake"] * 2
+    return calls
+
+
+def test_the_engine_sleeps_through_update_and_sync(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert recorded_train(monkeypatch, tmp_path) == ["sleep", "update", "sync", "wake"] * 2
+
+
+def test_a_round_without_an_optimizer_step_sends_no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    frozen = recorded_train(monkeypatch, tmp_path, "proposer.train=false", "solver.train=false")
+    assert frozen == ["sleep", "update", "wake"] * 2  # the engine already holds the weights: nothing changed
