@@ -303,8 +303,11 @@ def latest_step(run: Path) -> str:
     return steps[-1].name
 
 
-def report(s: Study, names: list[str]) -> None:
-    """Table-1 style on the test sets: base, then each arm as score and paired difference to the base."""
+def report(s: Study, arm_names: list[str]) -> None:
+    """Table-1 style on the test sets: base, then each evaluated arm as score and paired difference to the base,
+    and each arm's steps and training minutes; arms not yet evaluated are named below the table."""
+    names = [n for n in arm_names if is_evaluated(s, n)]
+    missing = [n for n in arm_names if n not in names]
     head = "| dataset | metric | base | " + " | ".join(f"{n} (diff [95% CI])" for n in names) + " |"
     lines = [head, "|" + " --- |" * (3 + len(names))]
     for dataset in TEST_SETS:
@@ -318,6 +321,12 @@ def report(s: Study, names: list[str]) -> None:
                 r = paired_bootstrap(a, b)
                 cells.append(f"{100 * sum(b) / len(b):.1f} ({100 * r['diff']:+.1f} [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}])")
             lines.append(f"| {dataset} | {metric} | " + " | ".join(cells) + " |")
+    lines += ["", "| arm | steps | training minutes |", "| --- | --- | --- |"]
+    for n in names:
+        rows = [json.loads(line) for line in (s.out / "runs" / n / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        lines.append(f"| {n} | {rows[-1]['step']} | {rows[-1].get('timing/train_s', 0.0) / 60:.1f} |")
+    if missing:
+        lines += ["", f"Not evaluated yet: {', '.join(missing)}."]
     table = "\n".join(lines) + "\n"
     (s.out / "table.md").write_text(table)
     comparisons = [compare(s.out / "evals" / f"base-{d}", s.out / "evals" / f"{n}-{d}") for n in names for d in TEST_SETS]
