@@ -4,7 +4,7 @@ model once the game pays for answerable questions and short answers?
   python benchmarks/study.py sweep [--only a,b] [--steps 11] [--limit 200]
       short runs of the settings in SWEEP, judged on the first --limit questions of the dev splits
       (nq-dev-answerable, triviaqa-dev-answerable) and on the probe questions; writes docs/study/sweep.md
-  python benchmarks/study.py arms --setting NAME [--minutes 60] [--limit 500]
+  python benchmarks/study.py arms --setting NAME [--steps 101] [--limit 500]
       the arms of ARMS with the sweep's chosen setting, on the first --limit questions of the test sets
   python benchmarks/study.py report
       the Table-1 style table with paired intervals against the base, curves, comparisons
@@ -12,8 +12,10 @@ model once the game pays for answerable questions and short answers?
 Paths are options (--config, --out, --work, --probes); the defaults are the committed study's.
 Every phase is skipped when its output exists, so an interrupted study resumes where it stopped:
 a run continues from its last checkpoint (`train --resume --restart`: one without a checkpoint starts
-again), an evaluation from its last prediction (`eval --resume`). Training time counts rounds and
-updates across resumes (trainer.max_minutes). Every evaluation runs the config's engine, dtype and
+again), an evaluation from its last prediction (`eval --resume`). The arms are matched on steps (ARM_STEPS,
+what the first arm trained in its 60 minutes): this project's machine changes between sessions (an Intel
+VM with AMX, an AMD EPYC without it where an update takes twice as long), and a time budget would give arms
+on different machines different amounts of training. Every evaluation runs the config's engine, dtype and
 retriever with the settings in EVAL_SETTINGS. Run folders with checkpoints live under --work
 (runs/study-v2/, never committed); each run's config.toml, metrics.jsonl and every 10th step's
 trajectories are copied under --out (docs/study/v2/runs/), evaluations are written under
@@ -87,6 +89,8 @@ SWEEP: dict[str, list[str]] = {
     "retrievable-solver-f1": [*RETRIEVABLE, "game.solver_reward=f1"],
     "retrievable-norm-std": [*RETRIEVABLE, "solver.norm_std=true"],
 }
+SWEEP_STEPS = 11  # what v2 did in 12 minutes (docs/study/v2-plan.md, phase 3)
+ARM_STEPS = 101  # what the first arm (frozen-proposer) trained in its 60 minutes on the Intel VM with AMX
 CHOSEN = "retrievable"  # the sweep's choice on the dev splits (docs/study/sweep.md, "Chosen setting")
 EARLIER_PROMPT = {"v2", "v1-game", "v2-retrievable", "v2-seeds64"}  # judged against "base-prompt-a"
 
@@ -126,18 +130,17 @@ def sets(*pairs: str) -> list[str]:
     return [arg for pair in pairs for arg in ("--set", pair)]
 
 
-def train(s: Study, name: str, overrides: list[str], minutes: float | None = None, steps: int = 100_000) -> Path:
-    """A run of `steps` steps or `minutes` of training time, whichever ends first, under work/name, continued
-    if it was interrupted."""
+def train(s: Study, name: str, overrides: list[str], steps: int) -> Path:
+    """A run of `steps` steps under work/name, continued if it was interrupted. A resumed run drops any time
+    budget it was started with (trainer.max_minutes), so that it ends at the step count too."""
     run = s.work / name
     if (run / "STUDY_DONE").is_file():
         print(f"train {name}: done", flush=True)
         return run
     if (run / "config.toml").is_file():
-        searchplay("train", "--resume", str(run), "--restart", "--steps", str(steps))
+        searchplay("train", "--resume", str(run), "--restart", "--steps", str(steps), *sets("trainer.max_minutes=0"))
     else:
-        budget = [f"trainer.steps={steps}", *([f"trainer.max_minutes={minutes}"] if minutes else [])]
-        settings = sets(*COMMON, *budget, *overrides)
+        settings = sets(*COMMON, f"trainer.steps={steps}", *overrides)
         searchplay("train", "--config", str(s.config), "--run-dir", str(run), *settings)
     (run / "STUDY_DONE").write_text("finished\n")
     return run
@@ -270,7 +273,7 @@ def arms(s: Study, setting: list[str]) -> dict[str, list[str]]:
     }
 
 
-def run_arms(s: Study, setting_name: str, minutes: float, limit: int) -> None:
+def run_arms(s: Study, setting_name: str, steps: int, limit: int) -> None:
     setting = SWEEP[setting_name]
     evaluate(s, "base", base_model(s), list(TEST_SETS), limit)
     for name, overrides in arms(s, setting).items():
@@ -280,7 +283,7 @@ def run_arms(s: Study, setting_name: str, minutes: float, limit: int) -> None:
         if name == "supervised-then-selfplay":
             supervised = s.work / "arm-supervised"
             overrides = [*overrides, f"model.path={supervised / 'checkpoints' / latest_step(supervised)}/model"]
-        run = train(s, f"arm-{name}", overrides, minutes=minutes)
+        run = train(s, f"arm-{name}", overrides, steps=steps)
         keep_run(s, name, run)
         evaluate(s, name, str(run), list(TEST_SETS), limit)
     report(s, list(arms(s, setting)))
@@ -340,12 +343,12 @@ def main() -> None:
     parser.add_argument("phase", choices=("sweep", "arms", "report"))
     parser.add_argument("--only", default="", help="sweep: comma-separated settings (default: all, in order)")
     parser.add_argument("--setting", default=CHOSEN, help="arms: the sweep setting the arms use (default: the sweep's choice)")
-    parser.add_argument("--minutes", type=float, default=60.0, help="arms: training time per run")
     parser.add_argument(
         "--steps",
         type=int,
-        default=11,
-        help="sweep: steps per run (a fixed count, so that load on the machine does not favour one setting)",
+        default=None,
+        help=f"steps per run (sweep {SWEEP_STEPS}, arms {ARM_STEPS}): a fixed count, so that neither load on the machine"
+        " nor the machine itself favours a setting",
     )
     parser.add_argument("--limit", type=int, default=None, help="first N questions per set (sweep 200, arms 500)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu-smollm2.toml", help="base config")
@@ -354,14 +357,14 @@ def main() -> None:
     parser.add_argument("--probes", type=Path, default=ROOT / "docs" / "study" / "probes-read.jsonl", help="probe questions")
     args = parser.parse_args()
     s = Study(args.config.resolve(), args.out.resolve(), args.work.resolve(), args.probes.resolve())
-    if args.minutes <= 0 or args.steps < 1 or (args.limit is not None and args.limit < 1):
-        parser.error("--minutes must be > 0, --steps and --limit >= 1")
+    if (args.steps is not None and args.steps < 1) or (args.limit is not None and args.limit < 1):
+        parser.error("--steps and --limit must be >= 1")
     if args.setting not in SWEEP:
         parser.error(f"--setting {args.setting!r}: choose from {list(SWEEP)}")
     if args.phase == "sweep":
-        run_sweep(s, [n for n in args.only.split(",") if n], args.steps, args.limit or 200)
+        run_sweep(s, [n for n in args.only.split(",") if n], args.steps or SWEEP_STEPS, args.limit or 200)
     elif args.phase == "arms":
-        run_arms(s, args.setting, args.minutes, args.limit or 500)
+        run_arms(s, args.setting, args.steps or ARM_STEPS, args.limit or 500)
     else:
         report(s, list(arms(s, SWEEP[args.setting])))
 
