@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check that fits a device machine with no network and a 64 MiB working tree (the
 # `device` tool of this workplace): no vLLM (its wheel alone is larger) and no SmolLM2 weights.
-#   1. the gpu-marked tests (CUDA gives the CPU's greedy tokens and update loss);
+#   1. the gpu-marked tests (CUDA gives the CPU's greedy tokens and update loss; a weight bucket opens by CUDA IPC in another process);
 #   2. 3 self-play steps of the tiny config on the GPU and on the CPU of the same machine;
 #   3. rollout and learner throughput of SmolLM2-135M- and Qwen2.5-1.5B-shaped models with random
 #      weights (benchmarks/gpu_throughput.py), the per-GPU figures of docs/scaling.md;
@@ -23,7 +23,7 @@ export PYTHONPATH=/tmp/site:$PWD SEARCHPLAY_HOME=$PWD/.gpuassets OMP_WAIT_POLICY
   python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
   nproc; } | tee "$OUT/device.txt"
 
-python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_device.py 2>&1 | tee "$OUT/gpu-tests.log"
+python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_device.py tests/test_weight_buckets.py 2>&1 | tee "$OUT/gpu-tests.log"
 
 for dev in cuda cpu; do
   rm -rf "/tmp/tiny-$dev"

