@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
     out, work, probes = tmp_path / "study", tmp_path / "work", tmp_path / "probes.jsonl"
     probes.write_text("".join(json.dumps({"id": f"p{i}", "question": f"Who is {i}?", "golden_answers": [str(i)]}) + "\n"
                               for i in range(3)))  # fmt: skip
-    common = ["--config", "configs/tiny-test.toml", "--minutes", "0.001", "--steps", "1", "--limit", "3", "--out", str(out),
+    common = ["--config", "configs/tiny-test.toml", "--steps", "1", "--limit", "3", "--out", str(out),
               "--work", str(work), "--probes", str(probes)]  # fmt: skip
     sweep = [sys.executable, "benchmarks/study.py", "sweep", "--only", "retrievable", *common]
     arms = [sys.executable, "benchmarks/study.py", "arms", "--setting", "retrievable", *common]
@@ -66,9 +67,14 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
     assert 'verifier = "retrievable"' in trained and 'proposer_reward = "frontier"' in trained
     continued = (out / "runs" / "supervised-then-selfplay" / "config.toml").read_text()
     assert "arm-supervised/checkpoints/step-1/model" in continued  # starts from the supervised weights
+    assert "max_minutes = 0.0" in continued  # arms are matched on steps, not on time
     table = (out / "table.md").read_text()
     assert table.count("| nq-answerable |") == 3 and "selfplay-seed1 (diff" in table
+    assert "| supervised | 1 |" in table and "Not evaluated yet" not in table  # each arm's steps and minutes
     assert (out / "curves.png").is_file() and "B - A" in (out / "compare.md").read_text()
     for cmd in (sweep, arms):
         again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
         assert again.returncode == 0 and "$ searchplay" not in again.stdout  # every phase was already done
+    shutil.rmtree(work)  # a fresh machine: the committed results without the run folders
+    fresh = subprocess.run(arms, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert fresh.returncode == 0 and "$ searchplay" not in fresh.stdout  # evaluated arms are not trained again
