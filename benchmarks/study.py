@@ -12,10 +12,10 @@ model once the game pays for answerable questions and short answers?
 Paths are options (--config, --out, --work, --probes); the defaults are the committed study's.
 Every phase is skipped when its output exists, so an interrupted study resumes where it stopped:
 a run continues from its last checkpoint (`train --resume --restart`: one without a checkpoint starts
-again), an evaluation from its last prediction (`eval --resume`). The arms are matched on steps (ARM_STEPS,
-what the first arm trained in its 60 minutes): this project's machine changes between sessions (an Intel
-VM with AMX, an AMD EPYC without it where an update takes twice as long), and a time budget would give arms
-on different machines different amounts of training. Every evaluation runs the config's engine, dtype and
+again), an evaluation from its last prediction (`eval --resume`). The arms are matched on steps (ARM_STEPS):
+this project's machine changes between sessions (an Intel VM with AMX, an AMD EPYC without it where an
+update takes twice as long), and a time budget would give arms on different machines different amounts of
+training. Every evaluation runs the config's engine, dtype and
 retriever with the settings in EVAL_SETTINGS. Run folders with checkpoints live under --work
 (runs/study-v2/, never committed); each run's config.toml, metrics.jsonl and every 10th step's
 trajectories are copied under --out (docs/study/v2/runs/), evaluations are written under
@@ -90,7 +90,11 @@ SWEEP: dict[str, list[str]] = {
     "retrievable-norm-std": [*RETRIEVABLE, "solver.norm_std=true"],
 }
 SWEEP_STEPS = 11  # what v2 did in 12 minutes (docs/study/v2-plan.md, phase 3)
-ARM_STEPS = 101  # what the first arm (frozen-proposer) trained in its 60 minutes on the Intel VM with AMX
+# Steps per arm: run folders do not survive this project's sessions (3 hours, often a fresh machine), so an arm
+# is trained and evaluated within one, and the supervised arm and the run continuing from its weights within
+# the same one: 40 steps of each plus both evaluations take about 2.5 hours on the slowest machine measured
+# (AMD EPYC without AMX: about 90 s a self-play step, 12 minutes per 500-question evaluation).
+ARM_STEPS = 40
 CHOSEN = "retrievable"  # the sweep's choice on the dev splits (docs/study/sweep.md, "Chosen setting")
 EARLIER_PROMPT = {"v2", "v1-game", "v2-retrievable", "v2-seeds64"}  # judged against "base-prompt-a"
 
@@ -265,8 +269,8 @@ def arms(s: Study, setting: list[str]) -> dict[str, list[str]]:
     supervised = ["game.mode=supervised", f"game.train_data={supervised_data(s)}"]
     setting = [*setting, f"trainer.probe_data={s.probes}", "trainer.probe_every=10"]  # the probe curve
     return {
-        "frozen-proposer": [*setting, "proposer.train=false"],
         "selfplay": setting,
+        "frozen-proposer": [*setting, "proposer.train=false"],
         "selfplay-seed1": [*setting, "game.seed=1", "learner.seed=1", "rollout.seed=1"],
         "supervised": [*setting, *supervised],
         "supervised-then-selfplay": setting,  # continues from the supervised run's weights (run_arms)
