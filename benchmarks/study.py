@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -332,6 +333,7 @@ def report(s: Study, arm_names: list[str]) -> None:
     for n in names:
         rows = [json.loads(line) for line in (s.out / "runs" / n / "metrics.jsonl").read_text().splitlines() if line.strip()]
         lines.append(f"| {n} | {rows[-1]['step']} | {rows[-1].get('timing/train_s', 0.0) / 60:.1f} |")
+    lines += ["", *answer_habits(s, ["base", *names])]
     if missing:
         lines += ["", f"Not evaluated yet: {', '.join(missing)}."]
     table = "\n".join(lines) + "\n"
@@ -340,6 +342,26 @@ def report(s: Study, arm_names: list[str]) -> None:
     (s.out / "compare.md").write_text("\n".join(comparisons))
     plot_runs([s.out / "runs" / n for n in names], s.out / "curves.png", window=5, labels=names)
     print(table)
+
+
+def answer_habits(s: Study, names: list[str]) -> list[str]:
+    """What the answers look like per model and test set: median words, answers found inside the question, and
+    answers equal to the model's own first search query (a proposer's habit, searching its answer, showing in the
+    solver)."""
+    lines = [
+        "| model | dataset | median answer words | answer inside the question | answer = first search query |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        for dataset in TEST_SETS:
+            rows = list(scores(s, name, dataset).values())
+            answers = [(r["prediction"] or "").strip().lower() for r in rows]
+            inside = sum(bool(a) and a.rstrip(".") in r["question"].lower() for a, r in zip(answers, rows))
+            first = [(r["trajectory"]["queries"] or [""])[0].strip().lower() for r in rows]
+            echoed = sum(bool(a) and a == q for a, q in zip(answers, first))
+            words = statistics.median(len(a.split()) for a in answers)
+            lines.append(f"| {name} | {dataset} | {words:g} | {inside} of {len(rows)} | {echoed} of {len(rows)} |")
+    return lines
 
 
 def main() -> None:
