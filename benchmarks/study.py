@@ -96,6 +96,7 @@ SWEEP_STEPS = 11  # what v2 did in 12 minutes (docs/study/v2-plan.md, phase 3)
 # the same one: 40 steps of each plus both evaluations take about 2.5 hours on the slowest machine measured
 # (AMD EPYC without AMX: about 90 s a self-play step, 12 minutes per 500-question evaluation).
 ARM_STEPS = 40
+KEPT = ["frozen-proposer-101"]  # earlier runs kept beside the arms in the report: the fifth session's 101-step frozen proposer
 CHOSEN = "retrievable"  # the sweep's choice on the dev splits (docs/study/sweep.md, "Chosen setting")
 EARLIER_PROMPT = {"v2", "v1-game", "v2-retrievable", "v2-seeds64"}  # judged against "base-prompt-a"
 
@@ -312,9 +313,10 @@ def latest_step(run: Path) -> str:
 
 
 def report(s: Study, arm_names: list[str]) -> None:
-    """Table-1 style on the test sets: base, then each evaluated arm as score and paired difference to the base,
-    and each arm's steps and training minutes; arms not yet evaluated are named below the table."""
-    names = [n for n in arm_names if is_evaluated(s, n)]
+    """Table-1 style on the test sets: base, then each evaluated arm (and KEPT run) as score and paired difference
+    to the base, each one's steps and training minutes, and the form of its answers; arms not yet evaluated are
+    named below the tables."""
+    names = [n for n in [*arm_names, *KEPT] if is_evaluated(s, n)]
     missing = [n for n in arm_names if n not in names]
     head = "| dataset | metric | base | " + " | ".join(f"{n} (diff [95% CI])" for n in names) + " |"
     lines = [head, "|" + " --- |" * (3 + len(names))]
