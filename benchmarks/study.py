@@ -331,10 +331,13 @@ def report(s: Study, arm_names: list[str]) -> None:
                 r = paired_bootstrap(a, b)
                 cells.append(f"{100 * sum(b) / len(b):.1f} ({100 * r['diff']:+.1f} [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}])")
             lines.append(f"| {dataset} | {metric} | " + " | ".join(cells) + " |")
-    lines += ["", "| arm | steps | training minutes |", "| --- | --- | --- |"]
+    lines += ["", "| arm | steps | training minutes | proposer episodes whose first search is their answer |"]
+    lines += ["| --- | --- | --- | --- |"]
     for n in names:
         rows = [json.loads(line) for line in (s.out / "runs" / n / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        lines.append(f"| {n} | {rows[-1]['step']} | {rows[-1].get('timing/train_s', 0.0) / 60:.1f} |")
+        searched, named = answer_searches(s.out / "runs" / n / "trajectories")
+        share = f"{named} of {searched}" if searched else "-"
+        lines.append(f"| {n} | {rows[-1]['step']} | {rows[-1].get('timing/train_s', 0.0) / 60:.1f} | {share} |")
     lines += ["", *answer_habits(s, ["base", *names])]
     if missing:
         lines += ["", f"Not evaluated yet: {', '.join(missing)}."]
@@ -344,6 +347,21 @@ def report(s: Study, arm_names: list[str]) -> None:
     (s.out / "compare.md").write_text("\n".join(comparisons))
     plot_runs([s.out / "runs" / n for n in names], s.out / "curves.png", window=5, labels=names)
     print(table)
+
+
+def answer_searches(trajectories: Path) -> tuple[int, int]:
+    """(proposer episodes that searched, those whose first search query is their own answer) in a run's kept
+    trajectories: how the proposer looks for the facts of its question."""
+    searched = named = 0
+    for path in sorted(trajectories.glob("step-*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            answer = record["meta"].get("answer")
+            queries = [turn["content"] for turn in record["turns"] if turn.get("action") == "search"]
+            if answer and queries:
+                searched += 1
+                named += queries[0].strip().lower() == str(answer).strip().lower()
+    return searched, named
 
 
 def answer_habits(s: Study, names: list[str]) -> list[str]:
