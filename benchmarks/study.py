@@ -94,7 +94,7 @@ SWEEP_STEPS = 11  # what v2 did in 12 minutes (docs/study/v2-plan.md, phase 3)
 # Steps per arm: run folders do not survive this project's sessions (3 hours, often a fresh machine), so an arm
 # is trained and evaluated within one, and the supervised arm and the run continuing from its weights within
 # the same one: 40 steps of each plus both evaluations take about 2.5 hours on the slowest machine measured
-# (AMD EPYC without AMX: about 90 s a self-play step, 12 minutes per 500-question evaluation).
+# (AMD EPYC without AMX: about 100 s a self-play step, 8 minutes per 500-question evaluation).
 ARM_STEPS = 40
 KEPT = ["frozen-proposer-101"]  # earlier runs kept beside the arms in the report: the fifth session's 101-step frozen proposer
 CHOSEN = "retrievable"  # the sweep's choice on the dev splits (docs/study/sweep.md, "Chosen setting")
