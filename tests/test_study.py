@@ -69,7 +69,8 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
     assert "arm-supervised/checkpoints/step-1/model" in continued  # starts from the supervised weights
     assert "max_minutes = 0.0" in continued  # arms are matched on steps, not on time
     table = (out / "table.md").read_text()
-    assert table.count("| nq-answerable |") == 3 and "selfplay-seed1 (diff" in table
+    assert sum(line.startswith("| nq-answerable |") for line in table.splitlines()) == 3 and "selfplay-seed1 (diff" in table
+    assert "| selfplay | nq-answerable |" in table  # the form of the answers, per model and test set
     assert "| supervised | 1 |" in table and "Not evaluated yet" not in table  # each arm's steps and minutes
     assert (out / "curves.png").is_file() and "B - A" in (out / "compare.md").read_text()
     for cmd in (sweep, arms):
