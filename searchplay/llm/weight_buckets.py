@@ -17,6 +17,7 @@ would be loaded from half its weights.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -67,14 +68,7 @@ def _pack(group: list[tuple[str, torch.Tensor]], dtype: torch.dtype, device: tor
 
 def unpack(flat: torch.Tensor, layout: Layout) -> list[tuple[str, torch.Tensor]]:
     """The named tensors of a bucket, as views of its flat buffer."""
-    return [(name, flat[offset : offset + _numel(shape)].view(shape)) for name, shape, offset in layout]
-
-
-def _numel(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+    return [(name, flat[offset : offset + math.prod(shape)].view(shape)) for name, shape, offset in layout]
 
 
 def to_bytes(flat: torch.Tensor) -> bytes:
