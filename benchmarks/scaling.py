@@ -13,7 +13,8 @@ Median of --repeats after one warm-up; tokens/s counts sampled tokens.
 Training: --steps steps (default 4) of the embedded default (configs/cpu-smollm2.toml, transformers engine,
 model.threads = 0, evaluation off) with the local backend and with Ray at (rollout, learner)
 workers (1, 1), (2, 1), (2, 2); the mean of each timing over steps 2.. (step 1 also warms up),
-and the weight sync (timing/weight_sync_s, sync/weight_mib) of the Ray runs.
+and the weight sync (timing/weight_sync_s, sync/weight_mib) of the Ray runs, by each route of
+trainer.weight_sync (fp32 through the object store; broadcast over a gloo group, fp32 for this engine).
 
 On 2 cores two workers cannot be much faster than one: the figures show the cost of the split
 (processes, object store, per-worker batches), not the gain of more machines.
@@ -100,17 +101,19 @@ def rollouts(batch: int, repeats: int) -> list[dict]:
 def training(steps: int) -> list[dict]:
     keys = ["timing/step_s", "timing/proposer_s", "timing/solver_s", "timing/update_s", "timing/weight_sync_s", "sync/weight_mib"]
     rows = []
-    settings = [("local", None), ("ray", (1, 1)), ("ray", (2, 1)), ("ray", (2, 2))]
-    for backend, workers in settings:
+    routes = "object_store", "broadcast"
+    settings = [("local", None, ""), *[("ray", w, r) for w in ((1, 1), (2, 1), (2, 2)) for r in routes]]
+    for backend, workers, route in settings:
         overrides = ["model.engine=transformers", "model.threads=0", "trainer.eval_every=0", f"trainer.steps={steps}",
                      f"trainer.save_every={steps}", f"trainer.backend={backend}"]  # fmt: skip
         if workers:
             overrides += [f"trainer.rollout_workers={workers[0]}", f"trainer.learner_workers={workers[1]}"]
+            overrides += [f"trainer.weight_sync={route}"]
         cfg = load_config(ROOT / "configs/cpu-smollm2.toml", overrides)
         with tempfile.TemporaryDirectory() as tmp:
             train(cfg, Path(tmp) / "run")
             lines = [json.loads(x) for x in (Path(tmp) / "run/metrics.jsonl").read_text().splitlines()][1:]
-        label = "local" if not workers else f"ray {workers[0]} rollout + {workers[1]} learner"
+        label = "local" if not workers else f"ray {workers[0]} rollout + {workers[1]} learner, {route}"
         row = {"backend": label}
         for k in keys:
             values = [m[k] for m in lines if k in m]

@@ -5,7 +5,8 @@ the tiny random Llama, the bundled BM25 index, gloo for the learner group.
 - N data-parallel ranks give the single-process gradients and weights (tolerance 1e-5);
 - a rollout worker killed mid-round is replaced and its episodes played again, identically;
 - a rollout worker killed during training leaves the run going; a learner worker killed stops
-  the step cleanly, and the run resumes from its checkpoint in ray mode.
+  the step cleanly, and the run resumes from its checkpoint in ray mode;
+- weights broadcast over a weight group (gloo here, NCCL on GPUs) reach every worker and a replacement.
 """
 
 from __future__ import annotations
@@ -231,6 +232,23 @@ def test_training_goes_on_when_a_rollout_worker_dies(local_ray, tmp_path: Path) 
     assert rows[-1]["ray/rollout_restarts"] == 1 and rows[-1]["ray/episodes_rerun"] > 0
     assert rows[0]["ray/rollout_restarts"] == 0
     assert all("verify/pass_rate" in m for m in rows)
+
+
+def test_broadcast_weights_reach_every_worker_and_a_replacement(local_ray, tmp_path: Path) -> None:
+    """trainer.weight_sync = broadcast on gloo (the route NCCL takes on GPUs): rank 0 of a sharded learner group sends
+    the weights to the workers' engines. A worker killed after step 2's sync is replaced during step 3 and must get
+    step 2's weights in a group of its own; step 3's sync forms the group of all workers again."""
+    run = tmp_path / "run"
+    killer = kill_when_logged(run, 2, "searchplay-rollout-1-")
+    summary = train(ray_tiny("trainer.steps=4", "trainer.weight_sync=broadcast"), run)
+    killer.join(timeout=5)
+    assert summary.steps == 4
+    rows = metrics(run)
+    assert rows[-1]["ray/rollout_restarts"] == 1 and rows[-1]["ray/episodes_rerun"] > 0
+    assert all(m["sync/weight_mib"] > 1 and m["timing/weight_sync_s"] > 0 for m in rows)
+    # lr 1e-3 moves the tiny model far between steps: every gap this small means every worker, the replacement
+    # too, generated with the weights the learners had just made
+    assert all(m["solver_update/logprob_gap_max"] < 1e-4 for m in rows[1:])
 
 
 def test_a_dead_learner_worker_stops_the_step_cleanly_and_the_run_resumes_in_ray_mode(local_ray, tmp_path: Path) -> None:

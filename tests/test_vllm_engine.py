@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,6 +30,7 @@ from searchplay.llm.base import SamplingParams
 from searchplay.llm.chat import chat_ids
 from searchplay.llm.openai_server import create_app
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
+from searchplay.llm.weight_broadcast import join, send
 from searchplay.rl.learner import Learner, Sample
 from searchplay.web import running_server
 
@@ -132,10 +135,42 @@ def test_weights_sent_in_small_chunks_load_whole(model_dir: Path, engines, monke
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     wanted = [g.token_ids for g in hf.generate(prompts, GREEDY)]
-    monkeypatch.setattr("searchplay.llm.vllm_engine.SYNC_CHUNK_BYTES", 1)
+    monkeypatch.setattr("searchplay.llm.vllm_engine.BUCKET_BYTES", 1)
     vllm_engine.sync_weights(model)
     try:
         assert [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)] == wanted
+    finally:
+        vllm_engine.load_named(original.items())  # the module's later tests expect the weights of model_dir
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="gloo: on one GPU NCCL refuses a group of two members")
+def test_weights_broadcast_over_a_weight_group_load_whole(model_dir: Path, engines) -> None:
+    """The Ray backend's broadcast route (llm/weight_broadcast.py) on gloo: this process is learner rank 0, the
+    engine's worker process joins the group and loads each one-layer bucket as it arrives."""
+    vllm_engine, _ = engines
+    model, tokenizer = load_model(str(model_dir), "float32", DEVICE)
+    hf = TransformersEngine(model, tokenizer, threads=1)
+    prompts = _prompts(hf)
+    original = {n: t.clone() for n, t in model.state_dict().items()}
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    wanted = [g.token_ids for g in hf.generate(prompts, GREEDY)]
+    assert [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)] != wanted
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with ThreadPoolExecutor(1) as pool:
+        joined = pool.submit(vllm_engine.join_weight_group, "127.0.0.1", port, 1, 2)
+        group = join("127.0.0.1", port, 0, 2, torch.device("cpu"))
+        joined.result(timeout=120)
+        received = pool.submit(vllm_engine.receive_weights)
+        sent = send(group, model.state_dict().items(), vllm_engine.dtype, 1)
+        sync = received.result(timeout=120)
+    try:
+        assert [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)] == wanted
+        assert sync["sync/weight_mib"] == sent / 2**20 > 10
     finally:
         vllm_engine.load_named(original.items())  # the module's later tests expect the weights of model_dir
 

@@ -8,7 +8,7 @@ never re-tokenised). Prefix caching plays the part of our kept keys/values acros
 
 Weight sync (`sync_weights`): after each update the learner's parameters are cast to the engine's
 dtype and loaded into the running engine through `collective_rpc` and a worker extension
-(`vllm_worker.WeightLoader`), in buckets of about `SYNC_CHUNK_BYTES` (llm/weight_buckets.py): on
+(`vllm_worker.WeightLoader`), in buckets of about `BUCKET_BYTES` (llm/weight_buckets.py): on
 the CPU as raw bytes, on a GPU as CUDA IPC handles to buckets built on that GPU, so nothing goes
 through host memory; then the prefix cache is reset, because its keys/values were computed by the
 old weights. Nothing goes through disk. The GPU route has not run with vLLM in this project (no GPU
@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -38,10 +38,8 @@ from searchplay.llm.base import FinishReason, Generation, SamplingParams
 from searchplay.llm.chat import end_of_turn_ids
 from searchplay.llm.device import resolve_device
 from searchplay.llm.transformers_engine import DTYPES
-from searchplay.llm.weight_buckets import buckets, share_cuda, to_bytes
+from searchplay.llm.weight_buckets import BUCKET_BYTES, buckets, share_cuda, to_bytes
 from searchplay.precision import resolve_dtype
-
-SYNC_CHUNK_BYTES = 256 * 2**20
 
 
 class VLLMEngine:
@@ -146,16 +144,33 @@ class VLLMEngine:
     def load_named(self, named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
         """Load (name, tensor) pairs, as a model's state dict names them, in buckets (llm/weight_buckets.py); drop
         prefix-cached keys/values. Tensors on the engine's GPU stay there and travel as CUDA IPC handles."""
+
+        def load() -> int:
+            total = 0
+            for flat, layout in buckets(named, self.dtype, self._bucket_device(), BUCKET_BYTES):
+                payload = share_cuda(flat) if flat.is_cuda else to_bytes(flat)
+                self.llm.collective_rpc("load_bucket", args=(layout, str(self.dtype).removeprefix("torch."), payload))
+                total += flat.numel() * flat.element_size()
+                del flat  # the workers have copied out of it: collective_rpc returns when they are done
+            return total
+
+        return self._reload(load)
+
+    def join_weight_group(self, host: str, port: int, rank: int, world: int) -> None:
+        """The engine's worker joins a weight group (llm/weight_broadcast.py) as `rank`; blocks until all have."""
+        self.llm.collective_rpc("join_weight_group", args=(host, port, rank, world))
+
+    def receive_weights(self) -> dict[str, float]:
+        """Load the weights the group's sender broadcasts now (the sender calls `weight_broadcast.send`)."""
+        return self._reload(lambda: sum(self.llm.collective_rpc("receive_weights")))
+
+    def _reload(self, load: Callable[[], int]) -> dict[str, float]:
+        """New weights by `load` (returns the bytes loaded) into an awake weights' memory; the prefix cache dropped."""
         t0 = time.perf_counter()
         if self.sleeping == "all":
             self.llm.wake_up(tags=["weights"])
             self.sleeping = "kv_cache"
-        total = 0
-        for flat, layout in buckets(named, self.dtype, self._bucket_device(), SYNC_CHUNK_BYTES):
-            payload = share_cuda(flat) if flat.is_cuda else to_bytes(flat)
-            self.llm.collective_rpc("load_bucket", args=(layout, str(self.dtype).removeprefix("torch."), payload))
-            total += flat.numel() * flat.element_size()
-            del flat  # the workers have copied out of it: collective_rpc returns when they are done
+        total = load()
         self.llm.reset_prefix_cache()
         seconds = time.perf_counter() - t0
         self.stats["syncs"] += 1

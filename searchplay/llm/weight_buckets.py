@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from torch.multiprocessing.reductions import reduce_tensor
 
 # (name, shape, offset in elements) of each tensor in a bucket's flat buffer
 Layout = list[tuple[str, list[int], int]]
+BUCKET_BYTES = 256 * 2**20  # a bucket's size: a few of them for a 7B model's layers, little memory beside it
 _LAYER = re.compile(r".*?\.layers\.\d+\.")
 _DEVICE_ARG = 6  # position of the storage's device index in torch's rebuild_cuda_tensor arguments
 
@@ -37,33 +38,41 @@ def block(name: str) -> str:
     return match.group(0) if match else name
 
 
+def layouts(shapes: Iterable[tuple[str, Sequence[int]]], itemsize: int, bucket_bytes: int) -> list[Layout]:
+    """How (name, shape) pairs fill buckets of at least `bucket_bytes` (the last may be smaller), each ending
+    between decoder layers. One layer larger than `bucket_bytes` makes a bucket of its own."""
+    plan: list[Layout] = []
+    layout: Layout = []
+    size = 0
+    for name, shape in shapes:
+        if layout and size * itemsize >= bucket_bytes and block(name) != block(layout[-1][0]):
+            plan.append(layout)
+            layout, size = [], 0
+        layout.append((name, list(shape), size))
+        size += math.prod(shape)
+    return [*plan, layout] if layout else plan
+
+
 def buckets(
     named: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype, device: torch.device, bucket_bytes: int
 ) -> Iterator[tuple[torch.Tensor, Layout]]:
-    """(flat buffer of `dtype` on `device`, layout) per bucket of at least `bucket_bytes` (the last may be smaller),
-    each ending between decoder layers. One layer larger than `bucket_bytes` makes a bucket of its own."""
-    group: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, tensor in named:
-        if group and size >= bucket_bytes and block(name) != block(group[-1][0]):
-            yield _pack(group, dtype, device)
-            group, size = [], 0
-        group.append((name, tensor))
-        size += tensor.numel() * dtype.itemsize
-    if group:
-        yield _pack(group, dtype, device)
+    """(flat buffer of `dtype` on `device`, layout) per bucket of `layouts`, filled one bucket at a time."""
+    tensors = dict(named)
+    for layout in layouts(((name, t.shape) for name, t in tensors.items()), dtype.itemsize, bucket_bytes):
+        yield pack(tensors, layout, dtype, device), layout
 
 
-def _pack(group: list[tuple[str, torch.Tensor]], dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, Layout]:
-    flat = torch.empty(sum(t.numel() for _, t in group), dtype=dtype, device=device)
-    layout: Layout = []
-    offset = 0
-    for name, tensor in group:
-        n = tensor.numel()
-        flat[offset : offset + n].copy_(tensor.detach().reshape(-1))  # casts and moves in one copy
-        layout.append((name, list(tensor.shape), offset))
-        offset += n
-    return flat, layout
+def pack(tensors: dict[str, torch.Tensor], layout: Layout, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A bucket's flat buffer: the layout's tensors cast and moved into it, one after another."""
+    flat = torch.empty(bucket_numel(layout), dtype=dtype, device=device)
+    for name, shape, offset in layout:
+        flat[offset : offset + math.prod(shape)].copy_(tensors[name].detach().reshape(-1))  # casts and moves in one copy
+    return flat
+
+
+def bucket_numel(layout: Layout) -> int:
+    _, shape, offset = layout[-1]
+    return offset + math.prod(shape)
 
 
 def unpack(flat: torch.Tensor, layout: Layout) -> list[tuple[str, torch.Tensor]]:

@@ -4,7 +4,8 @@
     retriever actor per node   the index and cache, shared by the node's rollout workers
     rollout workers (N)        engine + retriever; a round's episodes split across them
     learner workers (M)        torch.distributed group; every update summed over the ranks
-    weight sync                rank 0's fp32 parameters through the object store to every worker
+    weight sync                rank 0's weights to every worker: fp32 through the object store, or
+                               broadcast in the engine's dtype over a weight group (trainer.weight_sync)
 
 With `trainer.ray_address` empty a local Ray instance is started (and stopped at the end); else
 the driver joins that cluster ('auto': the one `ray start` made on this machine). The run
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import ray
 from transformers import AutoTokenizer
 
 from searchplay.assets.names import resolve_config
-from searchplay.config import Config
+from searchplay.config import Config, ConfigError
 from searchplay.game.selfplay import RoundResult
 from searchplay.llm.device import resolve_device
 from searchplay.search.base import Retriever
@@ -36,6 +38,21 @@ from searchplay.train.ray_retrieval import NodeRetriever, start_node_retrievers
 from searchplay.train.ray_rollout import WORKER_DEATHS, RolloutWorkers, phase_threads
 
 DEATH_REPORT_S = 15.0  # after a rank's error, how long to wait for its peers' results before judging
+
+
+def weight_route(setting: str, on_gpu: bool, gpus_per_worker: float) -> str:
+    """trainer.weight_sync resolved: "object_store" or "broadcast". Broadcast is the GPU route (NCCL, GPU to GPU,
+    in bf16), but NCCL refuses two members on one GPU, so it needs rollout workers on GPUs of their own."""
+    shared_gpu = on_gpu and gpus_per_worker < 1
+    if setting == "auto":
+        return "broadcast" if on_gpu and not shared_gpu else "object_store"
+    if setting == "broadcast" and shared_gpu:
+        raise ConfigError(
+            f"trainer.weight_sync = 'broadcast' with trainer.gpus_per_worker = {gpus_per_worker:g}: a rollout worker may "
+            "share learner rank 0's GPU, and NCCL refuses two members of a group on one GPU; use weight_sync = "
+            "'object_store' (or 'auto'), or gpus_per_worker >= 1"
+        )
+    return setting
 
 
 def connect(address: str, cpus_needed: int) -> bool:
@@ -71,11 +88,13 @@ class RayBackend:
     def __init__(self, cfg: Config, weights: str, base: str, checkpoint: Path | None):
         t = cfg.trainer
         cfg = resolve_config(cfg)  # the actors get plain paths
+        gpu = resolve_device(cfg.model.device).type == "cuda"
+        self.route = weight_route(t.weight_sync, gpu, t.gpus_per_worker)  # refused before anything starts
+        self.group: list[Any] = []  # the rollout workers in learner rank 0's weight group (broadcast route)
         self.started = connect(t.ray_address, t.rollout_workers + t.learner_workers)
         self.learners: list[Any] = []
         self.retrievers: dict[str, Any] = {}
         try:
-            gpu = resolve_device(cfg.model.device).type == "cuda"
             resources: dict[str, float] = {"num_cpus": 0, "num_gpus": t.gpus_per_worker} if gpu else {"num_cpus": 1}
             self.retrievers = {} if cfg.search.url else start_node_retrievers(cfg.search)
             self.retriever: Retriever | None = NodeRetriever(self.retrievers) if self.retrievers else None
@@ -136,15 +155,39 @@ class RayBackend:
         return ray.get(calls)
 
     def sync_weights(self) -> dict[str, float]:
-        """Rank 0's new weights to every rollout worker; the engine's timing includes publishing them
-        (the workers wait on rank 0's object ref). Every rank is asked: sharded ranks gather the weights together."""
+        """Rank 0's new weights to every rollout worker by the configured route. Every rank is asked: sharded
+        ranks gather the weights together."""
         try:
+            if self.route == "broadcast":
+                metrics = self.broadcast(self.engine.workers)
+                self.engine.resend = self.broadcast  # a replacement worker gets them the same way
+                return metrics
             calls = [w.weights.remote() for w in self.learners]
-            metrics = self.engine.sync_weights(calls[0])
+            metrics = self.engine.sync_weights(calls[0])  # includes publishing them: the workers wait on the ref
             ray.get(calls[1:])
         except WORKER_DEATHS as e:
             raise WorkerFailure(f"a worker died while the weights were sent: {e}") from e
         return {**metrics, "sync/weight_mib": self.weight_mib}
+
+    def broadcast(self, workers: list[Any]) -> dict[str, float]:
+        """Rank 0 broadcasts its weights to `workers`, in a weight group formed again whenever they are not the
+        members of the last one (the first sync, a replaced worker, a replacement's catch-up)."""
+        t0 = time.perf_counter()
+        if workers != self.group:
+            host, port = ray.get(self.learners[0].address.remote())
+            world = len(workers) + 1
+            joins = [w.join_weight_group.remote(host, port, rank, world) for rank, w in enumerate(workers, start=1)]
+            ray.get([self.learners[0].join_weight_group.remote(host, port, world), *joins])
+            self.group = list(workers)
+        dtype = ray.get(workers[0].weight_dtype.remote())
+        sent = [w.broadcast_weights.remote(dtype) for w in self.learners]
+        received = [w.receive_weights.remote() for w in workers]
+        try:
+            nbytes = ray.get([*sent, *received])[0]
+        except ray.exceptions.RayError as e:  # a member died, or a collective failed because one did
+            self.group = []
+            raise WorkerFailure(f"the weight broadcast failed: {e}") from e
+        return {"timing/weight_sync_s": time.perf_counter() - t0, "sync/weight_mib": nbytes / 2**20}
 
     def save(self, root: Path, step: int, state: dict[str, Any], cfg: Config) -> Path:
         """Rank 0 writes the checkpoint; every rank is asked, since sharded ranks gather the state together."""

@@ -24,6 +24,8 @@ import torch.distributed as dist
 from searchplay.config import Config
 from searchplay.game.selfplay import RoundResult
 from searchplay.llm.device import resolve_device
+from searchplay.llm.weight_broadcast import SENDER, join, send
+from searchplay.llm.weight_buckets import BUCKET_BYTES
 from searchplay.train.backend import build_learner, load_policy
 from searchplay.train.checkpoint import save_checkpoint
 from searchplay.train.logging import rss_mib, trim_heap
@@ -85,13 +87,28 @@ class LearnerWorker:
         return metrics, [t.meta.get("advantage") for t in result.proposer + result.solver], self.learner.version
 
     def weights(self) -> dict[str, np.ndarray]:
-        """The state dict as fp32 arrays, for the rollout workers: every name, a tied output projection too,
-        since vLLM may hold it apart (rank 0's; sharded, every rank takes part in gathering them and the
-        others return nothing)."""
+        """The state dict as fp32 arrays, for the rollout workers through the object store (rank 0's; the others
+        return nothing)."""
+        return {name: t.detach().cpu().numpy() for name, t in self._full_weights().items()}
+
+    def join_weight_group(self, host: str, port: int, world: int) -> None:
+        """Rank 0 opens a weight group for `world - 1` rollout engines (llm/weight_broadcast.py) on host:port,
+        an address this rank's `address` gave; a new group replaces the one before."""
+        self.weight_group = join(host, port, SENDER, world, resolve_device(self.cfg.model.device))
+
+    def broadcast_weights(self, dtype: str) -> int:
+        """Rank 0 broadcasts the weights in `dtype` to its weight group; returns the bytes sent (0 on other ranks,
+        which take part in gathering sharded weights)."""
+        named = self._full_weights()
+        return send(self.weight_group, named.items(), getattr(torch, dtype), BUCKET_BYTES) if self.rank == 0 else 0
+
+    def _full_weights(self) -> dict[str, torch.Tensor]:
+        """Every name of the state dict, a tied output projection too, since vLLM may hold it apart: rank 0's whole
+        weights (sharded, every rank takes part in gathering them and the others get nothing)."""
         full = self.learner.full_weights()
         if full is None:
-            return {name: t.detach().cpu().numpy() for name, t in self.model.state_dict().items()}
-        return {name: t.numpy() for name, t in full.items()} if self.rank == 0 else {}
+            return dict(self.model.state_dict())
+        return full if self.rank == 0 else {}
 
     def weight_mib(self) -> float:
         return sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20  # a shard's numel is the whole's

@@ -11,9 +11,11 @@ base weights and then the last synced ones, and its shard is played again from t
 replacements and the episodes played again are counted (`ray/rollout_restarts`,
 `ray/episodes_rerun`). After `MAX_TRIES` deaths of one shard the round fails (WorkerFailure).
 
-Weights arrive as the learner's fp32 parameters by name (numpy arrays in Ray's object store,
-shared, not copied, by the workers of a node) and are copied into the worker's model; a vLLM
-engine is then sent them as in one process (`Engine.sync_weights`).
+Weights arrive by one of two routes (`trainer.weight_sync`, chosen in ray_backend.py): as the
+learner's fp32 parameters by name (numpy arrays in Ray's object store, shared, not copied, by the
+workers of a node), or broadcast by learner rank 0 over a weight group the workers' engines join
+(llm/weight_broadcast.py). Our engine copies them into its model; vLLM loads them in its worker
+process. A replacement worker is sent the last weights again by the same route (`resend`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import contextlib
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +39,7 @@ from searchplay.llm.base import Generation, SamplingParams
 from searchplay.llm.engines import engine_name, training_engine
 from searchplay.llm.transformers_engine import load_model
 from searchplay.llm.vllm_engine import VLLMEngine
+from searchplay.llm.weight_broadcast import WeightGroup, join, receive
 from searchplay.train.backend import WorkerFailure
 from searchplay.train.ray_retrieval import worker_retriever
 
@@ -63,6 +66,7 @@ class RolloutWorker:
         self.engine = training_engine(self.model, tokenizer, weights, cfg.model, cfg.rollout.seed, threads)
         self.retriever = worker_retriever(cfg.search, retrievers)
         self.params = {} if self.model is None else self.model.state_dict()  # tensors sharing the model's storage
+        self.weight_group: WeightGroup | None = None
 
     def pad_id(self) -> int:
         return self.engine.pad_id
@@ -90,6 +94,30 @@ class RolloutWorker:
             if isinstance(self.engine, VLLMEngine):
                 self.engine.load_named(tensors)
                 return
+            self._copy_in(tensors)
+
+    def weight_dtype(self) -> str:
+        """The dtype the engine holds its weights in: what a broadcast sends."""
+        dtype = self.engine.dtype if isinstance(self.engine, VLLMEngine) else next(iter(self.params.values())).dtype
+        return str(dtype).removeprefix("torch.")
+
+    def join_weight_group(self, host: str, port: int, rank: int, world: int) -> None:
+        """The engine joins learner rank 0's weight group (vLLM: its worker process) as `rank`."""
+        if isinstance(self.engine, VLLMEngine):
+            self.engine.join_weight_group(host, port, rank, world)
+        else:
+            self.weight_group = join(host, port, rank, world, next(iter(self.params.values())).device)
+
+    def receive_weights(self) -> None:
+        """Load the weights learner rank 0 broadcasts now."""
+        if isinstance(self.engine, VLLMEngine):
+            self.engine.receive_weights()
+            return
+        for tensors in receive(self.weight_group):
+            self._copy_in(tensors)
+
+    def _copy_in(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        with torch.no_grad():
             for name, tensor in tensors:
                 self.params[name].copy_(tensor)  # our engine generates from self.model
 
@@ -108,7 +136,7 @@ class RolloutWorkers:
         self.workers = [self._spawn(k) for k in range(cfg.trainer.rollout_workers)]
         pad_ids = ray.get([w.pad_id.remote() for w in self.workers])  # every worker loaded
         self.pad_id: int = pad_ids[0]
-        self.synced: Any = None  # the last weights sent (an object ref): a replacement worker loads them
+        self.resend: Callable[[list[Any]], Any] | None = None  # sends the last synced weights to given workers
         self.restarts = 0
         self.episodes_rerun = 0
 
@@ -124,8 +152,8 @@ class RolloutWorkers:
         with contextlib.suppress(Exception):
             ray.kill(self.workers[k])
         self.workers[k] = self._spawn(k)
-        if self.synced is not None:
-            ray.get(self.workers[k].load_weights.remote(self.synced))
+        if self.resend is not None:
+            self.resend([self.workers[k]])
         self.restarts += 1
 
     def _map(self, n: int, call: Callable[[Any, int, int], Any]) -> list[Any]:
@@ -179,9 +207,13 @@ class RolloutWorkers:
     def sync_weights(self, model: Any) -> dict[str, float]:
         """Every worker loads `model`: here the learner's published weights (an object ref of
         {name: fp32 array}), not a module; returns the time it took."""
+
+        def load(workers: list[Any]) -> None:
+            ray.get([w.load_weights.remote(model) for w in workers])
+
         t0 = time.perf_counter()
-        ray.get([w.load_weights.remote(model) for w in self.workers])
-        self.synced = model
+        load(self.workers)
+        self.resend = load
         return {"timing/weight_sync_s": time.perf_counter() - t0}
 
     def metrics(self) -> dict[str, float]:
