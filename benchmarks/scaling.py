@@ -14,7 +14,8 @@ Training: --steps steps (default 4) of the embedded default (configs/cpu-smollm2
 model.threads = 0, evaluation off) with the local backend and with Ray at (rollout, learner)
 workers (1, 1), (2, 1), (2, 2); the mean of each timing over steps 2.. (step 1 also warms up),
 and the weight sync (timing/weight_sync_s, sync/weight_mib) of the Ray runs, by each route of
-trainer.weight_sync (fp32 through the object store; broadcast over a gloo group, fp32 for this engine).
+trainer.weight_sync (fp32 through the object store; broadcast over a gloo group; ipc, each learner rank
+pushing to the rollout worker of its index; fp32 for this engine on every route).
 
 On 2 cores two workers cannot be much faster than one: the figures show the cost of the split
 (processes, object store, per-worker batches), not the gain of more machines.
@@ -84,7 +85,7 @@ def rollouts(batch: int, repeats: int) -> list[dict]:
     retrievers = start_node_retrievers(cfg.search)
     for workers in (1, 2):
         cfg.trainer.rollout_workers = workers
-        pool = RolloutWorkers(cfg, weights, retrievers, tokenizer, {"num_cpus": 1}, f"bench{workers}")
+        pool = RolloutWorkers(cfg, weights, retrievers, tokenizer, [{"num_cpus": 1}] * workers, f"bench{workers}")
         try:
             play = lambda p=pool: p.run_episodes(prompts, cfg.rollout, "answer", 3, None)  # noqa: E731
             rows.append(row(f"{workers} Ray rollout worker(s)", play))
@@ -101,8 +102,13 @@ def rollouts(batch: int, repeats: int) -> list[dict]:
 def training(steps: int) -> list[dict]:
     keys = ["timing/step_s", "timing/proposer_s", "timing/solver_s", "timing/update_s", "timing/weight_sync_s", "sync/weight_mib"]
     rows = []
-    routes = "object_store", "broadcast"
-    settings = [("local", None, ""), *[("ray", w, r) for w in ((1, 1), (2, 1), (2, 2)) for r in routes]]
+    settings = [
+        ("local", None, ""),
+        ("ray", (1, 1), "object_store"),
+        ("ray", (2, 1), "object_store"),
+        ("ray", (2, 1), "broadcast"),
+    ]
+    settings += [("ray", (2, 2), route) for route in ("object_store", "broadcast", "ipc")]  # ipc: a rollout worker per rank
     for backend, workers, route in settings:
         overrides = ["model.engine=transformers", "model.threads=0", "trainer.eval_every=0", f"trainer.steps={steps}",
                      f"trainer.save_every={steps}", f"trainer.backend={backend}"]  # fmt: skip

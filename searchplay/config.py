@@ -375,11 +375,13 @@ class TrainerConfig:
         0.01,
         64,
     )
-    weight_sync: Literal["auto", "object_store", "broadcast"] = _f(
+    weight_sync: Literal["auto", "object_store", "broadcast", "ipc"] = _f(
         "auto",
-        "backend = ray: how rollout workers get the learner's weights: fp32 through Ray's object store, or broadcast "
-        "by learner rank 0 in the engine's dtype over a group of their own (NCCL on GPUs, gloo on CPUs); auto: "
-        "broadcast on GPUs when no rollout worker shares a GPU (gpus_per_worker >= 1), else the object store",
+        "backend = ray: how rollout workers get the learner's weights: fp32 through Ray's object store; broadcast by "
+        "learner rank 0 in the engine's dtype over a group of their own (NCCL on GPUs, gloo on CPUs); or ipc, each "
+        "learner rank handing them to the rollout worker of its index on its GPU (CUDA IPC; bytes on CPUs). auto: "
+        "ipc on GPUs shared by a learner rank and its rollout worker, broadcast on GPUs of their own, else the "
+        "object store",
     )
     ray_address: str = _f("", "backend = ray: the cluster to join ('auto' or HOST:PORT); empty starts a local Ray instance")
     tensorboard: bool = _f(False, "also log to TensorBoard (extra 'tensorboard')")

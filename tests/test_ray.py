@@ -6,7 +6,9 @@ the tiny random Llama, the bundled BM25 index, gloo for the learner group.
 - a rollout worker killed mid-round is replaced and its episodes played again, identically;
 - a rollout worker killed during training leaves the run going; a learner worker killed stops
   the step cleanly, and the run resumes from its checkpoint in ray mode;
-- weights broadcast over a weight group (gloo here, NCCL on GPUs) reach every worker and a replacement.
+- weights broadcast over a weight group (gloo here, NCCL on GPUs) or pushed by each rank to its rollout worker
+  (bytes here, CUDA IPC on GPUs) reach every worker and a replacement;
+- on (Ray's bookkeeping) GPUs, learner rank i and rollout worker i share a GPU and no two ranks do.
 """
 
 from __future__ import annotations
@@ -28,16 +30,18 @@ import pytest
 import ray
 import torch
 import torch.distributed as dist
+from ray.util.placement_group import remove_placement_group
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from searchplay.agent.rollout import chat_prompt_ids
 from searchplay.assets.names import TINY, model_path, resolve_config
-from searchplay.config import Config, LearnerConfig, ServerConfig, load_config
+from searchplay.config import Config, ConfigError, LearnerConfig, ServerConfig, load_config
 from searchplay.game.prompts import solver_messages
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner, Sample
 from searchplay.search.server import create_app
+from searchplay.train.ray_backend import placement
 from searchplay.train.ray_learner import group_address
 from searchplay.train.ray_retrieval import start_node_retrievers
 from searchplay.train.ray_rollout import RolloutWorkers
@@ -51,7 +55,8 @@ RAY = str(Path(sys.executable).with_name("ray"))  # the venv's ray command
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance for the module; the trainer joins it instead of starting its own."""
-    ray.init(address="local", num_cpus=6, include_dashboard=False, runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}})
+    env = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+    ray.init(address="local", num_cpus=6, num_gpus=4, include_dashboard=False, runtime_env=env)  # GPUs: Ray's bookkeeping only
     yield
     ray.shutdown()
 
@@ -178,7 +183,7 @@ def test_a_rollout_worker_killed_mid_round_is_replaced_and_its_episodes_played_a
     cfg = resolve_config(tiny("rollout.max_new_tokens=48", "trainer.rollout_workers=2", "model.threads=1"))
     tokenizer = AutoTokenizer.from_pretrained(model_path(TINY))
     retrievers = start_node_retrievers(cfg.search)
-    workers = RolloutWorkers(cfg, model_path(TINY), retrievers, tokenizer, {"num_cpus": 1}, "test")
+    workers = RolloutWorkers(cfg, model_path(TINY), retrievers, tokenizer, [{"num_cpus": 1}] * 2, "test")
     questions = [f"who wrote the novel number {i}?" for i in range(12)]
     prompts = [chat_prompt_ids(tokenizer, *solver_messages(q)) for q in questions]
     rollout = cfg.rollout
@@ -234,13 +239,14 @@ def test_training_goes_on_when_a_rollout_worker_dies(local_ray, tmp_path: Path) 
     assert all("verify/pass_rate" in m for m in rows)
 
 
-def test_broadcast_weights_reach_every_worker_and_a_replacement(local_ray, tmp_path: Path) -> None:
-    """trainer.weight_sync = broadcast on gloo (the route NCCL takes on GPUs): rank 0 of a sharded learner group sends
-    the weights to the workers' engines. A worker killed after step 2's sync is replaced during step 3 and must get
-    step 2's weights in a group of its own; step 3's sync forms the group of all workers again."""
+@pytest.mark.parametrize("route", ["broadcast", "ipc"])
+def test_weights_reach_every_worker_and_a_replacement_by_each_route(local_ray, tmp_path: Path, route: str) -> None:
+    """trainer.weight_sync = broadcast over gloo (the route NCCL takes on GPUs), and ipc with bytes (CUDA IPC handles on
+    GPUs), from a sharded learner group. A worker killed after step 2's sync is replaced during step 3 and must get
+    step 2's weights (broadcast: in a group of its own; the next sync forms the group of all workers again)."""
     run = tmp_path / "run"
     killer = kill_when_logged(run, 2, "searchplay-rollout-1-")
-    summary = train(ray_tiny("trainer.steps=4", "trainer.weight_sync=broadcast"), run)
+    summary = train(ray_tiny("trainer.steps=4", f"trainer.weight_sync={route}"), run)
     killer.join(timeout=5)
     assert summary.steps == 4
     rows = metrics(run)
@@ -249,6 +255,28 @@ def test_broadcast_weights_reach_every_worker_and_a_replacement(local_ray, tmp_p
     # lr 1e-3 moves the tiny model far between steps: every gap this small means every worker, the replacement
     # too, generated with the weights the learners had just made
     assert all(m["solver_update/logprob_gap_max"] < 1e-4 for m in rows[1:])
+
+
+class GpuProbe:
+    """A test actor that reports the GPU Ray gave it (Ray's GPUs here are bookkeeping: this machine has none)."""
+
+    def gpu(self) -> list[str]:
+        return [str(g) for g in ray.get_gpu_ids()]
+
+
+def test_on_gpus_rank_i_and_rollout_worker_i_share_a_gpu_and_ranks_never_do(local_ray) -> None:
+    cfg = tiny("trainer.learner_workers=3", "trainer.rollout_workers=3", "trainer.gpus_per_worker=0.5")
+    rollout, learner, group = placement(cfg, on_gpu=True)
+    probe = ray.remote(GpuProbe)
+    try:
+        rollout_gpus = ray.get([probe.options(**o).remote().gpu.remote() for o in rollout])
+        learner_gpus = ray.get([probe.options(**o).remote().gpu.remote() for o in learner])
+    finally:
+        remove_placement_group(group)
+    assert rollout_gpus == learner_gpus  # rank i beside worker i (actors packed in creation order would differ)
+    assert len({tuple(g) for g in learner_gpus}) == 3 and all(len(g) == 1 for g in learner_gpus)
+    with pytest.raises(ConfigError, match=r"need 5 GPUs; the Ray cluster has 4"):
+        placement(tiny("trainer.learner_workers=5", "trainer.rollout_workers=5", "trainer.gpus_per_worker=0.5"), on_gpu=True)
 
 
 def test_a_dead_learner_worker_stops_the_step_cleanly_and_the_run_resumes_in_ray_mode(local_ray, tmp_path: Path) -> None:

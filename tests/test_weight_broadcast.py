@@ -1,6 +1,7 @@
 """Weights broadcast over a weight group (llm/weight_broadcast.py) between real processes on gloo: what arrives is
-the sender's state dict cast to the engines' dtype, bucket by bucket, again and again over one group; and the
-route the Ray backend takes (trainer.weight_sync). NCCL, the GPU route, needs CUDA devices: not run here."""
+the sender's state dict cast to the engines' dtype, bucket by bucket, again and again over one group; the GPU
+layout of the Ray workers; and the route the weights take (trainer.weight_sync). NCCL and CUDA IPC need CUDA
+devices: not run here."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from searchplay.assets.names import TINY, model_path
 from searchplay.config import ConfigError
 from searchplay.llm.transformers_engine import load_model
 from searchplay.llm.weight_broadcast import join, receive, send
-from searchplay.train.ray_backend import weight_route
+from searchplay.train.gpu_layout import LayoutError, gpu_layout, weight_route, workers_per_gpu
 
 CPU = torch.device("cpu")
 SYNCS = 2
@@ -71,15 +72,30 @@ def test_every_receiver_gets_the_senders_weights_in_the_engine_dtype_at_every_sy
             assert same and buckets > 1  # equal to the bf16 cast, in several buckets
 
 
-def test_auto_broadcasts_on_gpus_of_their_own_and_uses_the_object_store_otherwise() -> None:
-    """The device is the only fake here: the route is a choice made from it."""
-    assert weight_route("auto", on_gpu=False, gpus_per_worker=1) == "object_store"
-    assert weight_route("auto", on_gpu=True, gpus_per_worker=1) == "broadcast"
-    assert weight_route("auto", on_gpu=True, gpus_per_worker=0.5) == "object_store"
-    assert weight_route("broadcast", on_gpu=False, gpus_per_worker=1) == "broadcast"  # gloo: what the tests run
-    assert weight_route("object_store", on_gpu=True, gpus_per_worker=1) == "object_store"
+def test_auto_keeps_weights_on_the_gpus_and_uses_the_object_store_on_cpus() -> None:
+    """The device is the only fake here: the route is a choice made from it and the layout."""
+    assert weight_route("auto", False, 2, 2, 1) == "object_store"
+    assert weight_route("auto", True, 2, 2, 1) == "broadcast"  # every worker on a GPU of its own
+    assert weight_route("auto", True, 8, 8, 0.5) == "ipc"  # the paper's layout: rank i beside rollout worker i
+    assert weight_route("auto", True, 1, 3, 0.5) == "object_store"  # rollout workers 1 and 2 share a GPU
+    assert weight_route("broadcast", False, 2, 2, 1) == "broadcast"  # gloo: what the tests run
+    assert weight_route("ipc", False, 2, 2, 1) == "ipc"  # bytes from rank i to worker i
+    assert weight_route("object_store", True, 8, 8, 0.5) == "object_store"
 
 
-def test_broadcast_to_workers_that_may_share_a_gpu_is_refused_by_name() -> None:
+def test_routes_that_cannot_work_are_refused_by_name() -> None:
     with pytest.raises(ConfigError, match=r"weight_sync = 'broadcast' with trainer.gpus_per_worker = 0.5.*NCCL"):
-        weight_route("broadcast", on_gpu=True, gpus_per_worker=0.5)
+        weight_route("broadcast", True, 8, 8, 0.5)
+    with pytest.raises(ConfigError, match=r"weight_sync = 'ipc' with 1 learner and 2 rollout workers"):
+        weight_route("ipc", False, 1, 2, 1)
+    with pytest.raises(ConfigError, match=r"weight_sync = 'ipc' with 2 learner and 2 rollout workers at .* = 1"):
+        weight_route("ipc", True, 2, 2, 1)  # each on a GPU of its own: no rank beside its worker
+
+
+def test_the_layout_pairs_rank_i_with_rollout_worker_i_and_never_puts_two_ranks_on_a_gpu() -> None:
+    assert gpu_layout(3, 3, 0.5) == [[("learner", i), ("rollout", i)] for i in range(3)]
+    assert gpu_layout(2, 1, 1) == [[("learner", 0)], [("rollout", 0)], [("learner", 1)]]
+    assert gpu_layout(1, 2, 0.5) == [[("learner", 0), ("rollout", 0)], [("rollout", 1)]]
+    assert workers_per_gpu(0.6) == 1 and workers_per_gpu(1 / 3) == 3  # shares that fit in one GPU
+    with pytest.raises(LayoutError, match=r"learner ranks \[2, 3\] would share GPU 2.*NCCL"):
+        gpu_layout(4, 2, 0.5)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -38,7 +38,7 @@ from searchplay.llm.base import FinishReason, Generation, SamplingParams
 from searchplay.llm.chat import end_of_turn_ids
 from searchplay.llm.device import resolve_device
 from searchplay.llm.transformers_engine import DTYPES
-from searchplay.llm.weight_buckets import BUCKET_BYTES, buckets, share_cuda, to_bytes
+from searchplay.llm.weight_buckets import BUCKET_BYTES, Layout, buckets, dtype_name, share_cuda, to_bytes
 from searchplay.precision import resolve_dtype
 
 
@@ -144,17 +144,19 @@ class VLLMEngine:
     def load_named(self, named: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
         """Load (name, tensor) pairs, as a model's state dict names them, in buckets (llm/weight_buckets.py); drop
         prefix-cached keys/values. Tensors on the engine's GPU stay there and travel as CUDA IPC handles."""
+        t0 = time.perf_counter()
+        total = 0
+        for flat, layout in buckets(named, self.dtype, self._bucket_device(), BUCKET_BYTES):
+            self.load_bucket(layout, dtype_name(self.dtype), share_cuda(flat) if flat.is_cuda else to_bytes(flat))
+            total += flat.numel() * flat.element_size()
+            del flat  # the workers have copied out of it: collective_rpc returns when they are done
+        return self.synced(time.perf_counter() - t0, total)
 
-        def load() -> int:
-            total = 0
-            for flat, layout in buckets(named, self.dtype, self._bucket_device(), BUCKET_BYTES):
-                payload = share_cuda(flat) if flat.is_cuda else to_bytes(flat)
-                self.llm.collective_rpc("load_bucket", args=(layout, str(self.dtype).removeprefix("torch."), payload))
-                total += flat.numel() * flat.element_size()
-                del flat  # the workers have copied out of it: collective_rpc returns when they are done
-            return total
-
-        return self._reload(load)
+    def load_bucket(self, layout: Layout, dtype: str, payload: bytes | tuple[Any, ...]) -> None:
+        """One bucket (raw bytes, or a CUDA IPC handle to a buffer on this engine's GPU) into the running model, in
+        an awake weights' memory; call `synced` after the last."""
+        self._wake_weights()
+        self.llm.collective_rpc("load_bucket", args=(layout, dtype, payload))
 
     def join_weight_group(self, host: str, port: int, rank: int, world: int) -> None:
         """The engine's worker joins a weight group (llm/weight_broadcast.py) as `rank`; blocks until all have."""
@@ -162,20 +164,23 @@ class VLLMEngine:
 
     def receive_weights(self) -> dict[str, float]:
         """Load the weights the group's sender broadcasts now (the sender calls `weight_broadcast.send`)."""
-        return self._reload(lambda: sum(self.llm.collective_rpc("receive_weights")))
-
-    def _reload(self, load: Callable[[], int]) -> dict[str, float]:
-        """New weights by `load` (returns the bytes loaded) into an awake weights' memory; the prefix cache dropped."""
         t0 = time.perf_counter()
+        self._wake_weights()
+        return self.synced(time.perf_counter() - t0, sum(self.llm.collective_rpc("receive_weights")))
+
+    def synced(self, seconds: float, nbytes: int) -> dict[str, float]:
+        """After the last bucket of a sync: prefix-cached keys/values dropped (the old weights computed them), the
+        sync counted."""
+        self.llm.reset_prefix_cache()
+        self.stats["syncs"] += 1
+        self.stats["sync_seconds"] += seconds
+        return {"timing/weight_sync_s": seconds, "sync/weight_mib": nbytes / 2**20}
+
+    def _wake_weights(self) -> None:
+        """New weights go into the weights' memory alone; the KV cache wakes later (`wake`)."""
         if self.sleeping == "all":
             self.llm.wake_up(tags=["weights"])
             self.sleeping = "kv_cache"
-        total = load()
-        self.llm.reset_prefix_cache()
-        seconds = time.perf_counter() - t0
-        self.stats["syncs"] += 1
-        self.stats["sync_seconds"] += seconds
-        return {"timing/weight_sync_s": seconds, "sync/weight_mib": total / 2**20}
 
     def _bucket_device(self) -> torch.device:
         """Where buckets are built: the engine's GPU when it has one (the learner's tensors are copied there, if

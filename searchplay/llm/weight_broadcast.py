@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from searchplay.llm.weight_buckets import Layout, bucket_numel, layouts, pack, unpack
+from searchplay.llm.weight_buckets import Layout, bucket_numel, dtype_name, layouts, pack, unpack
 
 SENDER = 0  # learner rank 0 is rank 0 of the weight group; the engines follow
 GROUP_TIMEOUT = timedelta(minutes=10)  # joining, and each broadcast: a member gone this long fails the sync
@@ -58,7 +58,7 @@ def send(member: WeightGroup, named: Iterable[tuple[str, torch.Tensor]], dtype: 
     """Broadcast (name, tensor) pairs in `dtype` buckets from the sender; returns the bytes sent."""
     tensors = dict(named)
     plan = layouts(((name, t.shape) for name, t in tensors.items()), dtype.itemsize, bucket_bytes)
-    header = json.dumps({"dtype": str(dtype).removeprefix("torch."), "layouts": plan}).encode()
+    header = json.dumps({"dtype": dtype_name(dtype), "layouts": plan}).encode()
     _broadcast(member, torch.tensor([len(header)], dtype=torch.int64))
     _broadcast(member, torch.frombuffer(bytearray(header), dtype=torch.uint8))
     sent = 0

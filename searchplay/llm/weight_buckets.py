@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.multiprocessing.reductions import reduce_tensor
 
 # (name, shape, offset in elements) of each tensor in a bucket's flat buffer
@@ -56,18 +57,26 @@ def layouts(shapes: Iterable[tuple[str, Sequence[int]]], itemsize: int, bucket_b
 def buckets(
     named: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype, device: torch.device, bucket_bytes: int
 ) -> Iterator[tuple[torch.Tensor, Layout]]:
-    """(flat buffer of `dtype` on `device`, layout) per bucket of `layouts`, filled one bucket at a time."""
+    """(flat buffer of `dtype` on `device`, layout) per bucket of `layouts`, filled one bucket at a time: a sharded
+    tensor (DTensor) is gathered whole only when its bucket is packed (a collective: every rank iterates alike)."""
     tensors = dict(named)
     for layout in layouts(((name, t.shape) for name, t in tensors.items()), dtype.itemsize, bucket_bytes):
         yield pack(tensors, layout, dtype, device), layout
 
 
 def pack(tensors: dict[str, torch.Tensor], layout: Layout, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A bucket's flat buffer: the layout's tensors cast and moved into it, one after another."""
+    """A bucket's flat buffer: the layout's tensors (sharded ones gathered) cast and moved into it, one after another."""
     flat = torch.empty(bucket_numel(layout), dtype=dtype, device=device)
     for name, shape, offset in layout:
-        flat[offset : offset + math.prod(shape)].copy_(tensors[name].detach().reshape(-1))  # casts and moves in one copy
+        tensor = tensors[name]
+        whole = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+        flat[offset : offset + math.prod(shape)].copy_(whole.detach().reshape(-1))  # casts and moves in one copy
     return flat
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """ "bfloat16" for torch.bfloat16: how a dtype travels in a message (`getattr(torch, name)` turns it back)."""
+    return str(dtype).removeprefix("torch.")
 
 
 def bucket_numel(layout: Layout) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from searchplay.config import Config
 from searchplay.rl.learner import resolve_sharding
+from searchplay.train.gpu_layout import LayoutError, gpu_layout
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5
@@ -201,19 +202,19 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
         learner(load)
         rollout(load, ray_worker=False)
         return MemoryPlan(shape, gpus, gpu_gib, [load])
-    per_gpu = max(1, round(1 / t.gpus_per_worker)) if t.gpus_per_worker < 1 else 1
-    needed = -(-(t.learner_workers + t.rollout_workers) // per_gpu)
-    if needed > gpus:
+    try:
+        layout = gpu_layout(t.learner_workers, t.rollout_workers, t.gpus_per_worker)
+    except LayoutError as e:
+        raise PlanError(str(e)) from None
+    if len(layout) > gpus:
         raise PlanError(
             f"{t.learner_workers} learner and {t.rollout_workers} rollout workers at {t.gpus_per_worker:g} GPU each need "
-            f"{needed} GPUs; {gpus} given"
+            f"{len(layout)} GPUs; {gpus} given"
         )
     loads: list[GpuLoad] = []
-    pairs = max(t.learner_workers, t.rollout_workers)  # shared GPUs pair a learner rank with a rollout worker
-    workers = [k for i in range(pairs) for k, n in (("learner", t.learner_workers), ("rollout", t.rollout_workers)) if i < n]
-    for start in range(0, len(workers), per_gpu):
-        load = GpuLoad(f"GPU {len(loads)}")
-        for kind in workers[start : start + per_gpu]:
+    for k, workers in enumerate(layout):
+        load = GpuLoad(f"GPU {k}")
+        for kind, _ in workers:
             if kind == "learner":
                 learner(load)
             else:

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from transformers import AutoTokenizer
 
 from searchplay.assets.names import resolve_config
@@ -33,6 +35,7 @@ from searchplay.game.selfplay import RoundResult
 from searchplay.llm.device import resolve_device
 from searchplay.search.base import Retriever
 from searchplay.train.backend import WorkerFailure
+from searchplay.train.gpu_layout import Worker, gpu_layout, weight_route
 from searchplay.train.ray_learner import LearnerWorker
 from searchplay.train.ray_retrieval import NodeRetriever, start_node_retrievers
 from searchplay.train.ray_rollout import WORKER_DEATHS, RolloutWorkers, phase_threads
@@ -40,19 +43,30 @@ from searchplay.train.ray_rollout import WORKER_DEATHS, RolloutWorkers, phase_th
 DEATH_REPORT_S = 15.0  # after a rank's error, how long to wait for its peers' results before judging
 
 
-def weight_route(setting: str, on_gpu: bool, gpus_per_worker: float) -> str:
-    """trainer.weight_sync resolved: "object_store" or "broadcast". Broadcast is the GPU route (NCCL, GPU to GPU,
-    in bf16), but NCCL refuses two members on one GPU, so it needs rollout workers on GPUs of their own."""
-    shared_gpu = on_gpu and gpus_per_worker < 1
-    if setting == "auto":
-        return "broadcast" if on_gpu and not shared_gpu else "object_store"
-    if setting == "broadcast" and shared_gpu:
+def placement(cfg: Config, on_gpu: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """Ray actor options of each rollout worker and each learner rank, and the placement group that holds them
+    (None on CPUs, where each asks for one CPU). On GPUs one bundle per GPU of the layout (train/gpu_layout.py),
+    so that learner rank i and rollout worker i share a GPU and no two learner ranks do."""
+    t = cfg.trainer
+    if not on_gpu:
+        return [{"num_cpus": 1}] * t.rollout_workers, [{"num_cpus": 1}] * t.learner_workers, None
+    layout = gpu_layout(t.learner_workers, t.rollout_workers, t.gpus_per_worker)
+    bundles = [{"GPU": t.gpus_per_worker * len(workers)} for workers in layout]
+    available = ray.cluster_resources().get("GPU", 0)
+    if sum(b["GPU"] for b in bundles) > available:
         raise ConfigError(
-            f"trainer.weight_sync = 'broadcast' with trainer.gpus_per_worker = {gpus_per_worker:g}: a rollout worker may "
-            "share learner rank 0's GPU, and NCCL refuses two members of a group on one GPU; use weight_sync = "
-            "'object_store' (or 'auto'), or gpus_per_worker >= 1"
+            f"{t.learner_workers} learner and {t.rollout_workers} rollout workers at trainer.gpus_per_worker = "
+            f"{t.gpus_per_worker:g} need {len(bundles)} GPUs; the Ray cluster has {available:g}"
         )
-    return setting
+    group = placement_group(bundles, strategy="PACK")
+    ray.get(group.ready())
+    options: dict[Worker, dict[str, Any]] = {}
+    for index, workers in enumerate(layout):
+        strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index)
+        for worker in workers:
+            options[worker] = {"num_cpus": 0, "num_gpus": t.gpus_per_worker, "scheduling_strategy": strategy}
+    rollout = [options["rollout", k] for k in range(t.rollout_workers)]
+    return rollout, [options["learner", i] for i in range(t.learner_workers)], group
 
 
 def connect(address: str, cpus_needed: int) -> bool:
@@ -89,21 +103,24 @@ class RayBackend:
         t = cfg.trainer
         cfg = resolve_config(cfg)  # the actors get plain paths
         gpu = resolve_device(cfg.model.device).type == "cuda"
-        self.route = weight_route(t.weight_sync, gpu, t.gpus_per_worker)  # refused before anything starts
+        self.route = weight_route(t.weight_sync, gpu, t.learner_workers, t.rollout_workers, t.gpus_per_worker)
         self.group: list[Any] = []  # the rollout workers in learner rank 0's weight group (broadcast route)
         self.started = connect(t.ray_address, t.rollout_workers + t.learner_workers)
         self.learners: list[Any] = []
         self.retrievers: dict[str, Any] = {}
+        self.placement: Any = None
         try:
-            resources: dict[str, float] = {"num_cpus": 0, "num_gpus": t.gpus_per_worker} if gpu else {"num_cpus": 1}
+            rollout_options, learner_options, self.placement = placement(cfg, gpu)
             self.retrievers = {} if cfg.search.url else start_node_retrievers(cfg.search)
             self.retriever: Retriever | None = NodeRetriever(self.retrievers) if self.retrievers else None
             tokenizer = AutoTokenizer.from_pretrained(weights)
             run_id = uuid.uuid4().hex[:8]  # actor names (searchplay-rollout-K-ID, searchplay-learner-R-ID) for `ray list actors`
-            self.engine = RolloutWorkers(cfg, weights, self.retrievers, tokenizer, resources, run_id)
+            self.engine = RolloutWorkers(cfg, weights, self.retrievers, tokenizer, rollout_options, run_id)
             learner_cls: Any = ray.remote(LearnerWorker)
             self.learners = [
-                learner_cls.options(name=f"searchplay-learner-{rank}-{run_id}", **resources).remote(rank, t.learner_workers)
+                learner_cls.options(name=f"searchplay-learner-{rank}-{run_id}", **learner_options[rank]).remote(
+                    rank, t.learner_workers
+                )
                 for rank in range(t.learner_workers)
             ]
             master = ray.get(self.learners[0].address.remote())
@@ -155,30 +172,33 @@ class RayBackend:
         return ray.get(calls)
 
     def sync_weights(self) -> dict[str, float]:
-        """Rank 0's new weights to every rollout worker by the configured route. Every rank is asked: sharded
-        ranks gather the weights together."""
+        """Rank 0's new weights to every rollout worker by the configured route (a replacement worker later gets
+        them the same way). Every rank is asked: sharded ranks gather the weights together."""
+        everyone = list(range(len(self.engine.workers)))
         try:
-            if self.route == "broadcast":
-                metrics = self.broadcast(self.engine.workers)
-                self.engine.resend = self.broadcast  # a replacement worker gets them the same way
-                return metrics
-            calls = [w.weights.remote() for w in self.learners]
-            metrics = self.engine.sync_weights(calls[0])  # includes publishing them: the workers wait on the ref
-            ray.get(calls[1:])
+            if self.route == "object_store":
+                calls = [w.weights.remote() for w in self.learners]
+                metrics = self.engine.sync_weights(calls[0])  # includes publishing them: the workers wait on the ref
+                ray.get(calls[1:])
+                return {**metrics, "sync/weight_mib": self.weight_mib}
+            send = self.broadcast if self.route == "broadcast" else self.push
+            metrics = send(everyone)
+            self.engine.resend = send
+            return metrics
         except WORKER_DEATHS as e:
             raise WorkerFailure(f"a worker died while the weights were sent: {e}") from e
-        return {**metrics, "sync/weight_mib": self.weight_mib}
 
-    def broadcast(self, workers: list[Any]) -> dict[str, float]:
-        """Rank 0 broadcasts its weights to `workers`, in a weight group formed again whenever they are not the
-        members of the last one (the first sync, a replaced worker, a replacement's catch-up)."""
+    def broadcast(self, ks: list[int]) -> dict[str, float]:
+        """Rank 0 broadcasts its weights to rollout workers `ks`, in a weight group formed again whenever they are not
+        the members of the last one (the first sync, a replaced worker, a replacement's catch-up)."""
         t0 = time.perf_counter()
+        workers = [self.engine.workers[k] for k in ks]
         if workers != self.group:
             host, port = ray.get(self.learners[0].address.remote())
             world = len(workers) + 1
             joins = [w.join_weight_group.remote(host, port, rank, world) for rank, w in enumerate(workers, start=1)]
             ray.get([self.learners[0].join_weight_group.remote(host, port, world), *joins])
-            self.group = list(workers)
+            self.group = workers
         dtype = ray.get(workers[0].weight_dtype.remote())
         sent = [w.broadcast_weights.remote(dtype) for w in self.learners]
         received = [w.receive_weights.remote() for w in workers]
@@ -188,6 +208,17 @@ class RayBackend:
             self.group = []
             raise WorkerFailure(f"the weight broadcast failed: {e}") from e
         return {"timing/weight_sync_s": time.perf_counter() - t0, "sync/weight_mib": nbytes / 2**20}
+
+    def push(self, ks: list[int]) -> dict[str, float]:
+        """Each learner rank i hands its weights to rollout worker i on its GPU, if i is in `ks` (every rank gathers)."""
+        t0 = time.perf_counter()
+        dtype = ray.get(self.engine.workers[ks[0]].weight_dtype.remote())
+        targets = [self.engine.workers[i] if i in ks else None for i in range(len(self.learners))]
+        try:
+            nbytes = ray.get([w.push_weights.remote(target, dtype) for w, target in zip(self.learners, targets)])
+        except ray.exceptions.RayError as e:
+            raise WorkerFailure(f"the weight push failed: {e}") from e
+        return {"timing/weight_sync_s": time.perf_counter() - t0, "sync/weight_mib": max(nbytes) / 2**20}
 
     def save(self, root: Path, step: int, state: dict[str, Any], cfg: Config) -> Path:
         """Rank 0 writes the checkpoint; every rank is asked, since sharded ranks gather the state together."""
@@ -206,5 +237,8 @@ class RayBackend:
         for actor in [*self.learners, *self.retrievers.values()]:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+        if self.placement is not None:
+            with contextlib.suppress(Exception):
+                remove_placement_group(self.placement)
         if self.started:
             ray.shutdown()

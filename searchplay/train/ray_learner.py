@@ -12,6 +12,7 @@ metrics and advantages, publishes the weights for the rollout workers and writes
 from __future__ import annotations
 
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from searchplay.config import Config
 from searchplay.game.selfplay import RoundResult
 from searchplay.llm.device import resolve_device
 from searchplay.llm.weight_broadcast import SENDER, join, send
-from searchplay.llm.weight_buckets import BUCKET_BYTES
+from searchplay.llm.weight_buckets import BUCKET_BYTES, buckets, share_cuda, to_bytes
 from searchplay.train.backend import build_learner, load_policy
 from searchplay.train.checkpoint import save_checkpoint
 from searchplay.train.logging import rss_mib, trim_heap
@@ -63,7 +64,7 @@ class LearnerWorker:
     ) -> int:
         """Join the group, load the policy (and optimizer state when resuming); returns the learner version."""
         torch.set_num_threads(threads)
-        device = resolve_device(cfg.model.device)
+        device = self.device = resolve_device(cfg.model.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(
@@ -94,13 +95,32 @@ class LearnerWorker:
     def join_weight_group(self, host: str, port: int, world: int) -> None:
         """Rank 0 opens a weight group for `world - 1` rollout engines (llm/weight_broadcast.py) on host:port,
         an address this rank's `address` gave; a new group replaces the one before."""
-        self.weight_group = join(host, port, SENDER, world, resolve_device(self.cfg.model.device))
+        self.weight_group = join(host, port, SENDER, world, self.device)
 
     def broadcast_weights(self, dtype: str) -> int:
-        """Rank 0 broadcasts the weights in `dtype` to its weight group; returns the bytes sent (0 on other ranks,
-        which take part in gathering sharded weights)."""
-        named = self._full_weights()
-        return send(self.weight_group, named.items(), getattr(torch, dtype), BUCKET_BYTES) if self.rank == 0 else 0
+        """Rank 0 broadcasts the weights in `dtype` to its weight group, bucket by bucket; sharded, every rank
+        gathers each bucket's tensors with it. Returns the bytes sent (0 on other ranks)."""
+        named = self.model.state_dict().items()
+        if self.rank == SENDER:
+            return send(self.weight_group, named, getattr(torch, dtype), BUCKET_BYTES)
+        for _ in buckets(named, getattr(torch, dtype), self.device, BUCKET_BYTES):
+            pass  # the gathers rank 0's buckets need
+        return 0
+
+    def push_weights(self, worker: Any, dtype: str) -> int:
+        """The weights in `dtype` buckets on this rank's device, each handed to `worker` (the rollout worker on this
+        rank's GPU; None: this rank only takes part in gathering): a CUDA IPC handle, bytes on the CPU. Returns
+        the bytes pushed."""
+        t0 = time.perf_counter()
+        total = 0
+        for flat, layout in buckets(self.model.state_dict().items(), getattr(torch, dtype), self.device, BUCKET_BYTES):
+            if worker is not None:
+                ray.get(worker.load_bucket.remote(layout, dtype, share_cuda(flat) if flat.is_cuda else to_bytes(flat)))
+                total += flat.numel() * flat.element_size()
+            del flat  # the worker has copied out of it
+        if worker is not None:
+            ray.get(worker.end_sync.remote(time.perf_counter() - t0, total))
+        return total
 
     def _full_weights(self) -> dict[str, torch.Tensor]:
         """Every name of the state dict, a tied output projection too, since vLLM may hold it apart: rank 0's whole

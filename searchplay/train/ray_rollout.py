@@ -40,6 +40,7 @@ from searchplay.llm.engines import engine_name, training_engine
 from searchplay.llm.transformers_engine import load_model
 from searchplay.llm.vllm_engine import VLLMEngine
 from searchplay.llm.weight_broadcast import WeightGroup, join, receive
+from searchplay.llm.weight_buckets import Layout, dtype_name, from_bytes, open_cuda, unpack
 from searchplay.train.backend import WorkerFailure
 from searchplay.train.ray_retrieval import worker_retriever
 
@@ -97,9 +98,21 @@ class RolloutWorker:
             self._copy_in(tensors)
 
     def weight_dtype(self) -> str:
-        """The dtype the engine holds its weights in: what a broadcast sends."""
-        dtype = self.engine.dtype if isinstance(self.engine, VLLMEngine) else next(iter(self.params.values())).dtype
-        return str(dtype).removeprefix("torch.")
+        """The dtype the engine holds its weights in: what a broadcast or a push sends."""
+        return dtype_name(self.engine.dtype if isinstance(self.engine, VLLMEngine) else next(iter(self.params.values())).dtype)
+
+    def load_bucket(self, layout: Layout, dtype: str, payload: bytes | tuple[Any, ...]) -> None:
+        """One bucket pushed by the learner rank on this worker's GPU (a CUDA IPC handle; bytes on the CPU)."""
+        if isinstance(self.engine, VLLMEngine):
+            self.engine.load_bucket(layout, dtype, payload)
+            return
+        flat = from_bytes(payload, getattr(torch, dtype)) if isinstance(payload, bytes) else open_cuda(payload)
+        self._copy_in(unpack(flat, layout))
+
+    def end_sync(self, seconds: float, nbytes: int) -> None:
+        """After a push's last bucket (vLLM drops its prefix cache)."""
+        if isinstance(self.engine, VLLMEngine):
+            self.engine.synced(seconds, nbytes)
 
     def join_weight_group(self, host: str, port: int, rank: int, world: int) -> None:
         """The engine joins learner rank 0's weight group (vLLM: its worker process) as `rank`."""
@@ -126,17 +139,19 @@ class RolloutWorkers:
     """The Engine of the Ray backend: episodes and generations split over rollout actors."""
 
     def __init__(
-        self, cfg: Config, weights: str, retrievers: dict[str, Any], tokenizer: Any, resources: dict[str, float], run_id: str
+        self, cfg: Config, weights: str, retrievers: dict[str, Any], tokenizer: Any, options: list[dict[str, Any]], run_id: str
     ):
+        """`options`: each worker's Ray actor options (resources, and on GPUs its placement-group bundle), which a
+        replacement keeps."""
         self.cfg, self.weights, self.retrievers, self.tokenizer, self.run_id = cfg, weights, retrievers, tokenizer, run_id
         self.actor_cls: Any = ray.remote(RolloutWorker)
-        self.resources = resources
+        self.options = options
         self.threads = phase_threads(cfg, cfg.trainer.rollout_workers)
         self.spawned = 0
         self.workers = [self._spawn(k) for k in range(cfg.trainer.rollout_workers)]
         pad_ids = ray.get([w.pad_id.remote() for w in self.workers])  # every worker loaded
         self.pad_id: int = pad_ids[0]
-        self.resend: Callable[[list[Any]], Any] | None = None  # sends the last synced weights to given workers
+        self.resend: Callable[[list[int]], Any] | None = None  # sends the last synced weights to the workers numbered
         self.restarts = 0
         self.episodes_rerun = 0
 
@@ -146,14 +161,14 @@ class RolloutWorkers:
         name = f"searchplay-rollout-{k}-{self.run_id}" + (
             f"-{self.spawned}" if self.spawned > self.cfg.trainer.rollout_workers else ""
         )
-        return self.actor_cls.options(name=name, **self.resources).remote(self.cfg, self.weights, self.retrievers, self.threads)
+        return self.actor_cls.options(name=name, **self.options[k]).remote(self.cfg, self.weights, self.retrievers, self.threads)
 
     def _replace(self, k: int) -> None:
         with contextlib.suppress(Exception):
             ray.kill(self.workers[k])
         self.workers[k] = self._spawn(k)
         if self.resend is not None:
-            self.resend([self.workers[k]])
+            self.resend([k])
         self.restarts += 1
 
     def _map(self, n: int, call: Callable[[Any, int, int], Any]) -> list[Any]:
@@ -208,11 +223,11 @@ class RolloutWorkers:
         """Every worker loads `model`: here the learner's published weights (an object ref of
         {name: fp32 array}), not a module; returns the time it took."""
 
-        def load(workers: list[Any]) -> None:
-            ray.get([w.load_weights.remote(model) for w in workers])
+        def load(ks: list[int]) -> None:
+            ray.get([self.workers[k].load_weights.remote(model) for k in ks])
 
         t0 = time.perf_counter()
-        load(self.workers)
+        load(list(range(len(self.workers))))
         self.resend = load
         return {"timing/weight_sync_s": time.perf_counter() - t0}
 
