@@ -7,12 +7,16 @@
 #      weights (benchmarks/gpu_throughput.py), the per-GPU figures of docs/scaling.md;
 #   4. a Qwen2.5-7B-shaped learner update with LoRA rank 64 (the one-GPU layout; peft in .whl/), its peak
 #      beside the memory plan's (prepared 2026-12-01, not yet run).
+#   5. the sharded learner (benchmarks/gpu_sharding.py): FSDP2 on one NCCL rank against one CPU process, and
+#      rank 0's peak for a Qwen2.5-7B-shaped model under a fake group of 8 with the paper config's learner,
+#      beside the memory plan's; then 15 GB of bf16 between two processes by CUDA IPC (benchmarks/gpu_ipc.py)
+#      (prepared 2026-12-01, not yet run).
 # It uses the machine's own torch (CUDA build). What it needs beside the checkout, prepared on a
 # machine with network (benchmarks/README.md, "GPU check"):
 #   .whl/          wheels of searchplay's dependencies that the machine lacks (cp312, manylinux)
 #   .gpuassets/    SEARCHPLAY_HOME with the tiny model, wiki, wiki-bm25, wiki-seeds, nq-answerable,
 #                  and smollm2-config.json (SmolLM2-135M's config.json)
-# Results in $OUT (default gpu-out/): device.txt, gpu-tests.log, tiny-*.jsonl, throughput.md, summary.md.
+# Results in $OUT (default gpu-out/): device.txt, gpu-tests.log, tiny-*.jsonl, throughput.md, sharding.md, summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -38,6 +42,10 @@ done
     --batches 64 --gradient-checkpointing
   python3 benchmarks/gpu_throughput.py --config configs/shapes/qwen2.5-7b-instruct.json --tokenizer .gpuassets/tiny-random-llama \
     --batches --gradient-checkpointing --lora-rank 64 --micro-batch-tokens 12288; } | tee "$OUT/throughput.md"
+
+{ python3 benchmarks/gpu_sharding.py equal --model .gpuassets/tiny-random-llama --device cuda
+  python3 benchmarks/gpu_sharding.py memory --config configs/shapes/qwen2.5-7b-instruct.json --ranks 8
+  python3 benchmarks/gpu_ipc.py --gb 15; } | tee "$OUT/sharding.md"
 
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.md"
 import json, sys
