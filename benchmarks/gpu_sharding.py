@@ -33,9 +33,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from searchplay.config import LearnerConfig, load_config
 from searchplay.llm.transformers_engine import load_model
+from searchplay.rl.data_parallel import group_backend
 from searchplay.rl.learner import Learner, Sample
 from searchplay.train.memory_plan import make_plan, read_shape
-from searchplay.train.ray_learner import group_backend
 
 
 def samples(lengths: list[int], response: int, vocab: int, seed: int = 0) -> list[Sample]:

@@ -76,7 +76,7 @@ def test_a_learner_group_on_gpus_reduces_cpu_metrics_and_gpu_tensors(tmp_path: P
     with device type cpu' once it had 2+ ranks; one rank with the group's real backends shows both paths."""
     import torch.distributed as dist
 
-    from searchplay.train.ray_learner import group_backend
+    from searchplay.rl.data_parallel import group_backend
 
     dist.init_process_group(group_backend("cuda"), init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
@@ -91,6 +91,6 @@ def test_a_learner_group_on_gpus_reduces_cpu_metrics_and_gpu_tensors(tmp_path: P
 
 
 def test_the_learner_groups_backends() -> None:
-    from searchplay.train.ray_learner import group_backend
+    from searchplay.rl.data_parallel import group_backend
 
     assert group_backend("cuda") == "cpu:gloo,cuda:nccl" and group_backend("cpu") == "gloo"

@@ -27,6 +27,13 @@ import torch.distributed as dist
 BUCKET_ELEMENTS = 1 << 25  # 128 MiB of fp32 gradient per all-reduce call
 
 
+def group_backend(device_type: str) -> str:
+    """The learner group's backends: on GPUs NCCL for tensors on the GPU and gloo for the CPU ones (the metric
+    sums of rl/data_parallel.py reduce CPU tensors; a plain "nccl" group fails on them with "No backend type
+    associated with device type cpu"), on CPUs gloo."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+
+
 def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

@@ -27,6 +27,7 @@ from searchplay.game.selfplay import RoundResult
 from searchplay.llm.device import resolve_device
 from searchplay.llm.weight_broadcast import SENDER, join, send
 from searchplay.llm.weight_buckets import BUCKET_BYTES, buckets, share_cuda, to_bytes
+from searchplay.rl.data_parallel import group_backend
 from searchplay.train.backend import build_learner, load_policy
 from searchplay.train.checkpoint import save_checkpoint
 from searchplay.train.logging import rss_mib, trim_heap
@@ -41,13 +42,6 @@ def group_address() -> tuple[str, int]:
         s.bind(("", 0))
         port = s.getsockname()[1]
     return ray.util.get_node_ip_address(), port
-
-
-def group_backend(device_type: str) -> str:
-    """The learner group's backends: on GPUs NCCL for tensors on the GPU and gloo for the CPU ones (the metric
-    sums of rl/data_parallel.py reduce CPU tensors; a plain "nccl" group fails on them with "No backend type
-    associated with device type cpu"), on CPUs gloo."""
-    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
 
 
 class LearnerWorker:
