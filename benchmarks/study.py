@@ -283,9 +283,14 @@ def run_arms(s: Study, setting_name: str, steps: int, limit: int) -> None:
     setting = SWEEP[setting_name]
     evaluate(s, "base", base_model(s), list(TEST_SETS), limit)
     for name, overrides in arms(s, setting).items():
-        if is_evaluated(s, name):
+        if is_evaluated(s, name) and not orphaned(s, name):
             print(f"arm {name}: record and test evaluations committed", flush=True)
             continue
+        if orphaned(s, name):
+            print(f"arm {name}: evaluated, but supervised-then-selfplay starts from its weights and its run folder is not"
+                  " on this machine: it is trained and evaluated again", flush=True)  # fmt: skip
+            for dataset in TEST_SETS:
+                shutil.rmtree(s.out / "evals" / f"{name}-{dataset}", ignore_errors=True)  # this script's, in git
         if name == "supervised-then-selfplay":
             supervised = s.work / "arm-supervised"
             overrides = [*overrides, f"model.path={supervised / 'checkpoints' / latest_step(supervised)}/model"]
@@ -302,12 +307,19 @@ def is_evaluated(s: Study, name: str) -> bool:
     return (s.out / "runs" / name / "metrics.jsonl").is_file() and all(p.is_file() for p in evals)
 
 
+def orphaned(s: Study, name: str) -> bool:
+    """The supervised arm evaluated on another machine while supervised-then-selfplay, which continues from its
+    weights (they live only in the run folder), is not: both must then be trained on this one."""
+    checkpoints = (s.work / "arm-supervised" / "checkpoints").glob("step-*")
+    return name == "supervised" and not is_evaluated(s, "supervised-then-selfplay") and not any(checkpoints)
+
+
 def latest_step(run: Path) -> str:
     steps = sorted((run / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     if not steps:
         raise SystemExit(
             f"{run} has no checkpoint: supervised-then-selfplay starts from the supervised arm's weights, which live only"
-            " in its run folder; train both arms on one machine (delete docs/study/v2/evals/supervised-* to train it again)"
+            " in its run folder; `arms` trains both on one machine"
         )
     return steps[-1].name
 

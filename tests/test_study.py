@@ -79,3 +79,11 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
     shutil.rmtree(work)  # a fresh machine: the committed results without the run folders
     fresh = subprocess.run(arms, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert fresh.returncode == 0 and "$ searchplay" not in fresh.stdout  # evaluated arms are not trained again
+    # a fresh machine after a session that evaluated the supervised arm but not the one continuing from its weights
+    shutil.rmtree(out / "evals" / "supervised-then-selfplay-nq-answerable")
+    shutil.rmtree(work)
+    paired = subprocess.run(arms, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert paired.returncode == 0, paired.stderr[-3000:]
+    assert "arm supervised: evaluated, but supervised-then-selfplay starts from its weights" in paired.stdout
+    assert (work / "arm-supervised" / "checkpoints").is_dir()  # trained again, here, before the arm that continues
+    assert (out / "evals" / "supervised-then-selfplay-nq-answerable" / "summary.json").is_file()
