@@ -16,6 +16,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -122,19 +123,25 @@ def test_after_an_update_the_engine_generates_from_the_new_weights(model_dir: Pa
     assert sync["sync/weight_mib"] > 10 and sync["timing/weight_sync_s"] > 0
 
 
-def test_weights_sent_in_small_chunks_load_whole(model_dir: Path, engines, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of one tensor's size: the fused q/k/v and gate/up modules get their parts in separate chunks unless a
-    chunk ends only between decoder layers (vLLM's in-place reload processes a module per call)."""
-    vllm_engine, _ = engines
+def perturbed(model_dir: Path, seed: int) -> tuple[Any, list[list[int]], dict[str, torch.Tensor], list[list[int]]]:
+    """The model of `model_dir` with noise on every weight: (model, prompts, the original weights, the greedy tokens
+    the noisy model writes)."""
     model, tokenizer = load_model(str(model_dir), "float32", DEVICE)
     hf = TransformersEngine(model, tokenizer, threads=1)
     prompts = _prompts(hf)
     original = {n: t.clone() for n, t in model.state_dict().items()}
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    wanted = [g.token_ids for g in hf.generate(prompts, GREEDY)]
+    return model, prompts, original, [g.token_ids for g in hf.generate(prompts, GREEDY)]
+
+
+def test_weights_sent_in_small_chunks_load_whole(model_dir: Path, engines, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of one tensor's size: the fused q/k/v and gate/up modules get their parts in separate chunks unless a
+    chunk ends only between decoder layers (vLLM's in-place reload processes a module per call)."""
+    vllm_engine, _ = engines
+    model, prompts, original, wanted = perturbed(model_dir, seed=0)
     monkeypatch.setattr("searchplay.llm.vllm_engine.BUCKET_BYTES", 1)
     vllm_engine.sync_weights(model)
     try:
@@ -148,15 +155,7 @@ def test_weights_broadcast_over_a_weight_group_load_whole(model_dir: Path, engin
     """The Ray backend's broadcast route (llm/weight_broadcast.py) on gloo: this process is learner rank 0, the
     engine's worker process joins the group and loads each one-layer bucket as it arrives."""
     vllm_engine, _ = engines
-    model, tokenizer = load_model(str(model_dir), "float32", DEVICE)
-    hf = TransformersEngine(model, tokenizer, threads=1)
-    prompts = _prompts(hf)
-    original = {n: t.clone() for n, t in model.state_dict().items()}
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    wanted = [g.token_ids for g in hf.generate(prompts, GREEDY)]
+    model, prompts, original, wanted = perturbed(model_dir, seed=1)
     assert [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)] != wanted
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
