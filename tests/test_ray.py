@@ -239,14 +239,15 @@ def test_training_goes_on_when_a_rollout_worker_dies(local_ray, tmp_path: Path) 
     assert all("verify/pass_rate" in m for m in rows)
 
 
-@pytest.mark.parametrize("route", ["broadcast", "ipc"])
-def test_weights_reach_every_worker_and_a_replacement_by_each_route(local_ray, tmp_path: Path, route: str) -> None:
+@pytest.mark.parametrize(("route", "sharding"), [("broadcast", "auto"), ("ipc", "auto"), ("ipc", "none")])
+def test_weights_reach_every_worker_and_a_replacement_by_each_route(local_ray, tmp_path: Path, route: str, sharding: str) -> None:
     """trainer.weight_sync = broadcast over gloo (the route NCCL takes on GPUs), and ipc with bytes (CUDA IPC handles on
-    GPUs), from a sharded learner group. A worker killed after step 2's sync is replaced during step 3 and must get
-    step 2's weights (broadcast: in a group of its own; the next sync forms the group of all workers again)."""
+    GPUs), from a sharded learner group (ipc also from full copies: each rank pushes its own). A worker killed after
+    step 2's sync is replaced during step 3 and must get step 2's weights (broadcast: in a group of its own; the
+    next sync forms the group of all workers again)."""
     run = tmp_path / "run"
     killer = kill_when_logged(run, 2, "searchplay-rollout-1-")
-    summary = train(ray_tiny("trainer.steps=4", f"trainer.weight_sync={route}"), run)
+    summary = train(ray_tiny("trainer.steps=4", f"trainer.weight_sync={route}", f"learner.sharding={sharding}"), run)
     killer.join(timeout=5)
     assert summary.steps == 4
     rows = metrics(run)

@@ -4,15 +4,17 @@
     retriever actor per node   the index and cache, shared by the node's rollout workers
     rollout workers (N)        engine + retriever; a round's episodes split across them
     learner workers (M)        torch.distributed group; every update summed over the ranks
-    weight sync                rank 0's weights to every worker: fp32 through the object store, or
-                               broadcast in the engine's dtype over a weight group (trainer.weight_sync)
+    weight sync                the learner's weights to every worker (trainer.weight_sync): rank 0's fp32
+                               through the object store, rank 0's broadcast over a weight group, or each
+                               rank's to the rollout worker on its GPU (ipc)
 
 With `trainer.ray_address` empty a local Ray instance is started (and stopped at the end); else
 the driver joins that cluster ('auto': the one `ray start` made on this machine). The run
 directory is written by the driver and the checkpoints by learner rank 0, so on several machines
 it must be on storage they share. Each worker asks Ray for one CPU, or `trainer.gpus_per_worker`
-GPUs when model.device is CUDA (the GPU path has not run on a GPU yet). docs/scaling.md has the
-layout and the measured costs.
+GPUs when model.device is CUDA, in a placement group that keeps learner rank i beside rollout worker i
+(train/gpu_layout.py; the GPU path has not run on a GPU yet). docs/scaling.md has the layout and the
+measured costs.
 """
 
 from __future__ import annotations

@@ -97,14 +97,17 @@ class LearnerWorker:
         named = self.model.state_dict().items()
         if self.rank == SENDER:
             return send(self.weight_group, named, getattr(torch, dtype), BUCKET_BYTES)
-        for _ in buckets(named, getattr(torch, dtype), self.device, BUCKET_BYTES):
-            pass  # the gathers rank 0's buckets need
+        if self.learner.sharded:
+            for _ in buckets(named, getattr(torch, dtype), self.device, BUCKET_BYTES):
+                pass  # the gathers rank 0's buckets need
         return 0
 
     def push_weights(self, worker: Any, dtype: str) -> int:
         """The weights in `dtype` buckets on this rank's device, each handed to `worker` (the rollout worker on this
         rank's GPU; None: this rank only takes part in gathering): a CUDA IPC handle, bytes on the CPU. Returns
         the bytes pushed."""
+        if worker is None and not self.learner.sharded:
+            return 0  # nothing to gather with the others
         t0 = time.perf_counter()
         total = 0
         for flat, layout in buckets(self.model.state_dict().items(), getattr(torch, dtype), self.device, BUCKET_BYTES):

@@ -11,10 +11,11 @@ base weights and then the last synced ones, and its shard is played again from t
 replacements and the episodes played again are counted (`ray/rollout_restarts`,
 `ray/episodes_rerun`). After `MAX_TRIES` deaths of one shard the round fails (WorkerFailure).
 
-Weights arrive by one of two routes (`trainer.weight_sync`, chosen in ray_backend.py): as the
+Weights arrive by one of three routes (`trainer.weight_sync`, train/gpu_layout.py): as the
 learner's fp32 parameters by name (numpy arrays in Ray's object store, shared, not copied, by the
-workers of a node), or broadcast by learner rank 0 over a weight group the workers' engines join
-(llm/weight_broadcast.py). Our engine copies them into its model; vLLM loads them in its worker
+workers of a node); broadcast by learner rank 0 over a weight group the workers' engines join
+(llm/weight_broadcast.py); or bucket by bucket from the learner rank on the worker's GPU (`load_bucket`:
+a CUDA IPC handle, bytes on CPUs). Our engine copies them into its model; vLLM loads them in its worker
 process. A replacement worker is sent the last weights again by the same route (`resend`).
 """
 
