@@ -326,23 +326,13 @@ def latest_step(run: Path) -> str:
 
 def report(s: Study, arm_names: list[str]) -> None:
     """Table-1 style on the test sets: base, then each evaluated arm (and KEPT run) as score and paired difference
-    to the base, each one's steps and training minutes, and the form of its answers; arms not yet evaluated are
-    named below the tables."""
+    to the base (and supervised-then-selfplay against supervised alone), each one's steps and training minutes,
+    and the form of its answers; arms not yet evaluated are named below the tables."""
     names = [n for n in [*arm_names, *KEPT] if is_evaluated(s, n)]
     missing = [n for n in arm_names if n not in names]
-    head = "| dataset | metric | base | " + " | ".join(f"{n} (diff [95% CI])" for n in names) + " |"
-    lines = [head, "|" + " --- |" * (3 + len(names))]
-    for dataset in TEST_SETS:
-        base = scores(s, "base", dataset)
-        for metric in ("em", "cover_em", "f1"):
-            ids = list(base)
-            cells = [f"{100 * sum(base[i][metric] for i in ids) / len(ids):.1f}"]
-            for n in names:
-                other = scores(s, n, dataset)
-                a, b = [base[i][metric] for i in ids], [other[i][metric] for i in ids]
-                r = paired_bootstrap(a, b)
-                cells.append(f"{100 * sum(b) / len(b):.1f} ({100 * r['diff']:+.1f} [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}])")
-            lines.append(f"| {dataset} | {metric} | " + " | ".join(cells) + " |")
+    lines = paired_table(s, "base", names)
+    if {"supervised", "supervised-then-selfplay"} <= set(names):  # the continual row's target: beat supervised alone
+        lines += ["", *paired_table(s, "supervised", ["supervised-then-selfplay"])]
     lines += ["", "| arm | steps | training minutes | proposer episodes whose first search is their answer |"]
     lines += ["| --- | --- | --- | --- |"]
     for n in names:
@@ -359,6 +349,25 @@ def report(s: Study, arm_names: list[str]) -> None:
     (s.out / "compare.md").write_text("\n".join(comparisons))
     plot_runs([s.out / "runs" / n for n in names], s.out / "curves.png", window=5, labels=names)
     print(table)
+
+
+def paired_table(s: Study, reference: str, names: list[str]) -> list[str]:
+    """Test-set EM, cover EM and F1 of `reference`, then of each of `names` with its paired difference to it."""
+    head = f"| dataset | metric | {reference} | " + " | ".join(f"{n} (diff [95% CI])" for n in names) + " |"
+    lines = [head, "|" + " --- |" * (3 + len(names))]
+    for dataset in TEST_SETS:
+        ref = scores(s, reference, dataset)
+        ids = list(ref)
+        for metric in ("em", "cover_em", "f1"):
+            a = [ref[i][metric] for i in ids]
+            cells = [f"{100 * sum(a) / len(a):.1f}"]
+            for n in names:
+                other = scores(s, n, dataset)
+                b = [other[i][metric] for i in ids]
+                r = paired_bootstrap(a, b)
+                cells.append(f"{100 * sum(b) / len(b):.1f} ({100 * r['diff']:+.1f} [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}])")
+            lines.append(f"| {dataset} | {metric} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def answer_searches(trajectories: Path) -> tuple[int, int]:

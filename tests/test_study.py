@@ -69,8 +69,10 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
     assert "arm-supervised/checkpoints/step-1/model" in continued  # starts from the supervised weights
     assert "max_minutes = 0.0" in continued  # arms are matched on steps, not on time
     table = (out / "table.md").read_text()
-    assert sum(line.startswith("| nq-answerable |") for line in table.splitlines()) == 3 and "selfplay-seed1 (diff" in table
+    assert sum(line.startswith("| nq-answerable |") for line in table.splitlines()) == 3 + 3  # against base, and supervised
+    assert "selfplay-seed1 (diff" in table
     assert "| selfplay | nq-answerable |" in table  # the form of the answers, per model and test set
+    assert "| dataset | metric | supervised | supervised-then-selfplay (diff" in table  # the continual row's target
     assert "| supervised | 1 |" in table and "Not evaluated yet" not in table  # each arm's steps and minutes
     assert (out / "curves.png").is_file() and "B - A" in (out / "compare.md").read_text()
     for cmd in (sweep, arms):
