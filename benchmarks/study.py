@@ -341,6 +341,7 @@ def report(s: Study, arm_names: list[str]) -> None:
         share = f"{named} of {searched}" if searched else "-"
         lines.append(f"| {n} | {rows[-1]['step']} | {rows[-1].get('timing/train_s', 0.0) / 60:.1f} | {share} |")
     lines += ["", *answer_habits(s, ["base", *names])]
+    lines += ["", *probe_table(s, names)]
     if missing:
         lines += ["", f"Not evaluated yet: {', '.join(missing)}."]
     table = "\n".join(lines) + "\n"
@@ -352,21 +353,46 @@ def report(s: Study, arm_names: list[str]) -> None:
 
 
 def paired_table(s: Study, reference: str, names: list[str]) -> list[str]:
-    """Test-set EM, cover EM and F1 of `reference`, then of each of `names` with its paired difference to it."""
-    head = f"| dataset | metric | {reference} | " + " | ".join(f"{n} (diff [95% CI])" for n in names) + " |"
-    lines = [head, "|" + " --- |" * (3 + len(names))]
-    for dataset in TEST_SETS:
-        ref = scores(s, reference, dataset)
-        ids = list(ref)
-        for metric in ("em", "cover_em", "f1"):
-            a = [ref[i][metric] for i in ids]
-            cells = [f"{100 * sum(a) / len(a):.1f}"]
-            for n in names:
-                other = scores(s, n, dataset)
-                b = [other[i][metric] for i in ids]
+    """Table 1's layout: a row per model, test-set EM, cover EM and F1 in the columns; `reference` as plain scores,
+    each of `names` with its paired difference to it and the 95% bootstrap interval."""
+    metrics = ("em", "cover_em", "f1")
+    head = ["model", *(f"{d} {m}" for d in TEST_SETS for m in metrics)]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    refs = {d: scores(s, reference, d) for d in TEST_SETS}
+    for name in [reference, *names]:
+        cells = [name]
+        for dataset in TEST_SETS:
+            ids = list(refs[dataset])
+            other = scores(s, name, dataset)
+            for metric in metrics:
+                a, b = [refs[dataset][i][metric] for i in ids], [other[i][metric] for i in ids]
+                if name == reference:
+                    cells.append(f"{100 * sum(a) / len(a):.1f}")
+                    continue
                 r = paired_bootstrap(a, b)
                 cells.append(f"{100 * sum(b) / len(b):.1f} ({100 * r['diff']:+.1f} [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}])")
-            lines.append(f"| {dataset} | {metric} | " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def probe_table(s: Study, names: list[str]) -> list[str]:
+    """The probe curve: at each step that answered the probe questions, each run's mean reward and its exact answers
+    (the probe set is greedy and fixed, so the rows of one column are comparable)."""
+    count = len([line for line in s.probes.read_text().splitlines() if line.strip()])
+    curves = {}
+    for name in names:
+        rows = [json.loads(line) for line in (s.out / "runs" / name / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        curves[name] = {r["step"]: r for r in rows if "probe/reward" in r}
+    steps = sorted({step for curve in curves.values() for step in curve})
+    lines = [f"| step | {' | '.join(f'{n} probe reward (exact of {count})' for n in names)} |", "|" + " --- |" * (1 + len(names))]
+    for step in steps:
+        points = [curves[n].get(step) for n in names]
+        cells = [f"{p['probe/reward']:.3f} ({round(p['probe/em'] * count)})" if p else "-" for p in points]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    base = s.out / "evals" / f"base-{s.probes.stem}" / "summary.json"
+    if base.is_file():
+        em = json.loads(base.read_text())["datasets"][s.probes.stem]["em"]
+        lines += ["", f"The base model on the same questions (`searchplay eval`, greedy): {round(em * count)} of {count} exact."]
     return lines
 
 

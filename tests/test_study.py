@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -69,10 +70,16 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
     assert "arm-supervised/checkpoints/step-1/model" in continued  # starts from the supervised weights
     assert "max_minutes = 0.0" in continued  # arms are matched on steps, not on time
     table = (out / "table.md").read_text()
-    assert sum(line.startswith("| nq-answerable |") for line in table.splitlines()) == 3 + 3  # against base, and supervised
-    assert "selfplay-seed1 (diff" in table
+    # Table 1's layout: a row per model; against the base, then supervised-then-selfplay against supervised
+    first, continual = [part for part in table.split("\n\n") if part.startswith("| model | nq-answerable em |")]
+    assert [line.split(" | ")[0] for line in first.splitlines()[2:]] == [
+        f"| {n}" for n in ("base", "selfplay", "frozen-proposer", "selfplay-seed1", "supervised", "supervised-then-selfplay")
+    ]
+    assert re.search(r"^\| selfplay-seed1 \| [\d.]+ \([+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\]\) \|", first, re.M)
+    assert continual.splitlines()[2].startswith("| supervised | ")  # the continual row's target: against supervised
+    assert continual.splitlines()[3].startswith("| supervised-then-selfplay | ") and "[" in continual
     assert "| selfplay | nq-answerable |" in table  # the form of the answers, per model and test set
-    assert "| dataset | metric | supervised | supervised-then-selfplay (diff" in table  # the continual row's target
+    assert "| step | selfplay probe reward (exact of 3) |" in table and "same questions" in table  # the probe curve
     assert "| supervised | 1 |" in table and "Not evaluated yet" not in table  # each arm's steps and minutes
     assert (out / "curves.png").is_file() and "B - A" in (out / "compare.md").read_text()
     for cmd in (sweep, arms):
