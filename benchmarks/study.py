@@ -37,11 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from searchplay.assets.names import resolve_search
 from searchplay.config import load_config
 from searchplay.eval.data import load_dataset
 from searchplay.eval.report import compare
 from searchplay.eval.stats import paired_bootstrap
+from searchplay.game.extract import mentions
 from searchplay.jsonl import write_jsonl
+from searchplay.search.base import Hit, Retriever
+from searchplay.search.resolve import open_retriever
 from searchplay.train.plot import plot_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,6 +346,7 @@ def report(s: Study, arm_names: list[str]) -> None:
         lines.append(f"| {n} | {rows[-1]['step']} | {rows[-1].get('timing/train_s', 0.0) / 60:.1f} | {share} |")
     lines += ["", *answer_habits(s, ["base", *names])]
     lines += ["", *probe_table(s, names)]
+    lines += ["", *chain_table(s, ["base", *names])]
     if missing:
         lines += ["", f"Not evaluated yet: {', '.join(missing)}."]
     table = "\n".join(lines) + "\n"
@@ -394,6 +399,42 @@ def probe_table(s: Study, names: list[str]) -> list[str]:
         em = json.loads(base.read_text())["datasets"][s.probes.stem]["em"]
         lines += ["", f"The base model on the same questions (`searchplay eval`, greedy): {round(em * count)} of {count} exact."]
     return lines
+
+
+def chain_table(s: Study, names: list[str]) -> list[str]:
+    """Where the chain from question to exact answer breaks, per model and test set: whether the question itself,
+    used as the query with the config's retriever and top-k, finds a passage holding a golden answer (retrieval at
+    its easiest); whether the model's own searches did; of those questions, how many answers hold a golden answer
+    (reading); of those, how many are exact (answer form)."""
+    cfg = load_config(s.config)
+    retriever, k = open_retriever(resolve_search(cfg.search, cfg)), cfg.search.topk
+    lines = [
+        f"| model | dataset | the question as the query finds it (top {k}) | its own searches find it "
+        "| its answer holds it, when found | exact, when held |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for dataset in TEST_SETS:
+        questions = list(scores(s, "base", dataset).values())
+        easiest = found(retriever, k, [[q["question"]] for q in questions], [q["golden_answers"] for q in questions])
+        for name in names:
+            rows = list(scores(s, name, dataset).values())
+            hit = found(retriever, k, [r["trajectory"]["queries"] for r in rows], [r["golden_answers"] for r in rows])
+            held = [r["cover_em"] > 0 for r, h in zip(rows, hit) if h]
+            exact = [r["em"] > 0 for r, h in zip(rows, hit) if h and r["cover_em"] > 0]
+            cells = [name, dataset, f"{100 * sum(easiest) / len(easiest):.1f}%", f"{100 * sum(hit) / len(hit):.1f}%"]
+            lines.append("| " + " | ".join([*cells, f"{sum(held)} of {len(held)}", f"{sum(exact)} of {len(exact)}"]) + " |")
+    return lines
+
+
+def found(retriever: Retriever, k: int, queries: list[list[str]], answers: list[list[str]]) -> list[bool]:
+    """Per question: whether any of its queries' top-k passages (title and text, as the agent reads them) holds one of
+    its golden answers."""
+    unique = sorted({q for qs in queries for q in qs if q.strip()})
+    hits: dict[str, list[Hit]] = {}
+    for i in range(0, len(unique), 64):
+        batch = unique[i : i + 64]
+        hits.update(zip(batch, retriever.search(batch, k)))
+    return [any(mentions(h.contents, a) for q in qs for h in hits.get(q, [])) for qs, a in zip(queries, answers)]
 
 
 def answer_searches(trajectories: Path) -> tuple[int, int]:

@@ -80,6 +80,8 @@ def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) 
     assert continual.splitlines()[3].startswith("| supervised-then-selfplay | ") and "[" in continual
     assert "| selfplay | nq-answerable |" in table  # the form of the answers, per model and test set
     assert "| step | selfplay probe reward (exact of 3) |" in table and "same questions" in table  # the probe curve
+    chain = re.findall(r"^\| (\S+) \| nq-answerable \| [\d.]+% \| [\d.]+% \| \d+ of \d+ \| \d+ of \d+ \|$", table, re.M)
+    assert chain[0] == "base" and len(chain) == 6  # where the chain breaks: retrieval, reading, answer form
     assert "| supervised | 1 |" in table and "Not evaluated yet" not in table  # each arm's steps and minutes
     assert (out / "curves.png").is_file() and "B - A" in (out / "compare.md").read_text()
     for cmd in (sweep, arms):
