@@ -415,10 +415,11 @@ def chain_table(s: Study, names: list[str]) -> list[str]:
     ]
     for dataset in TEST_SETS:
         questions = list(scores(s, "base", dataset).values())
-        easiest = found(retriever, k, [[q["question"]] for q in questions], [q["golden_answers"] for q in questions])
+        cache = s.work / "found"  # what an evaluation's searches find does not change: searched once per report machine
+        easiest = found(retriever, k, [[q["question"]] for q in questions], questions, cache / f"question-{dataset}-top{k}.json")
         for name in names:
             rows = list(scores(s, name, dataset).values())
-            hit = found(retriever, k, [r["trajectory"]["queries"] for r in rows], [r["golden_answers"] for r in rows])
+            hit = found(retriever, k, [r["trajectory"]["queries"] for r in rows], rows, cache / f"{name}-{dataset}-top{k}.json")
             held = [r["cover_em"] > 0 for r, h in zip(rows, hit) if h]
             exact = [r["em"] > 0 for r, h in zip(rows, hit) if h and r["cover_em"] > 0]
             cells = [name, dataset, f"{100 * sum(easiest) / len(easiest):.1f}%", f"{100 * sum(hit) / len(hit):.1f}%"]
@@ -426,15 +427,22 @@ def chain_table(s: Study, names: list[str]) -> list[str]:
     return lines
 
 
-def found(retriever: Retriever, k: int, queries: list[list[str]], answers: list[list[str]]) -> list[bool]:
-    """Per question: whether any of its queries' top-k passages (title and text, as the agent reads them) holds one of
-    its golden answers."""
+def found(retriever: Retriever, k: int, queries: list[list[str]], rows: list[dict[str, Any]], cache: Path) -> list[bool]:
+    """Per question (row): whether any of its queries' top-k passages (title and text, as the agent reads them) holds
+    one of its golden answers; kept in `cache` with the questions and queries it holds for (an evaluation run again
+    searches anew)."""
+    key = [[r["id"], qs] for r, qs in zip(rows, queries)]
+    if cache.is_file() and (kept := json.loads(cache.read_text()))["key"] == key:
+        return kept["found"]
     unique = sorted({q for qs in queries for q in qs if q.strip()})
     hits: dict[str, list[Hit]] = {}
     for i in range(0, len(unique), 64):
         batch = unique[i : i + 64]
         hits.update(zip(batch, retriever.search(batch, k)))
-    return [any(mentions(h.contents, a) for q in qs for h in hits.get(q, [])) for qs, a in zip(queries, answers)]
+    result = [any(mentions(h.contents, r["golden_answers"]) for q in qs for h in hits.get(q, [])) for qs, r in zip(queries, rows)]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "found": result}))
+    return result
 
 
 def answer_searches(trajectories: Path) -> tuple[int, int]:
