@@ -7,7 +7,8 @@ model once the game pays for answerable questions and short answers?
   python benchmarks/study.py arms --setting NAME [--steps 101] [--limit 500]
       the arms of ARMS with the sweep's chosen setting, on the first --limit questions of the test sets
   python benchmarks/study.py report
-      the Table-1 style table with paired intervals against the base, curves, comparisons
+      Table 1's layout with paired intervals against the base (and supervised-then-selfplay against supervised),
+      the form of the answers, the probe curve, where the chain breaks, curves, comparisons
 
 Paths are options (--config, --out, --work, --probes); the defaults are the committed study's.
 Every phase is skipped when its output exists, so an interrupted study resumes where it stopped:
@@ -331,7 +332,8 @@ def latest_step(run: Path) -> str:
 def report(s: Study, arm_names: list[str]) -> None:
     """Table-1 style on the test sets: base, then each evaluated arm (and KEPT run) as score and paired difference
     to the base (and supervised-then-selfplay against supervised alone), each one's steps and training minutes,
-    and the form of its answers; arms not yet evaluated are named below the tables."""
+    the form of its answers, its probe curve and where its chain breaks; arms not yet evaluated are named below the
+    tables."""
     names = [n for n in [*arm_names, *KEPT] if is_evaluated(s, n)]
     missing = [n for n in arm_names if n not in names]
     lines = paired_table(s, "base", names)
