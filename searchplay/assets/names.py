@@ -11,7 +11,7 @@ from pathlib import Path
 
 from huggingface_hub import try_to_load_from_cache
 
-from searchplay.assets import asset_file
+from searchplay.assets import ASSETS, AssetMissingError, asset_file
 from searchplay.assets.tiny import tiny_model_dir
 from searchplay.config import Config, SearchConfig
 
@@ -19,10 +19,19 @@ BUNDLED = "bundled"
 TINY = "tiny-random"
 
 
+BUNDLED_MODELS = [name for name, asset in ASSETS.items() if asset.kind == "model"]
+
+
 def model_path(value: str, cfg: Config | None = None) -> str:
-    """'bundled' -> the exported SmolLM2; 'tiny-random' -> the tiny test model; anything else as given."""
+    """'bundled' -> the exported SmolLM2; 'bundled:<name>' -> that model asset (an opt-in one such as
+    qwen2.5-coder-1.5b-instruct); 'tiny-random' -> the tiny test model; anything else as given."""
     if value == BUNDLED:
         return str(asset_file("smollm2-135m-instruct", cfg))
+    if value.startswith(BUNDLED + ":"):
+        name = value.removeprefix(BUNDLED + ":")
+        if name not in BUNDLED_MODELS:
+            raise AssetMissingError(f"model {value!r}: there is no bundled model {name!r}; known: {', '.join(BUNDLED_MODELS)}")
+        return str(asset_file(name, cfg))
     if value == TINY:
         return str(tiny_model_dir(cfg))
     return value
