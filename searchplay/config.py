@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import math
 import os
 import re
 import tomllib
@@ -44,6 +45,8 @@ def check_ranges(cfg: Any) -> None:
         for f in dataclasses.fields(section):
             lo, hi = f.metadata.get("range", (None, None))
             value = getattr(section, f.name)
+            if isinstance(value, float) and not math.isfinite(value):  # nan passes every comparison below
+                raise ConfigError(f"{sec.name}.{f.name}: value {value!r} is not a finite number ({f.metadata['help']})")
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 shown = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
                 raise ConfigError(f"{sec.name}.{f.name}: value {value!r} is out of range {shown} ({f.metadata['help']})")

@@ -105,6 +105,10 @@ def test_shipped_configs_load(name: str) -> None:
         ("trainer.steps=-5", "trainer.steps: value -5"),
         ("game.keep_ratio=1.5", "game.keep_ratio: value 1.5"),
         ("rollout.top_p=0", "rollout.top_p: value 0"),
+        ("learner.clip_high=nan", "learner.clip_high: value nan is not a finite number"),  # nan passes lo <= v <= hi
+        ("learner.lr=nan", "learner.lr: value nan is not a finite number"),
+        ("learner.kl_coef=inf", "learner.kl_coef: value inf is not a finite number"),
+        ("trainer.max_minutes=-inf", "trainer.max_minutes: value -inf is not a finite number"),
     ],
 )
 def test_numeric_fields_have_ranges_checked_before_any_work(override: str, message: str) -> None:

@@ -74,6 +74,19 @@ def test_runs_and_metric_columns_match_the_run_directory(url: str, runs: dict[st
     assert "time" not in columns["series"]
 
 
+def test_non_finite_metrics_of_a_diverging_run_are_gaps_not_errors(runs: dict[str, Path], tmp_path: Path) -> None:
+    run = shutil.copytree(runs["plain"], tmp_path / "diverged")
+    with (run / "metrics.jsonl").open("a") as f:  # what json.dumps writes for a diverging loss
+        f.write(json.dumps({"step": 4, "solver/acc": float("nan"), "proposer/valid_rate": float("inf"), "time": 1.0}) + "\n")
+    with running_server(create_app([run], [])) as base:
+        response = httpx.get(f"{base}/api/metrics", params={"run": 0})
+    assert response.status_code == 200, response.text
+    columns = response.json()
+    assert columns["steps"][-1] == 4 and columns["series"]["solver/acc"][-1] is None
+    assert columns["series"]["proposer/valid_rate"][-1] is None and columns["series"]["solver/acc"][0] is not None
+    assert write_report([run], [], tmp_path / "report.html") > 0  # the report reads the same records
+
+
 def test_trajectory_pages_filter_sort_and_slice_on_the_server(url: str, runs: dict[str, Path]) -> None:
     logged = _lines(runs["plain"] / "trajectories" / "step-000002.jsonl")
     page = httpx.get(f"{url}/api/trajectories", params={"run": 0, "step": 2, "limit": 3, "offset": 2}).json()

@@ -11,6 +11,8 @@ they resolve inside their run folder (a symlink out of it is refused).
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import tomllib
 from collections import OrderedDict
@@ -89,13 +91,22 @@ def read_lines(path: Path) -> list[tuple[int, Any]]:
     for lineno, raw in enumerate(lines, 1):
         if raw.strip():
             try:
-                out.append((offset, orjson.loads(raw)))
-            except orjson.JSONDecodeError as e:
+                out.append((offset, _loads(raw)))
+            except ValueError as e:
                 torn = lineno == len(lines) and raw.lstrip().startswith(b"{") and b"\0" not in raw
                 if not torn:
                     raise RunViewError(f"{path}, line {lineno}: not a JSON record ({e})", 500) from None
         offset += len(raw) + 1
     return out
+
+
+def _loads(raw: bytes) -> Any:
+    """orjson, and where it refuses, Python's json, which also reads the NaN and Infinity that a diverging
+    run's metrics hold (Python writes them so); they are shown as gaps (`_is_number`), never a 500."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def trajectory_row(index: int, r: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +314,8 @@ def _metric_columns(path: Path) -> dict[str, Any]:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite number: NaN and infinities become gaps in the curves (JSON cannot carry them to the page)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _pool_rows(path: Path) -> list[dict[str, Any]]:
