@@ -227,6 +227,12 @@ class GameConfig:
         "with the solver's retriever and topk returns a passage whose text holds a golden answer; reading: "
         "retrievable, and the policy reading those passages names a golden answer; off: nothing is verified",
     )
+    verifier_model: str = _f(
+        "",
+        "who reads for the policy and reading verifiers: empty = the policy itself (the paper); a model directory, "
+        "cached HF id or bundled:<name> = a frozen referee loaded beside the policy (the paper's judge role, run "
+        "locally; e.g. bundled:qwen2.5-coder-1.5b-instruct)",
+    )
     noisy_docs: int = _f(
         4,
         "whole evidence blocks (all documents one other proposer trajectory retrieved) mixed into the "
@@ -497,6 +503,11 @@ def validate(cfg: Config) -> None:
     g = cfg.game
     if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError("game.verifier = 'judge' needs judge.base_url and judge.model")
+    if g.verifier_model and g.verifier not in ("policy", "reading"):
+        raise ConfigError(
+            f"game.verifier_model = {g.verifier_model!r} is read only by the policy and reading verifiers, "
+            f"and game.verifier = {g.verifier!r}"
+        )
     if g.solver_reward == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError(
             "game.solver_reward = 'judge' needs judge.base_url and judge.model; without a judge use em, f1 or cover_em"

@@ -8,12 +8,13 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from searchplay.assets.names import BUNDLED, seeds_path
-from searchplay.config import Config, GameConfig, JudgeConfig, RolloutConfig, ServerConfig, load_config
+from searchplay.config import Config, ConfigError, GameConfig, JudgeConfig, RolloutConfig, ServerConfig, load_config, validate
 from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAILED
 from searchplay.game.pool import QuestionPool
 from searchplay.game.seeds import Seed, SeedSampler, load_seeds
@@ -21,8 +22,11 @@ from searchplay.game.selfplay import play_round
 from searchplay.game.verify import verify_questions
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.openai_server import create_app
+from searchplay.train.components import build_components
 from tests.servers import free_port, running_server
 from tests.test_game_rules import GOOD_Q, pool_question, proposer_traj
+
+VERIFY_PROMPT = "You answer questions from documents."  # the verifier's system prompt (game/verify.py)
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +276,37 @@ def test_play_round_with_policy_verification_rejects_and_reuses(tiny_engine, bun
     assert {t.pool_id for t in reused} <= {"old-0", "old-1", "old-2"}
     assert all(pool.questions[t.pool_id].attempts == 2 for t in reused)  # and the attempts were recorded
     assert len(result.solver) == len(result.tasks) * cfg.game.solver_n
+
+
+class PromptLog:
+    """A real engine whose prompts are written down as text (which model was asked what)."""
+
+    def __init__(self, engine: Any, texts: list[str]):
+        self.engine, self.texts = engine, texts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def generate(self, prompts: list[list[int]], params: Any) -> Any:
+        self.texts.extend(self.engine.tokenizer.decode(p) for p in prompts)
+        return self.engine.generate(prompts, params)
+
+
+def test_a_frozen_referee_verifies_instead_of_the_policy(tiny_engine, bundled_bm25) -> None:
+    cfg = tiny_config(verifier="policy", min_searches=0, verifier_model="tiny-random")
+    validate(cfg)
+    asked_policy: list[str] = []
+    asked_referee: list[str] = []
+    parts = build_components(cfg, None, PromptLog(tiny_engine, asked_policy), bundled_bm25)
+    assert parts.referee is not None and parts.referee is not tiny_engine  # its own frozen model
+    parts.referee = PromptLog(parts.referee, asked_referee)
+    result = parts.play(cfg, 1, random.Random(0))
+    assert result.metrics["verify/candidates"] == len(asked_referee) > 0
+    assert all(VERIFY_PROMPT in t for t in asked_referee)
+    assert asked_policy and not any(VERIFY_PROMPT in t for t in asked_policy)  # the policy only proposed and solved
+    cfg.game.verifier = "retrievable"  # which reads nothing
+    with pytest.raises(ConfigError, match="read only by the policy and reading verifiers"):
+        validate(cfg)
 
 
 @pytest.mark.slow

@@ -76,6 +76,7 @@ def resolve_config(cfg: Config) -> Config:
     """A copy of `cfg` whose model, index and seed names are paths (the fields a run reads)."""
     out = copy.deepcopy(cfg)
     out.model.path = model_path(cfg.model.path, cfg)
+    out.game.verifier_model = model_path(cfg.game.verifier_model, cfg) if cfg.game.verifier_model else ""
     out.search = resolve_search(cfg.search, cfg)
     if cfg.game.mode == "selfplay":
         out.game.seeds = seeds_path(cfg.game.seeds, cfg)

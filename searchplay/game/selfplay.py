@@ -109,7 +109,10 @@ def play_round(
     rng: random.Random,
     judge: LLMJudge | None = None,
     phase: Callable[[str], None] = quiet,
+    referee: Engine | None = None,
 ) -> RoundResult:
+    """One self-play round. `referee`: the frozen model of game.verifier_model, which verifies instead of
+    the policy (`engine`) when given."""
     g, metrics, timing = cfg.game, {}, {}
     guided = cfg.rollout.scaffold == "guided"
 
@@ -149,7 +152,7 @@ def play_round(
             g.verifier,
             g.noisy_docs,
             rng,
-            engine=engine,
+            engine=referee or engine,
             judge=judge,
             guided=guided,
             retriever=retriever,

@@ -26,13 +26,14 @@ class Components:
     judge: LLMJudge | None
     sampler: SeedSampler
     pool: QuestionPool
+    referee: Engine | None = None  # game.verifier_model: a frozen model that verifies instead of the policy
 
     def play(self, cfg: Config, step: int, rng: random.Random, phase: Callable[[str], None] = quiet) -> RoundResult:
         """One round of the configured game: self-play, or the supervised control on labelled questions;
         `phase` is told which part of the round is running."""
         if cfg.game.mode == "supervised":
             return play_supervised_round(self.engine, self.retriever, self.sampler, cfg, step, self.judge, phase)
-        return play_round(self.engine, self.retriever, self.sampler, self.pool, cfg, step, rng, self.judge, phase)
+        return play_round(self.engine, self.retriever, self.sampler, self.pool, cfg, step, rng, self.judge, phase, self.referee)
 
     def search_metrics(self) -> dict[str, float]:
         """Cumulative retrieval cache counters (when the cache is on)."""
@@ -49,6 +50,12 @@ def build_components(
     engine = engine or open_engine(cfg.model.path, cfg.model, cfg.rollout.seed)
     judge = LLMJudge(cfg.judge) if cfg.judge.base_url else None
     seeds = labelled_seeds(load_dataset(cfg.game.train_data)) if cfg.game.mode == "supervised" else load_seeds(cfg.game.seeds)
+    referee = open_engine(cfg.game.verifier_model, cfg.model, cfg.rollout.seed) if cfg.game.verifier_model else None
     return Components(
-        engine, retriever or open_retriever(cfg.search), judge, SeedSampler(seeds, cfg.game.seed), QuestionPool(pool_path)
+        engine,
+        retriever or open_retriever(cfg.search),
+        judge,
+        SeedSampler(seeds, cfg.game.seed),
+        QuestionPool(pool_path),
+        referee,
     )
