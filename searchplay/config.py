@@ -261,11 +261,17 @@ class GameConfig:
     )
     reward_left: float = _f(0.0, "intermediate reward: l in 4 (l + s)(r - s)", 0, 1)
     reward_right: float = _f(1.0, "intermediate reward: r in 4 (l + s)(r - s)", 0, 1)
-    solver_reward: Literal["em", "f1", "em_partial", "cover_em", "judge"] = _f(
+    solver_reward: Literal["em", "f1", "em_partial", "cover_em", "judge", "extractive"] = _f(
         "em",
         "solver reward: exact match, token F1, em_partial (exact match 1, else at most 0.5 scaled by brevity for an "
-        "answer holding a golden answer), cover EM (answer contains a golden answer) or judge (exact match, else the "
-        "LLM judge; paper)",
+        "answer holding a golden answer), cover EM (answer contains a golden answer), judge (exact match, else the "
+        "LLM judge; paper) or extractive (em_partial, paid only for an answer that is a span of a passage the solver "
+        "retrieved: no search, nothing)",
+    )
+    extractive: bool = _f(
+        False,
+        "the extractive game: seeds are short answer spans of corpus passages ('bundled' = wiki-span-seeds) and the "
+        "proposer reads the seed passage; needs solver_reward = extractive and verifier = reading (or retrievable)",
     )
     max_answer_words: int = _f(
         0, "solver answers longer than this many words earn 0 (0 = no limit); a cut-off answer always earns 0", 0, 10000
@@ -503,6 +509,11 @@ def validate(cfg: Config) -> None:
     g = cfg.game
     if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError("game.verifier = 'judge' needs judge.base_url and judge.model")
+    if g.extractive and (g.solver_reward != "extractive" or g.verifier not in ("reading", "retrievable")):
+        raise ConfigError(
+            f"game.extractive = true pays spans a reader copies: it needs game.solver_reward = 'extractive' (got "
+            f"{g.solver_reward!r}) and game.verifier = 'reading' or 'retrievable' (got {g.verifier!r})"
+        )
     if g.verifier_model and g.verifier not in ("policy", "reading"):
         raise ConfigError(
             f"game.verifier_model = {g.verifier_model!r} is read only by the policy and reading verifiers, "

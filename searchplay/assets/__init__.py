@@ -24,6 +24,7 @@ from searchplay.assets import model as model_mod
 from searchplay.assets import model_parts
 from searchplay.assets import qa as qa_mod
 from searchplay.assets import seeds as seeds_mod
+from searchplay.assets import spans as spans_mod
 from searchplay.config import Config, searchplay_home
 from searchplay.jsonl import write_jsonl
 from searchplay.search.bm25 import build_bm25_index
@@ -129,6 +130,18 @@ def _build_seeds(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
     return {"seeds": written, "entities": len(titles), "common_nouns_dropped": dropped, "hops": hist}
 
 
+def _build_span_seeds(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
+    a = cfg.assets
+    seeds = spans_mod.draw_span_seeds(asset_file("wiki", cfg), a.seed_count, a.seed_hops_min, a.seed_hops_max, a.seed)
+    words = [len(s["answer"].split()) for s in seeds]
+    years = sum(s["answer"].isdigit() for s in seeds)
+    return {
+        "seeds": write_jsonl(seeds, out / "seeds.jsonl"),
+        "years": years,
+        "mean_answer_words": round(sum(words) / len(words), 2),
+    }
+
+
 def _build_bm25(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
     meta = build_bm25_index(asset_file("wiki", cfg), out / "index", progress=False)
     return {"passages": meta["passages"]}
@@ -218,6 +231,17 @@ ASSETS: dict[str, Asset] = {
             settings=lambda cfg: {
                 k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed", "seed_filter")
             },
+        ),
+        Asset(
+            "wiki-span-seeds",
+            "seeds",
+            "seeds.jsonl",
+            WIKI_LICENCE,
+            "short answer spans of passages of the bundled wiki corpus, with their passage (the extractive game)",
+            sources=_no_sources,
+            build=_build_span_seeds,
+            needs=("wiki",),
+            settings=lambda cfg: {k: getattr(cfg.assets, k) for k in ("seed_count", "seed_hops_min", "seed_hops_max", "seed")},
         ),
         Asset(
             "wiki-bm25",

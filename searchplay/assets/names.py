@@ -57,8 +57,11 @@ def index_path(value: str, kind: str = "bm25", cfg: Config | None = None) -> str
     return str(asset_file("wiki-bm25" if kind == "bm25" else "wiki-minilm", cfg))
 
 
-def seeds_path(value: str, cfg: Config | None = None) -> str:
-    return str(asset_file("wiki-seeds", cfg)) if value == BUNDLED else value
+def seeds_path(value: str, cfg: Config | None = None, extractive: bool = False) -> str:
+    """'bundled' -> the title seeds, or for the extractive game the span seeds (each with its passage)."""
+    if value != BUNDLED:
+        return value
+    return str(asset_file("wiki-span-seeds" if extractive else "wiki-seeds", cfg))
 
 
 def resolve_search(search: SearchConfig, cfg: Config | None = None) -> SearchConfig:
@@ -79,5 +82,5 @@ def resolve_config(cfg: Config) -> Config:
     out.game.verifier_model = model_path(cfg.game.verifier_model, cfg) if cfg.game.verifier_model else ""
     out.search = resolve_search(cfg.search, cfg)
     if cfg.game.mode == "selfplay":
-        out.game.seeds = seeds_path(cfg.game.seeds, cfg)
+        out.game.seeds = seeds_path(cfg.game.seeds, cfg, cfg.game.extractive)
     return out

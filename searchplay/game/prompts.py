@@ -34,6 +34,23 @@ PROPOSER_SYSTEM = (
 
 PROPOSER_USER = "Answer: {answer}\nNumber of searches: {hops}\nBegin with <search>{answer}</search>"
 
+# The extractive game (game.extractive): the answer is a short phrase of a passage the proposer is shown.
+PROPOSER_EXTRACTIVE_SYSTEM = (
+    "You write a quiz question whose answer is a short phrase copied from an encyclopedia passage. You get the "
+    "passage, the answer (a phrase in it) and a number of searches n. Search with <search>query</search>; the results "
+    "come back inside <information> and </information>. Search for what the passage says about the answer, one search "
+    "at a time, up to n searches, so that you know a reader can find it. You may reason inside <think> and </think>. "
+    "Then write one question inside <question> and </question>. Rules for the question: its answer is exactly the "
+    "given phrase; use only facts from the passage or the search results; never write the answer; it must make sense "
+    "to someone who has not seen the passage (never 'the passage' or 'the text'); it must have exactly one correct "
+    "answer. Example: for the answer 1889, from a passage saying that the Eiffel Tower was completed in 1889 for the "
+    "World's Fair in Paris, a good question is <question>In which year was the Eiffel Tower completed?</question>"
+)
+
+PROPOSER_EXTRACTIVE_USER = (
+    "Passage ({title}): {passage}\nAnswer: {answer}\nNumber of searches: {hops}\nBegin with <search>{title} {answer}</search>"
+)
+
 
 def solver_messages(question: str) -> tuple[str, str]:
     return SOLVER_SYSTEM, SOLVER_USER.format(question=question)
@@ -53,7 +70,11 @@ def seed_examples(extra: dict) -> str:
     return ""
 
 
-def proposer_messages(answer: str, hops: int, examples: str = "") -> tuple[str, str]:
-    """The proposer's prompt; a seed's example questions, when it has any, are shown in the system part (SSP)."""
-    system = PROPOSER_SYSTEM + (EXAMPLES.format(examples=examples) if examples else "")
-    return system, PROPOSER_USER.format(answer=answer, hops=hops)
+def proposer_messages(answer: str, hops: int, examples: str = "", passage: str = "", title: str = "") -> tuple[str, str]:
+    """The proposer's prompt; a seed's example questions, when it has any, are shown in the system part (SSP).
+    With a `passage` (the extractive game) the proposer reads it and asks for a phrase of it."""
+    extra = EXAMPLES.format(examples=examples) if examples else ""
+    if passage:
+        user = PROPOSER_EXTRACTIVE_USER.format(passage=passage, title=title, answer=answer, hops=hops)
+        return PROPOSER_EXTRACTIVE_SYSTEM + extra, user
+    return PROPOSER_SYSTEM + extra, PROPOSER_USER.format(answer=answer, hops=hops)

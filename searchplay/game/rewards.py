@@ -3,7 +3,9 @@
 The solver's reward is chosen by `game.solver_reward`: `em` (normalised exact match), `f1`
 (token F1, partial credit), `em_partial` (exact match 1, else half credit scaled by brevity for an
 answer that contains a golden answer), `cover_em` (a golden answer occurs in the answer) or
-`judge` (exact match, else the LLM judge's verdict: the paper's semantic correctness). The
+`judge` (exact match, else the LLM judge's verdict: the paper's semantic correctness), or
+`extractive` (em_partial, but only for an answer that occurs in a passage the solver retrieved:
+the extractive game pays copying what was found, never a guess from memory or no search). The
 rule-based kinds stand in for the judge when no judge model is at hand. The caller passes no
 prediction (reward 0) for an answer cut off by the token cap or longer than game.max_answer_words.
 """
@@ -15,7 +17,7 @@ from typing import Literal
 from searchplay.judge.match import exact_match, f1, normalize_answer, substring_match
 
 ProposerRewardKind = Literal["1-acc", "intermediate", "format_only", "frontier"]
-SolverRewardKind = Literal["em", "f1", "em_partial", "cover_em", "judge"]
+SolverRewardKind = Literal["em", "f1", "em_partial", "cover_em", "judge", "extractive"]
 PARTIAL_CREDIT = 0.5  # em_partial: the most a non-exact answer earns (a one-word-longer answer gets less)
 MAX_ANSWER_TAGS = 10  # more final tags than this divides the reward by 4 (tag spamming)
 
@@ -26,8 +28,10 @@ def solver_reward(
     kind: SolverRewardKind = "em",
     answer_tags: int = 1,
     judge_verdict: bool | None = None,
+    retrieved: list[str] | None = None,
 ) -> float:
-    """0 without an answer; else the chosen match score in [0, 1] (judge: unknown verdict = 0)."""
+    """0 without an answer; else the chosen match score in [0, 1] (judge: unknown verdict = 0). `retrieved`:
+    the texts of the passages the solver's searches returned (extractive)."""
     if prediction is None:
         return 0.0
     if kind == "em":
@@ -40,8 +44,11 @@ def solver_reward(
         reward = 1.0 if exact_match(prediction, golden_answers) else brevity_credit(prediction, golden_answers)
     elif kind == "judge":
         reward = 1.0 if exact_match(prediction, golden_answers) or judge_verdict is True else 0.0
+    elif kind == "extractive":
+        copied = any(substring_match(text, [prediction]) for text in retrieved or [])
+        reward = 0.0 if not copied else solver_reward(prediction, golden_answers, "em_partial")
     else:
-        raise ValueError(f"unknown solver reward {kind!r}; use em, f1, em_partial, cover_em or judge")
+        raise ValueError(f"unknown solver reward {kind!r}; use em, f1, em_partial, cover_em, judge or extractive")
     return reward / 4 if answer_tags > MAX_ANSWER_TAGS else reward
 
 

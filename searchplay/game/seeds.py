@@ -65,6 +65,17 @@ def seed_from_record(record: Any) -> Seed:
     return Seed(answers[0], hops, tuple(dict.fromkeys(answers[1:] + aliases)), extra)
 
 
+def seed_passage(seed: Seed) -> tuple[str, str]:
+    """(passage, title) of an extractive seed (wiki-span-seeds has both); a clear error when it has none."""
+    passage, title = seed.extra.get("passage"), seed.extra.get("title", "")
+    if not isinstance(passage, str) or not passage.strip():
+        raise SeedError(
+            f"seed {seed.answer!r} has no 'passage': the extractive game needs seeds with the passage their answer is "
+            "a span of (game.seeds = 'bundled' gives wiki-span-seeds)"
+        )
+    return passage, str(title)
+
+
 def load_seeds(source: str) -> list[Seed]:
     """Seeds from a jsonl file ('bundled' is resolved to a path by assets.names before this)."""
     path = Path(source)

@@ -34,7 +34,7 @@ from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAIL
 from searchplay.game.pool import PoolQuestion, QuestionPool
 from searchplay.game.prompts import proposer_messages, seed_examples, solver_messages
 from searchplay.game.rewards import proposer_reward, solver_reward, success_rate, usable_answer
-from searchplay.game.seeds import SeedSampler
+from searchplay.game.seeds import Seed, SeedSampler, seed_passage
 from searchplay.game.verify import verify_questions
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.judge.match import exact_match, f1
@@ -92,6 +92,13 @@ def quiet(text: str) -> None:
     """The `phase` of a caller that shows no progress."""
 
 
+def _proposer_prompt(seed: Seed, extractive: bool) -> tuple[str, str]:
+    """The proposer's (system, user) for a seed; the extractive game shows the seed's passage."""
+    if not extractive:
+        return proposer_messages(seed.answer, seed.hops, seed_examples(seed.extra))
+    return proposer_messages(seed.answer, seed.hops, seed_examples(seed.extra), *seed_passage(seed))
+
+
 def _solver_phase(tasks: list[SolverTask], cfg: Config) -> str:
     return (
         f"solver rollouts ({len(tasks)} questions x {cfg.game.solver_n} = {len(tasks) * cfg.game.solver_n} episodes, "
@@ -121,9 +128,7 @@ def play_round(
     seeds = [replace(s, hops=min(s.hops, g.max_hops)) if g.max_hops else s for s in sampler.sample(g.batch_size)]
     proposer_seeds = [s for s in seeds for _ in range(g.proposer_n)]
     proposer_groups = [i for i in range(len(seeds)) for _ in range(g.proposer_n)]
-    prompts = [
-        chat_prompt_ids(engine.tokenizer, *proposer_messages(s.answer, s.hops, seed_examples(s.extra))) for s in proposer_seeds
-    ]
+    prompts = [chat_prompt_ids(engine.tokenizer, *_proposer_prompt(s, g.extractive)) for s in proposer_seeds]
     metas: list[dict[str, Any]] = [
         {"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops} for i, s in enumerate(proposer_seeds)
     ]
@@ -306,6 +311,7 @@ def solve(
             g.solver_reward,
             count_tags("".join(x.text for x in t.turns), "answer"),
             v,
+            [h.get("text", "") for h in t.retrieved],
         )
         for t, task, v in zip(trajs, solver_tasks, verdicts)
     ]

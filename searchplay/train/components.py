@@ -10,7 +10,7 @@ from searchplay.assets.names import resolve_config
 from searchplay.config import Config
 from searchplay.eval.data import load_dataset
 from searchplay.game.pool import QuestionPool
-from searchplay.game.seeds import SeedSampler, labelled_seeds, load_seeds
+from searchplay.game.seeds import SeedSampler, labelled_seeds, load_seeds, seed_passage
 from searchplay.game.selfplay import RoundResult, play_round, play_supervised_round, quiet
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.base import Engine
@@ -50,6 +50,9 @@ def build_components(
     engine = engine or open_engine(cfg.model.path, cfg.model, cfg.rollout.seed)
     judge = LLMJudge(cfg.judge) if cfg.judge.base_url else None
     seeds = labelled_seeds(load_dataset(cfg.game.train_data)) if cfg.game.mode == "supervised" else load_seeds(cfg.game.seeds)
+    if cfg.game.extractive and cfg.game.mode == "selfplay":
+        for seed in seeds:  # every seed is checked before the first round, not when it is drawn
+            seed_passage(seed)
     referee = open_engine(cfg.game.verifier_model, cfg.model, cfg.rollout.seed) if cfg.game.verifier_model else None
     return Components(
         engine,
