@@ -561,6 +561,35 @@ def train(
     print_run_summary(summary.run_dir, summary.seconds)
 
 
+# What makes a training run the label-free warm-up (expert iteration): both roles imitate only their confirmed
+# samples (solver: exact answers to verified questions, whose answers the seeds give; proposer: every question the
+# filters and the verifier kept), with no KL term and no dynamic sampling. docs/method.md, "Label-free warm-up".
+WARMUP_SETTINGS = (
+    "solver.adv_estimator=rft",
+    "solver.rft_min_reward=1.0",
+    "proposer.adv_estimator=rft",
+    "proposer.rft_min_reward=0.0",
+    "learner.kl_coef=0.0",
+    "trainer.dynamic_sampling=false",
+)
+
+
+@app.command()
+def warmup(
+    run_dir: RunDirOpt = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="continue the warm-up in this directory")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="total steps (default trainer.steps)")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Label-free warm-up before self-play (expert iteration): play rounds and fine-tune on the confirmed samples only.
+
+    The same loop, run folder, logs and checkpoints as `train`, with the settings of WARMUP_SETTINGS before any --set.
+    Self-play then starts from its weights: `searchplay train --set model.path=RUN_DIR/checkpoints/step-N/model`."""
+    overrides = list(set_ or []) if resume is not None else [*WARMUP_SETTINGS, *(set_ or [])]
+    train(run_dir=run_dir, resume=resume, restart=False, steps=steps, ray_address=None, config=config, set_=overrides)
+
+
 @contextlib.contextmanager
 def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler, `kill`) stops a command the way Ctrl-C does, so both say what was kept."""

@@ -331,7 +331,18 @@ class LearnerConfig:
 
 @dataclass
 class RoleConfig:
-    adv_estimator: Literal["grpo", "rloo", "reinforce_pp"] = _f("grpo", "advantage estimator of this role")
+    adv_estimator: Literal["grpo", "rloo", "reinforce_pp", "rft"] = _f(
+        "grpo",
+        "advantage estimator of this role; rft: rejection-sampling fine-tuning (expert iteration, `searchplay warmup`): "
+        "only confirmed samples are trained on, each with advantage 1 (see rft_min_reward)",
+    )
+    rft_min_reward: float = _f(
+        1.0,
+        "rft: a sample is confirmed when its reward is at least this; a proposer sample also needs its question kept "
+        "by the filters and the verifier",
+        0,
+        1,
+    )
     norm_std: bool = _f(True, "grpo: divide by the group's reward std")
     warmup_steps: int = _f(0, "steps during which this role is played but not updated", 0, 100000000)
     train: bool = _f(True, "update this role at all; false freezes it (a frozen proposer: R-Zero's base challenger)")

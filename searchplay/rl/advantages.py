@@ -12,6 +12,9 @@ return differ along the sequence). The Learner broadcasts scalars over response 
   the KL still to come) whitened over the trained tokens (loss mask 1) of the whole batch: the
   batch mean is the baseline, each sequence weighted by its trained-token count. Masked
   positions (prompt, retrieved documents, inserted tags) get 0 and take no part in the statistics.
+- `rft`: rejection-sampling fine-tuning (expert iteration): every sample gets advantage 1, so the
+  clipped objective's first gradient is that of the samples' log-likelihood. The caller passes
+  only the confirmed samples (train/update.py); the rest are not trained on at all.
 """
 
 from __future__ import annotations
@@ -95,4 +98,6 @@ def compute_advantages(
         return list(rloo(rewards, groups))
     if kind == "reinforce_pp":
         return list(reinforce_pp(rewards, masks, token_kl, kl_coef))
-    raise ValueError(f"unknown advantage estimator {kind!r}; use grpo, rloo or reinforce_pp")
+    if kind == "rft":
+        return [1.0] * len(rewards)
+    raise ValueError(f"unknown advantage estimator {kind!r}; use grpo, rloo, reinforce_pp or rft")

@@ -29,15 +29,19 @@ def role_samples(
     version: int,
     learner: Learner | None = None,
     kl_in_reward: float = 0.0,
+    rft_min_reward: float = 1.0,
 ) -> list[Sample]:
     """Samples with advantages for one role.
 
     Rollouts that failed for infrastructure reasons (`excluded`) are dropped first, so they are
     neither trained on nor part of a group's baseline; with dynamic sampling, groups without
-    signal are dropped too. `version` is the learner version that generated the rollouts.
+    signal are dropped too, and with `rft` every sample that is not confirmed. `version` is the
+    learner version that generated the rollouts.
     """
     keep = [i for i, x in enumerate(excluded) if not x] if excluded else list(range(len(trajs)))
-    if dynamic_sampling:
+    if estimator == "rft":
+        keep = [i for i in keep if confirmed(trajs[i], rewards[i], rft_min_reward)]
+    elif dynamic_sampling:
         signal = set(informative([rewards[i] for i in keep], [groups[i] for i in keep], estimator == "reinforce_pp"))
         keep = [i for k, i in enumerate(keep) if k in signal]
     trajs, rewards, groups = [trajs[i] for i in keep], [rewards[i] for i in keep], [groups[i] for i in keep]
@@ -48,6 +52,13 @@ def role_samples(
         s.advantage = adv
         t.meta["advantage"] = _mean_advantage(adv, t.loss_mask)  # logged with the trajectory
     return samples
+
+
+def confirmed(traj: Trajectory, reward: float, min_reward: float) -> bool:
+    """rft: a sample worth imitating. Its reward is at least `min_reward`, and a proposer's question was kept by
+    the filters and the verifier (the referee, with game.verifier_model); no QA label is involved."""
+    kept = traj.meta.get("role") != "proposer" or traj.meta.get("rejection") is None
+    return kept and reward >= min_reward
 
 
 def _mean_advantage(adv: float | torch.Tensor, mask: list[int]) -> float:
@@ -89,7 +100,7 @@ def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, 
         trajectories, rewards, groups, excluded = result.of(role)
         batches[role] = role_samples(
             trajectories, rewards, groups, excluded, rc.adv_estimator, rc.norm_std, cfg.trainer.dynamic_sampling,
-            version, learner, cfg.learner.kl_in_reward_coef,
+            version, learner, cfg.learner.kl_in_reward_coef, rc.rft_min_reward,
         )  # fmt: skip
     solver, proposer = batches["solver"], batches["proposer"]
     if cfg.trainer.combine_update:
