@@ -374,6 +374,11 @@ class TrainerConfig:
     eval_data: str = _f("nq-answerable", "QA sets for periodic evaluation, comma-separated (bundled names or files)")
     eval_before_training: bool = _f(False, "also evaluate once before the first step, logged as step 0 (SSP: yes)")
     eval_limit: int = _f(32, "questions of the fixed evaluation slice", 1, 10000000)
+    eval_reading: bool = _f(
+        False,
+        "at each evaluation also measure reading: the greedy answer given the answer passage (the best-ranked of the "
+        "raw question's top 10 that holds a golden answer) for the first eval_limit such questions of each set",
+    )
     probe_data: str = _f(
         "",
         "probe questions (jsonl of question + golden_answers, e.g. from `searchplay probe build`): questions the base "

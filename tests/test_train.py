@@ -157,11 +157,15 @@ def test_supervised_control_and_the_training_time_budget(tmp_path: Path) -> None
 def test_evaluation_before_training_on_several_sets(tmp_path: Path) -> None:
     rd = tmp_path / "ev"
     run_tiny(rd, "--steps", "1", "--set", "trainer.eval_before_training=true", "--set", "trainer.eval_every=1",
-             "--set", "trainer.eval_limit=2", "--set", "trainer.eval_data=nq-dev-answerable,triviaqa-dev-answerable")  # fmt: skip
+             "--set", "trainer.eval_limit=2", "--set", "trainer.eval_data=nq-dev-answerable,triviaqa-dev-answerable",
+             "--set", "trainer.eval_reading=true")  # fmt: skip
     metrics = [json.loads(line) for line in (rd / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 1]
     for m in metrics:
         for name in ("nq-dev-answerable", "triviaqa-dev-answerable"):
             assert m[f"eval/{name}/n"] == 2
+            assert 0 <= m[f"eval/{name}/reading_em"] <= m[f"eval/{name}/reading_accuracy"] <= 1  # the chain's links
+            assert 0 <= m[f"eval/{name}/search_recall"] <= 1 and 0 <= m[f"eval/{name}/question_recall"] <= 1
         assert m["eval/f1"] == pytest.approx((m["eval/nq-dev-answerable/f1"] + m["eval/triviaqa-dev-answerable/f1"]) / 2)
+        assert "eval/reading_accuracy" in m and "eval/question_recall" in m
     assert "solver/acc" not in metrics[0] and "solver/acc" in metrics[1]

@@ -2,7 +2,9 @@
 
 Both `searchplay eval` and the trainer's periodic evaluation call `evaluate`. Decoding is
 greedy unless a temperature is given; scores are EM, cover EM (substring) and F1 against the
-golden answers, plus the answer-format rate and mean turns/searches.
+golden answers, plus the answer-format rate and mean turns/searches, and two links of the chain:
+whether the model's own searches found a passage holding a golden answer (`search_recall`) and
+whether the raw question, searched with the same retriever and top-k, does (`question_recall`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from searchplay.game.prompts import solver_messages
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.judge.match import exact_match, f1, substring_match
 from searchplay.llm.base import Engine
-from searchplay.search.base import Retriever
+from searchplay.search.base import Hit, Retriever, SearchError
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Prediction:
     cover_em: float
     f1: float
     trajectory: Trajectory
+    found: bool = False  # a passage its searches returned holds a golden answer
+    question_found: bool | None = None  # the raw question's top-k holds one (None: that search failed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +46,8 @@ class Prediction:
             "em": self.em,
             "cover_em": self.cover_em,
             "f1": self.f1,
+            "found": self.found,
+            "question_found": self.question_found,
             "trajectory": self.trajectory.summary(),
         }
 
@@ -68,18 +74,39 @@ def evaluate(
     for lo in range(0, len(records), batch_size):
         batch = records[lo : lo + batch_size]
         prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(r["question"])) for r in batch]
-        for r, traj in zip(batch, run_episodes(engine, retriever, prompts, cfg, "answer", topk)):
-            em, cover, f = score(traj.final, r["golden_answers"])
-            out.append(Prediction(str(r.get("id", len(out))), r["question"], r["golden_answers"], traj.final, em, cover, f, traj))
+        raw = _question_hits(retriever, [r["question"] for r in batch], topk)
+        for r, traj, hits in zip(batch, run_episodes(engine, retriever, prompts, cfg, "answer", topk), raw):
+            gold = r["golden_answers"]
+            em, cover, f = score(traj.final, gold)
+            found = any(substring_match(h["text"], gold) for h in traj.retrieved)
+            question_found = None if hits is None else any(substring_match(h.text, gold) for h in hits)
+            out.append(
+                Prediction(str(r.get("id", len(out))), r["question"], gold, traj.final, em, cover, f, traj, found, question_found)
+            )
         if on_batch:
             on_batch(out[-len(batch) :])
     return out
 
 
+def _question_hits(retriever: Retriever, questions: list[str], topk: int) -> list[list[Hit] | None]:
+    """The raw questions' top-k, one batched search; None for each when that search fails (not the model's doing)."""
+    try:
+        return list(retriever.search(questions, topk))
+    except SearchError:
+        return [None] * len(questions)
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Means over prediction records (`Prediction.to_dict()`, or lines of a predictions file)."""
+    """Means over prediction records (`Prediction.to_dict()`, or lines of a predictions file; files written before
+    the recall fields existed give no recall figures)."""
     n = max(len(records), 1)
     trajs = [r["trajectory"] for r in records]
+    recall: dict[str, float] = {}
+    if records and all("found" in r for r in records):
+        recall["search_recall"] = sum(bool(r["found"]) for r in records) / n
+        asked = [r["question_found"] for r in records if r.get("question_found") is not None]
+        if asked:
+            recall["question_recall"] = sum(asked) / len(asked)
     return {
         "n": float(len(records)),
         "em": sum(r["em"] for r in records) / n,
@@ -89,6 +116,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
         "turns_mean": statistics.fmean(t["turns"] for t in trajs) if trajs else 0.0,
         "searches_mean": statistics.fmean(t["searches"] for t in trajs) if trajs else 0.0,
         "retriever_errors": float(sum(t.get("search_errors", 0) for t in trajs)),  # infrastructure, not the model
+        **recall,
     }
 
 

@@ -30,8 +30,9 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
     lines = [
         f"# {title}",
         "",
-        "| dataset | n | EM | cover EM | F1 | judge acc | answered | searches | retriever errors |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | n | EM | cover EM | F1 | judge acc | answered | searches | searches found it | question finds it "
+        "| retriever errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in summary["datasets"].items():
 
@@ -41,9 +42,13 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
             lo, hi = r[f"{metric}_ci"]
             return f"{100 * r[metric]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
+        def share(metric: str, r: dict[str, Any] = r) -> str:
+            return f"{100 * r[metric]:.0f}%" if metric in r else "-"
+
         lines.append(
             f"| {name} | {r['n']:.0f} | {cell('em')} | {cell('cover_em')} | {cell('f1')} | {cell('judge_acc')} | "
-            f"{100 * r['answer_rate']:.0f}% | {r['searches_mean']:.2f} | {r.get('retriever_errors', 0):.0f} |"
+            f"{100 * r['answer_rate']:.0f}% | {r['searches_mean']:.2f} | {share('search_recall')} | "
+            f"{share('question_recall')} | {r.get('retriever_errors', 0):.0f} |"
         )
     judge = next((r["judge_model"] for r in summary["datasets"].values() if r.get("judge_model")), "")
     lines += [

@@ -43,6 +43,7 @@ from searchplay.assets.names import model_config_file, model_path
 from searchplay.config import Config, validate_for_training
 from searchplay.eval.data import dataset_label, load_dataset
 from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions, summarize
+from searchplay.eval.reading import ReadingItem, answer_passages, read_answers, reading_summary
 from searchplay.game.pool import QuestionPool
 from searchplay.game.selfplay import RoundResult
 from searchplay.jsonl import DamagedLineError, atomic_write, random_state, read_appended
@@ -82,18 +83,41 @@ def eval_sets(cfg: Config) -> dict[str, list[dict[str, Any]]]:
     return {dataset_label(n): load_dataset(n)[: cfg.trainer.eval_limit] for n in cfg.trainer.eval_data.split(",")}
 
 
+def reading_sets(cfg: Config, retriever: Any) -> dict[str, list[ReadingItem]]:
+    """trainer.eval_reading: per evaluation set, its first eval_limit questions that have an answer passage in the
+    retriever's top 10 for the raw question (eval/reading.py); found once, read at every evaluation."""
+    if not cfg.trainer.eval_reading:
+        return {}
+    sets = {
+        dataset_label(n): answer_passages(load_dataset(n), retriever, 10, cfg.trainer.eval_limit)[0]
+        for n in cfg.trainer.eval_data.split(",")
+    }
+    return {label: items for label, items in sets.items() if items}
+
+
 def periodic_eval(
-    engine: Engine, retriever: Any, sets: dict[str, list[dict[str, Any]]], cfg: Config, judge: Any | None
+    engine: Engine,
+    retriever: Any,
+    sets: dict[str, list[dict[str, Any]]],
+    cfg: Config,
+    judge: Any | None,
+    reading: dict[str, list[ReadingItem]] | None = None,
 ) -> dict[str, float]:
-    """Greedy evaluation on each set: `eval/<metric>` (the mean over sets) and, for several sets, `eval/<set>/<metric>`."""
+    """Greedy evaluation on each set: `eval/<metric>` (the mean over sets) and, for several sets, `eval/<set>/<metric>`;
+    with `reading`, also the reading accuracy and EM given each question's answer passage."""
     t0 = time.perf_counter()
     per_set: dict[str, dict[str, float]] = {}
+    guided = cfg.rollout.scaffold == "guided"
     for label, records in sets.items():
         preds = [p.to_dict() for p in evaluate(engine, retriever, records, cfg.rollout, cfg.search.topk)]
         per_set[label] = summarize(preds)
         if judge is not None:
             per_set[label]["judge_acc"] = judge_accuracy(judge_predictions(judge, preds))
-    out = {f"eval/{k}": sum(m[k] for m in per_set.values()) / len(per_set) for k in next(iter(per_set.values()))}
+        if reading and label in reading:
+            read = reading_summary(read_answers(engine, reading[label], guided=guided), 0)
+            per_set[label].update({"reading_accuracy": read["reading_accuracy"], "reading_em": read["em"]})
+    common = set.intersection(*(set(m) for m in per_set.values()))  # a figure no set lacks (recall needs a search)
+    out = {f"eval/{k}": sum(m[k] for m in per_set.values()) / len(per_set) for k in next(iter(per_set.values())) if k in common}
     if len(per_set) > 1:
         out.update({f"eval/{label}/{k}": v for label, m in per_set.items() for k, v in m.items()})
     out["timing/eval_s"] = time.perf_counter() - t0
@@ -163,6 +187,7 @@ def _train(
         parts.sampler.restore(state["sampler"])
     logger = MetricsLogger(run, cfg, cfg.trainer.steps, start)
     sets = eval_sets(cfg) if cfg.trainer.eval_every or cfg.trainer.eval_before_training else {}
+    reading = reading_sets(cfg, parts.retriever) if sets else {}
     probes = load_dataset(cfg.trainer.probe_data) if cfg.trainer.probe_every and cfg.trainer.probe_data else []
     metrics: dict[str, Any] = {}
     saved = checkpoint
@@ -171,7 +196,7 @@ def _train(
     done = start
     try:
         if cfg.trainer.eval_before_training and start == 0:
-            before = periodic_eval(engine, parts.retriever, sets, cfg, parts.judge)
+            before = periodic_eval(engine, parts.retriever, sets, cfg, parts.judge, reading)
             logger.log(0, {**before, **(probe(engine, parts.retriever, probes, cfg) if probes else {})})
         for step in range(start + 1, cfg.trainer.steps + 1):
             if budget_s and train_seconds >= budget_s:
@@ -185,7 +210,7 @@ def _train(
             metrics["timing/train_s"] = train_seconds  # rounds + updates so far, what trainer.max_minutes counts
             if cfg.trainer.eval_every and step % cfg.trainer.eval_every == 0:
                 logger.phase(step, f"evaluating on {', '.join(sets)}")
-                metrics.update(periodic_eval(engine, parts.retriever, sets, cfg, parts.judge))
+                metrics.update(periodic_eval(engine, parts.retriever, sets, cfg, parts.judge, reading))
             if probes and step % cfg.trainer.probe_every == 0:
                 logger.phase(step, f"answering {len(probes)} probe questions")
                 metrics.update(probe(engine, parts.retriever, probes, cfg))

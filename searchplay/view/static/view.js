@@ -379,7 +379,7 @@ async function loadEvals() {
     box.replaceChildren(el("p", { class: "muted" }, "no evaluations given; pass eval directories with --eval DIR (periodic evaluations are in the curves, group eval)"));
     return;
   }
-  const metrics = ["n", "em", "cover_em", "f1", "judge_acc", "answer_rate", "searches_mean"];
+  const metrics = ["n", "em", "cover_em", "f1", "judge_acc", "answer_rate", "searches_mean", "search_recall", "question_recall"];
   const cell = (r, m) => (r[m] === undefined ? "–" : r[`${m}_ci`] ? `${fmt(r[m])} [${fmt(r[`${m}_ci`][0])}, ${fmt(r[`${m}_ci`][1])}]` : fmt(r[m]));
   const parts = evals.map((e) => e.error ? el("div", { class: "card reason" }, `${e.name}: ${e.error}`) : el("div", { class: "card" },
     el("h3", {}, e.name, el("span", { class: "muted" }, ` ${e.path} · model ${e.summary.model ?? "?"} · retriever ${e.summary.retriever ?? "?"}`)),
