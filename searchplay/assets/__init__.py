@@ -132,13 +132,13 @@ def _build_seeds(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
 
 def _build_span_seeds(out: Path, cfg: Config, home: Path) -> dict[str, Any]:
     a = cfg.assets
-    seeds = spans_mod.draw_span_seeds(asset_file("wiki", cfg), a.seed_count, a.seed_hops_min, a.seed_hops_max, a.seed)
+    seeds, with_span = spans_mod.draw_span_seeds(asset_file("wiki", cfg), a.seed_count, a.seed_hops_min, a.seed_hops_max, a.seed)
     words = [len(s["answer"].split()) for s in seeds]
-    years = sum(s["answer"].isdigit() for s in seeds)
     return {
         "seeds": write_jsonl(seeds, out / "seeds.jsonl"),
-        "years": years,
-        "mean_answer_words": round(sum(words) / len(words), 2),
+        "passages_with_a_span": with_span,
+        "years": sum(s["answer"].isdigit() for s in seeds),
+        "mean_answer_words": round(sum(words) / max(len(words), 1), 2),
     }
 
 

@@ -88,8 +88,8 @@ def span_candidates(title: str, text: str) -> list[str]:
     return out
 
 
-def draw_span_seeds(corpus_file: Path, count: int, hops_min: int, hops_max: int, seed: int) -> list[dict[str, Any]]:
-    """Up to `count` seeds from distinct passages: {answer, hops, doc_id, title, passage}."""
+def draw_span_seeds(corpus_file: Path, count: int, hops_min: int, hops_max: int, seed: int) -> tuple[list[dict[str, Any]], int]:
+    """Up to `count` seeds from distinct passages, {answer, hops, doc_id, title, passage}; and how many passages had a span."""
     rng = random.Random(seed)
     pool = []
     for p in read_passages(corpus_file):
@@ -97,7 +97,7 @@ def draw_span_seeds(corpus_file: Path, count: int, hops_min: int, hops_max: int,
         if spans:
             pool.append((p, spans))
     chosen = rng.sample(pool, min(count, len(pool)))
-    return [
+    seeds = [
         {
             "answer": rng.choice(spans),
             "hops": rng.randint(hops_min, hops_max),
@@ -107,3 +107,4 @@ def draw_span_seeds(corpus_file: Path, count: int, hops_min: int, hops_max: int,
         }
         for p, spans in chosen
     ]
+    return seeds, len(pool)
