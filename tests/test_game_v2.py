@@ -235,6 +235,10 @@ def test_reading_verifier_keeps_questions_the_policy_answers_with_their_answer(c
     assert [v.passed for v in read] == [True, False]
     assert read[0].verdict == "read_answer" and "nairobi" in (read[0].answer or "").lower()
     assert read[1].verdict == "read_other_answer" and "karachi" not in (read[1].answer or "").lower()
+    words = len((read[0].answer or "").split())
+    short = verify_questions(items, batch, "reading", 0, rng, engine=reader, guided=True, retriever=bundled_bm25, topk=3,
+                             max_words=words - 1)  # fmt: skip
+    assert short[0].verdict == "read_long_answer" and not short[0].passed  # a reply longer than a solver may give
 
 
 def test_seed_filter_leaves_out_common_nouns_and_keeps_names(tmp_path) -> None:

@@ -162,6 +162,7 @@ def play_round(
             guided=guided,
             retriever=retriever,
             topk=cfg.search.topk,
+            max_words=g.max_answer_words,
         )
         titles = {h["id"]: h["title"] for t in proposer for h in t.retrieved}
         for i, v in zip(candidates, checks):

@@ -134,11 +134,14 @@ def reading_check(
     hits: list[list[Hit] | None],
     checks: list[Verification],
     guided: bool,
+    max_words: int = 0,
 ) -> None:
-    """The policy reads what the solver's search found for each question that passed `retrievable` and
-    answers; the question stays only when that answer names a golden answer (the reply contains it, as a
-    135M reader answers in sentences: "The capital of Kenya is Nairobi."). Updates `checks` in place.
-    On the hand-audited questions this kept 6 of the 7 right ones and 3 wrong ones (docs/study/audit.md)."""
+    """The policy (or the frozen referee) reads what the solver's search found for each question that passed
+    `retrievable` and answers; the question stays only when that answer names a golden answer (the reply contains
+    it, as a 135M reader answers in sentences: "The capital of Kenya is Nairobi.") in at most `max_words` words
+    (game.max_answer_words, 0: any length), the limit the solver's answers are held to: a 1.5B referee that
+    copies a whole sentence holding the answer has not found it. Updates `checks` in place. On the hand-audited
+    questions the 135M reader kept 6 of the 7 right ones and 3 wrong ones (docs/study/audit.md)."""
     todo = [i for i, c in enumerate(checks) if c.passed]
     items = [(questions[i][0], render_hits(hits[i] or [])) for i in todo]
     answers = policy_answers(engine, items, guided) if items else []
@@ -147,6 +150,8 @@ def reading_check(
         c.answer = answer
         if answer is None:
             c.passed, c.verdict = False, "verifier_error"
+        elif max_words and len(answer.split()) > max_words:
+            c.passed, c.verdict = False, "read_long_answer"
         elif substring_match(answer, questions[i][1].golden):
             c.verdict = "read_answer"
         else:
@@ -225,9 +230,11 @@ def verify_questions(
     guided: bool = False,
     retriever: Retriever | None = None,
     topk: int = 3,
+    max_words: int = 0,
 ) -> list[Verification]:
     """Verify each (question, seed, proposer trajectory); `batch` is every proposer trajectory of the round;
-    `retriever` and `topk`: the solver's, for the `retrievable` verifier."""
+    `retriever` and `topk`: the solver's, for the `retrievable` verifier; `max_words`: the longest answer the
+    `reading` verifier accepts (0: any)."""
     if verifier == "evidence":
         return [evidence_check(question, seed, traj) for question, seed, traj in questions]
     if verifier in ("retrievable", "reading"):
@@ -236,7 +243,7 @@ def verify_questions(
         checks = [retrievable_check(q, seed, traj, h) for (q, seed, traj), h in zip(questions, hits)]
         if verifier == "reading":
             assert engine is not None, "the reading verifier needs the engine"
-            reading_check(engine, questions, hits, checks, guided)
+            reading_check(engine, questions, hits, checks, guided, max_words)
         return checks
     items, evidence_sets = [], []
     for question, _, traj in questions:
