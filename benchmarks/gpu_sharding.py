@@ -32,6 +32,7 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from searchplay.config import LearnerConfig, load_config
+from searchplay.llm.device import bind_cuda
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.data_parallel import group_backend
 from searchplay.rl.learner import Learner, Sample
@@ -67,11 +68,9 @@ def equal(args: argparse.Namespace) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    device = bind_cuda(torch.device(args.device))
     dist.init_process_group(group_backend(device.type), init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    sharded, sharded_loss = updated(args.model, args.device, "fsdp2", batch)
+    sharded, sharded_loss = updated(args.model, str(device), "fsdp2", batch)
     dist.destroy_process_group()
     diff = max(float((sharded[n].float() - one[n]).abs().max()) for n in one)
     rows = [{"learner": "one process, CPU", "loss": f"{one_loss:.6f}", "max weight difference": "-"},

@@ -13,7 +13,7 @@ from searchplay.agent.trajectory import Trajectory
 from searchplay.assets.names import TINY, model_path
 from searchplay.config import Config, ConfigError, LearnerConfig, load_config
 from searchplay.llm.base import SamplingParams
-from searchplay.llm.device import DeviceError, resolve_device
+from searchplay.llm.device import DeviceError, bind_cuda, resolve_device
 from searchplay.llm.transformers_engine import TransformersEngine, load_model
 from searchplay.rl.learner import Learner, Sample
 
@@ -40,6 +40,21 @@ def test_auto_is_cpu_here_and_cuda_without_cuda_is_a_clear_error() -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+def test_a_ray_learner_binds_the_first_visible_gpu_with_an_explicit_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under Ray each learner sees its one GPU as index 0 (CUDA_VISIBLE_DEVICES). torch's own set_device runs here;
+    only the driver call below it is faked, since this machine has no GPU. The old call, set_device(cuda), raised."""
+    if not torch.cuda.is_available():
+        calls: list[int] = []
+        monkeypatch.setattr(torch._C, "_cuda_setDevice", calls.append, raising=False)
+    with pytest.raises(ValueError, match="specified index"):
+        torch.cuda.set_device(torch.device("cuda"))  # what ray_learner.py did before
+    assert bind_cuda(torch.device("cuda")) == torch.device("cuda", 0)
+    assert bind_cuda(torch.device("cpu")) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert bind_cuda(torch.device("cuda:1")) == torch.device("cuda", 1)
+        assert calls == [0, 1]  # the index the driver was asked for
+
+
 def test_training_on_a_missing_gpu_fails_before_anything_is_written(tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "searchplay", "train", "-c", "configs/tiny-test.toml", "--run-dir", str(run),

@@ -39,6 +39,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def bind_cuda(device: torch.device) -> torch.device:
+    """Make `device` this process's current CUDA device and return it with its index (a CPU device as it is).
+
+    A bare `cuda` means the first device the process sees: under Ray, whose CUDA_VISIBLE_DEVICES leaves each
+    worker its one GPU, that is index 0. `torch.cuda.set_device(torch.device("cuda"))` raises instead
+    ("Expected a torch.device with a specified index"), which is why the index is made explicit here."""
+    if device.type != "cuda":
+        return device
+    index = 0 if device.index is None else device.index
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
 def vllm_installed() -> bool:
     """Whether vLLM is importable (not imported here: it is heavy and optional)."""
     return importlib.util.find_spec("vllm") is not None

@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from searchplay.config import Config
 from searchplay.game.selfplay import RoundResult
-from searchplay.llm.device import resolve_device
+from searchplay.llm.device import bind_cuda, resolve_device
 from searchplay.llm.weight_broadcast import SENDER, join, send
 from searchplay.llm.weight_buckets import BUCKET_BYTES, buckets, share_cuda, to_bytes
 from searchplay.rl.data_parallel import group_backend
@@ -58,9 +58,7 @@ class LearnerWorker:
     ) -> int:
         """Join the group, load the policy (and optimizer state when resuming); returns the learner version."""
         torch.set_num_threads(threads)
-        device = self.device = resolve_device(cfg.model.device)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        device = self.device = bind_cuda(resolve_device(cfg.model.device))
         dist.init_process_group(
             group_backend(device.type),
             init_method=f"tcp://{master[0]}:{master[1]}",
