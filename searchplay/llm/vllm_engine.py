@@ -152,7 +152,7 @@ class VLLMEngine:
             del flat  # the workers have copied out of it: collective_rpc returns when they are done
         return self.synced(time.perf_counter() - t0, total)
 
-    def load_bucket(self, layout: Layout, dtype: str, payload: bytes | tuple[Any, ...]) -> None:
+    def load_bucket(self, layout: Layout, dtype: str, payload: bytes | dict[str, Any]) -> None:
         """One bucket (raw bytes, or a CUDA IPC handle to a buffer on this engine's GPU) into the running model, in
         an awake weights' memory; call `synced` after the last."""
         self._wake_weights()

@@ -17,7 +17,7 @@ class WeightLoader:
     model_runner: Any
     weight_group: WeightGroup | None = None
 
-    def load_bucket(self, layout: Layout, dtype: str, payload: bytes | tuple[Any, ...]) -> int:
+    def load_bucket(self, layout: Layout, dtype: str, payload: bytes | dict[str, Any]) -> int:
         """Load one bucket (raw bytes, or a CUDA IPC handle to the learner's buffer); returns the bytes loaded.
         The learner's buffer is not read after this returns."""
         flat = from_bytes(payload, getattr(torch, dtype)) if isinstance(payload, bytes) else open_cuda(payload)

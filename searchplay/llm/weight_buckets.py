@@ -8,7 +8,10 @@ travels:
 - on a CUDA device (a learner colocated with vLLM on the same GPU) it stays on the GPU and only a
   CUDA IPC handle travels: the worker maps the sender's memory, so nothing is copied through host
   memory (what verl and OpenRLHF do for colocated engines). The handle names the device by its
-  UUID, because the two processes may number the GPUs differently.
+  UUID, because the two processes may number the GPUs differently. It travels as plain data
+  (strings, numbers, bytes): vLLM encodes RPC arguments with msgpack, which refuses the rebuild
+  function that torch's own reduction returns unless VLLM_ALLOW_INSECURE_SERIALIZATION turns on
+  pickle for every message.
 
 A bucket ends only between decoder layers: vLLM's in-place reload processes a fused module
 (q/k/v, gate/up) once per call from what that call brought, so a layer split across two buckets
@@ -24,13 +27,12 @@ from typing import Any
 
 import torch
 from torch.distributed.tensor import DTensor
-from torch.multiprocessing.reductions import reduce_tensor
+from torch.multiprocessing.reductions import rebuild_cuda_tensor, reduce_tensor
 
 # (name, shape, offset in elements) of each tensor in a bucket's flat buffer
 Layout = list[tuple[str, list[int], int]]
 BUCKET_BYTES = 256 * 2**20  # a bucket's size: a few of them for a 7B model's layers, little memory beside it
 _LAYER = re.compile(r".*?\.layers\.\d+\.")
-_DEVICE_ARG = 6  # position of the storage's device index in torch's rebuild_cuda_tensor arguments
 
 
 def block(name: str) -> str:
@@ -98,20 +100,59 @@ def from_bytes(data: bytes, dtype: torch.dtype) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=dtype)
 
 
-def share_cuda(flat: torch.Tensor) -> tuple[str, Any, tuple[Any, ...]]:
-    """A CUDA IPC handle to a GPU buffer: (device UUID, rebuild function, its arguments). The sender keeps `flat`
-    alive until the receiver has copied out of it; the copy into it is finished before the handle is used."""
+# torch's rebuild_cuda_tensor parameters, in order (torch/multiprocessing/reductions.py); a test checks them
+REBUILD_FIELDS = (
+    "tensor_cls", "tensor_size", "tensor_stride", "tensor_offset", "storage_cls", "dtype", "storage_device",
+    "storage_handle", "storage_size_bytes", "storage_offset_bytes", "requires_grad", "ref_counter_handle",
+    "ref_counter_offset", "event_handle", "event_sync_required",
+)  # fmt: skip
+_STORAGE_CLASSES = {cls.__name__: cls for cls in (torch.storage.TypedStorage, torch.storage.UntypedStorage)}
+
+
+def share_cuda(flat: torch.Tensor) -> dict[str, Any]:
+    """A CUDA IPC handle to a GPU buffer as plain data (ipc_payload). The sender keeps `flat` alive until the
+    receiver has copied out of it; the copy into it is finished before the handle is used."""
     torch.cuda.current_stream(flat.device).synchronize()
-    rebuild, args = reduce_tensor(flat)
-    return str(torch.cuda.get_device_properties(flat.device).uuid), rebuild, args
+    _, args = reduce_tensor(flat)
+    return ipc_payload(args, str(torch.cuda.get_device_properties(flat.device).uuid))
 
 
-def open_cuda(handle: tuple[str, Any, tuple[Any, ...]]) -> torch.Tensor:
+def ipc_payload(args: Sequence[Any], uuid: str) -> dict[str, Any]:
+    """torch's rebuild arguments of a shared CUDA tensor as msgpack-safe data, the device named by `uuid`."""
+    a = dict(zip(REBUILD_FIELDS, args, strict=True))
+    if a["tensor_cls"] is not torch.Tensor or a["storage_cls"] not in _STORAGE_CLASSES.values():
+        raise TypeError(f"weight sync shares plain tensors only, not {a['tensor_cls']} over {a['storage_cls']}")
+    return {
+        **{k: a[k] for k in ("storage_handle", "ref_counter_handle", "event_handle")},  # bytes
+        **{k: int(a[k]) for k in ("tensor_offset", "storage_size_bytes", "storage_offset_bytes", "ref_counter_offset")},
+        "tensor_size": list(a["tensor_size"]),
+        "tensor_stride": list(a["tensor_stride"]),
+        "storage_cls": a["storage_cls"].__name__,
+        "dtype": dtype_name(a["dtype"]),
+        "requires_grad": bool(a["requires_grad"]),
+        "event_sync_required": bool(a["event_sync_required"]),
+        "uuid": uuid,
+    }
+
+
+def ipc_args(payload: dict[str, Any], device_index: int) -> tuple[Any, ...]:
+    """The rebuild arguments back from `ipc_payload`, on this process's index of the sender's device."""
+    values = {
+        **payload,
+        "tensor_cls": torch.Tensor,
+        "tensor_size": torch.Size(payload["tensor_size"]),
+        "tensor_stride": tuple(payload["tensor_stride"]),
+        "storage_cls": _STORAGE_CLASSES[payload["storage_cls"]],
+        "dtype": getattr(torch, payload["dtype"]),
+        "storage_device": device_index,
+    }
+    return tuple(values[k] for k in REBUILD_FIELDS)
+
+
+def open_cuda(payload: dict[str, Any]) -> torch.Tensor:
     """The sender's GPU buffer, mapped into this process on the device with the sender's UUID."""
-    uuid, rebuild, sent = handle
+    uuid = payload["uuid"]
     local = [i for i in range(torch.cuda.device_count()) if str(torch.cuda.get_device_properties(i).uuid) == uuid]
     if not local:
         raise RuntimeError(f"weight sync: the learner's GPU (UUID {uuid}) is not visible to this process")
-    args = list(sent)
-    args[_DEVICE_ARG] = local[0]
-    return rebuild(*args)
+    return rebuild_cuda_tensor(*ipc_args(payload, local[0]))

@@ -102,7 +102,7 @@ class RolloutWorker:
         """The dtype the engine holds its weights in: what a broadcast or a push sends."""
         return dtype_name(self.engine.dtype if isinstance(self.engine, VLLMEngine) else next(iter(self.params.values())).dtype)
 
-    def load_bucket(self, layout: Layout, dtype: str, payload: bytes | tuple[Any, ...]) -> None:
+    def load_bucket(self, layout: Layout, dtype: str, payload: bytes | dict[str, Any]) -> None:
         """One bucket pushed by the learner rank on this worker's GPU (a CUDA IPC handle; bytes on the CPU)."""
         if isinstance(self.engine, VLLMEngine):
             self.engine.load_bucket(layout, dtype, payload)
