@@ -86,7 +86,7 @@ def test_the_ipc_handle_is_plain_data_that_vllms_rpc_encoder_carries() -> None:
     decoded = MsgpackDecoder().decode(MsgpackEncoder().encode(message))
     assert decoded[1][2] == payload
     assert ipc_args(decoded[1][2], 5) == (*_rebuild_args()[:6], 5, *_rebuild_args()[7:])  # on this process's index
-    with pytest.raises(TypeError, match="not serializable|Encoding objects of type"):
+    with pytest.raises(TypeError, match=r"not serializable|Encoding objects of type"):
         MsgpackEncoder().encode(("load_bucket", (rebuild_cuda_tensor, _rebuild_args())))  # the payload as it was
 
 
