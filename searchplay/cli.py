@@ -656,7 +656,15 @@ def print_run_summary(run_dir: Path, seconds: float) -> None:
     for r in rows:
         table.add_row(
             *[
-                ("" if key not in r else f"{r[key]:.0f}" if key in ("step", "pool/size") else f"{r[key]:.2f}")
+                (
+                    ""
+                    if key not in r
+                    else str(r[key])  # "nan" / "inf": a diverged value, written as a string (jsonl.finite_json)
+                    if isinstance(r[key], str)
+                    else f"{r[key]:.0f}"
+                    if key in ("step", "pool/size")
+                    else f"{r[key]:.2f}"
+                )
                 for _, key in columns
             ]
         )

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def finite_json(value: Any) -> Any:
+    """A metric value as strict JSON: a non-finite float as the string "nan", "inf" or "-inf" (JSON has no such
+    numbers; Python would write NaN, which strict parsers refuse), anything else as it is. Readers show those
+    strings as gaps in a curve."""
+    if not isinstance(value, float) or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:

@@ -87,6 +87,22 @@ def test_non_finite_metrics_of_a_diverging_run_are_gaps_not_errors(runs: dict[st
     assert write_report([run], [], tmp_path / "report.html") > 0  # the report reads the same records
 
 
+def test_the_trainer_writes_non_finite_metrics_as_strict_json(tmp_path: Path) -> None:
+    import orjson
+
+    from searchplay.config import Config
+    from searchplay.train.logging import MetricsLogger
+    from searchplay.train.run_dir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.create(Config())
+    logger = MetricsLogger(run, Config(), 1)
+    logger.log(1, {"learner/loss": float("nan"), "learner/grad_norm": float("inf"), "solver/acc": 0.5})
+    logger.close()
+    record = orjson.loads(run.metrics.read_bytes())  # strict JSON: no NaN literal
+    assert (record["learner/loss"], record["learner/grad_norm"], record["solver/acc"]) == ("nan", "inf", 0.5)
+
+
 def test_trajectory_pages_filter_sort_and_slice_on_the_server(url: str, runs: dict[str, Path]) -> None:
     logged = _lines(runs["plain"] / "trajectories" / "step-000002.jsonl")
     page = httpx.get(f"{url}/api/trajectories", params={"run": 0, "step": 2, "limit": 3, "offset": 2}).json()

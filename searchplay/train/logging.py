@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from searchplay.config import Config
+from searchplay.jsonl import finite_json
 from searchplay.train.run_dir import RunDir
 
 DIVERSITY_WARNING = 0.25  # distinct query prefixes per query below which the console warns of a collapse
@@ -88,7 +89,12 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         trim_heap()
-        record = {"step": step, "time": time.time(), **metrics, "memory/rss_mib": rss_mib()}
+        record = {
+            "step": step,
+            "time": time.time(),
+            **{k: finite_json(v) for k, v in metrics.items()},
+            "memory/rss_mib": rss_mib(),
+        }
         self.run.append_jsonl(self.run.metrics, record)
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         if self._tb is not None:
