@@ -44,10 +44,15 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records, one line each, in one write, fsynced: a crash tears at most the last line."""
+    """Append records, one line each, in one write, fsynced: a crash tears at most the last line. A file whose last
+    record lacks only its newline (a kill between the two, or an editor) gets it first, so that two records never
+    merge into one line."""
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
         os.write(fd, data)
         os.fsync(fd)
     finally:

@@ -39,3 +39,19 @@ def test_a_damaged_line_stops_resume_and_a_torn_last_line_is_cut(tmp_path: Path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     again = predictions.read_bytes().splitlines(keepends=True)
     assert len(again) == 6 and again[:5] == lines[:5]  # the five good lines kept, the torn one played again
+
+
+def test_a_last_record_without_only_its_newline_is_completed_not_merged(tmp_path: Path) -> None:
+    """Reliability v3, finding 7: resume appended the next record onto a last line that lacked only its newline."""
+    out = tmp_path / "eval"
+    assert evaluate(out).returncode == 0
+    predictions = out / "predictions-nq-answerable.jsonl"
+    lines = predictions.read_bytes().splitlines(keepends=True)
+    for name in ("summary.json", "summary.md"):
+        (out / name).unlink()
+    predictions.write_bytes(b"".join(lines[:3]) + lines[3].rstrip(b"\n"))  # four whole records, the newline lost
+    resumed = evaluate(out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = predictions.read_bytes().splitlines(keepends=True)
+    assert len(again) == 6 and again[:4] == lines[:4]  # the fourth kept whole, two more after it, one per line
+    assert (out / "summary.json").is_file()
