@@ -87,6 +87,18 @@ def test_non_finite_metrics_of_a_diverging_run_are_gaps_not_errors(runs: dict[st
     assert write_report([run], [], tmp_path / "report.html") > 0  # the report reads the same records
 
 
+def test_a_stray_step_file_is_named_not_a_500(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Reliability v3, finding 9: trajectories/step-abc.jsonl made /api/steps answer 500 and the report die."""
+    run = shutil.copytree(runs["plain"], tmp_path / "stray")
+    (run / "trajectories" / "step-abc.jsonl").write_text("not a step\n")
+    with running_server(create_app([run], [])) as base:
+        steps = httpx.get(f"{base}/api/steps", params={"run": 0})
+        summary = httpx.get(f"{base}/api/runs").json()[0]
+    assert steps.status_code == 200, steps.text
+    assert [s["step"] for s in steps.json()] == [1, 2, 3] and summary["stray_files"] == ["step-abc.jsonl"]
+    assert write_report([run], [], tmp_path / "report.html") > 0
+
+
 def test_the_trainer_writes_non_finite_metrics_as_strict_json(tmp_path: Path) -> None:
     import orjson
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import tomllib
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from searchplay.view.query import Page, page
 
 T = TypeVar("T")
 STEP_CACHE = 8  # parsed step files kept in memory per run
+STEP_FILE = re.compile(r"step-(\d+)\.jsonl")
 TRAJECTORY_SORTS = ("index", "reward", "advantage", "searches", "tokens")
 POOL_SORTS = ("step", "success_rate", "reused", "hops", "question", "answer")
 
@@ -225,6 +227,8 @@ class RunData:
             trajectory_steps=len(self.step_paths()),
             version=self._version(),
         )
+        if stray := self.stray_files():
+            out["stray_files"] = stray
         return out
 
     def _version(self) -> str:
@@ -245,7 +249,16 @@ class RunData:
         return self._cache.get(inside(self.run.root, self.run.metrics), _metric_columns)
 
     def step_paths(self) -> list[Path]:
-        return sorted(self.run.trajectories.glob("step-*.jsonl")) if self.run.trajectories.is_dir() else []
+        """The trainer's step files (`step-000012.jsonl`), in step order; anything else there is `stray_files`."""
+        if not self.run.trajectories.is_dir():
+            return []
+        return sorted(p for p in self.run.trajectories.glob("step-*.jsonl") if STEP_FILE.fullmatch(p.name))
+
+    def stray_files(self) -> list[str]:
+        """Names in trajectories/ that look like step files but are not the trainer's (shown, never read)."""
+        if not self.run.trajectories.is_dir():
+            return []
+        return sorted(p.name for p in self.run.trajectories.glob("step-*") if not STEP_FILE.fullmatch(p.name))
 
     def steps(self) -> list[dict[str, int]]:
         self._check()

@@ -123,7 +123,8 @@ async function loadRuns() {
     el("b", {}, r.name), r.error ? "" : ` · ${r.model} · ${r.mode} · step ${r.last_step}${r.planned_steps ? " / " + r.planned_steps : ""}`));
   document.getElementById("runs").replaceChildren(...chips);
   const broken = state.runs.filter((r) => r.error);
-  showError(broken.map((r) => `${r.name}: ${r.error}`).join("\n"));
+  const stray = state.runs.filter((r) => r.stray_files).map((r) => `${r.name}: not step files, left unread: ${r.stray_files.join(", ")}`);
+  showError([...broken.map((r) => `${r.name}: ${r.error}`), ...stray].join("\n"));
   for (const select of document.querySelectorAll(".run-select")) {
     const keep = select.value || "0";
     select.replaceChildren(...state.runs.map((r, i) => el("option", { value: String(i) }, r.name)));
