@@ -17,6 +17,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -514,6 +515,20 @@ def _nest(parts: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
+def http_url_problem(url: str) -> str | None:
+    """What keeps `url` from being a server address (http or https, a host, a valid port), or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as e:
+        return f"is not a valid URL ({e})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https:// (a server's address)"
+    if not parts.hostname:
+        return "names no host (e.g. http://127.0.0.1:8000)"
+    return None
+
+
 def validate(cfg: Config) -> None:
     """Ranges of every numeric field, then cross-field checks that a range alone cannot express."""
     check_ranges(cfg)
@@ -522,6 +537,9 @@ def validate(cfg: Config) -> None:
     a = cfg.assets
     if a.seed_hops_min > a.seed_hops_max:
         raise ConfigError(f"assets.seed_hops_min/max: need min <= max, got {a.seed_hops_min}..{a.seed_hops_max}")
+    for name, url in (("search.url", cfg.search.url), ("judge.base_url", cfg.judge.base_url)):
+        if url and (problem := http_url_problem(url)):
+            raise ConfigError(f"{name}: value {url!r} {problem}")
     g = cfg.game
     if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError("game.verifier = 'judge' needs judge.base_url and judge.model")

@@ -109,6 +109,11 @@ def test_shipped_configs_load(name: str) -> None:
         ("learner.lr=nan", "learner.lr: value nan is not a finite number"),
         ("learner.kl_coef=inf", "learner.kl_coef: value inf is not a finite number"),
         ("trainer.max_minutes=-inf", "trainer.max_minutes: value -inf is not a finite number"),
+        ("search.url=file:///etc/passwd", "search.url: value 'file:///etc/passwd' must start with http:// or https://"),
+        ("search.url=http://[::1", "search.url: value 'http://[::1' is not a valid URL"),
+        ("search.url=http://host:99999", "search.url: value 'http://host:99999' is not a valid URL"),
+        ("judge.base_url=javascript:alert(1)", "judge.base_url: value 'javascript:alert(1)' must start with http://"),
+        ("judge.base_url=http:///v1", "judge.base_url: value 'http:///v1' names no host"),
     ],
 )
 def test_numeric_fields_have_ranges_checked_before_any_work(override: str, message: str) -> None:
