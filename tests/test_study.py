@@ -30,14 +30,15 @@ def test_plot_draws_the_panels_present_and_refuses_a_non_run(tmp_path: Path) -> 
         }
         for s in range(1, 8)
     ]
-    rows[-1].update({"eval/em": 0.1, "eval/cover_em": 0.2, "eval/f1": 0.15})
+    rows[-1].update({"eval/em": 0.1, "eval/cover_em": 0.2, "eval/f1": 0.15, "eval/reading_accuracy": 0.3})
+    rows[-2]["eval/question_recall"] = "nan"  # a non-finite value as the trainer writes it: a gap, not an error
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = searchplay("plot", str(run), str(run), "--smooth", "3", "--label", "a", "--label", "b")
     assert out.returncode == 0, out.stderr
     png = (run / "curves.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     said = " ".join(out.stdout.split())  # the console wraps long lines
-    for panel in ("solver", "questions", "KL to reference", "log-prob gap", "periodic evaluation"):
+    for panel in ("solver", "questions", "KL to reference", "log-prob gap", "periodic evaluation", "links of the chain"):
         assert panel in said
     assert "rewards" not in said  # no reward series in these metrics: no empty panel
     bad = searchplay("plot", str(tmp_path))

@@ -35,6 +35,14 @@ PANELS: list[tuple[str, list[tuple[str, str]]]] = [
     ("periodic evaluation", [("eval/em", "EM"), ("eval/cover_em", "cover EM"), ("eval/f1", "F1")]),
     ("probe questions", [("probe/reward", "reward"), ("probe/em", "EM")]),
     (
+        "links of the chain (evaluation)",
+        [
+            ("eval/reading_accuracy", "reading, given the answer passage"),
+            ("eval/search_recall", "own searches find the answer"),
+            ("eval/question_recall", "the raw question finds it"),
+        ],
+    ),
+    (
         "game health",
         [
             ("proposer/learnable_fraction", "learnable questions (0 < s < 1)"),
