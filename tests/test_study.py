@@ -45,6 +45,8 @@ def test_plot_draws_the_panels_present_and_refuses_a_non_run(tmp_path: Path) -> 
     assert bad.returncode == 2 and "no metrics.jsonl" in bad.stderr
     mismatch = searchplay("plot", str(run), "--label", "a", "--label", "b")
     assert mismatch.returncode == 2 and "--label" in mismatch.stderr
+    other = searchplay("plot", str(run), "--out", str(tmp_path / "x.jinja"))  # was a matplotlib traceback
+    assert other.returncode == 2 and "ending in .png" in other.stderr and not (tmp_path / "x.jinja").exists()
 
 
 def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) -> None:
