@@ -888,9 +888,9 @@ def plot(
     if label and len(label) != len(run_dirs):
         _fail(f"--label given {len(label)} times for {len(run_dirs)} run directories")
     target = out or run_dirs[0] / "curves.png"
+    _writable(target, overwrite, starts_with(PLOT_MARKER.encode()), "plot")
     if target.suffix.lower() != ".png":
         _fail(f"--out {target}: the plot is a PNG file; give a name ending in .png")
-    _writable(target, overwrite, starts_with(PLOT_MARKER.encode()), "plot")
     try:
         panels = plot_runs(run_dirs, target, smooth, label)
     except PlotError as e:
