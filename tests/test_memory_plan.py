@@ -94,6 +94,10 @@ def test_plan_command_prints_the_table_and_exits_1_only_when_it_does_not_fit() -
     assert local.returncode == 1 and "does not fit" in local.stdout
     bare = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bare.returncode == 2 and "--gpus N and --gpu-mem" in bare.stderr  # no CUDA here
+    found = subprocess.run(  # Qwen/Qwen2.5-7B-Instruct is not downloaded here: its shipped shape file is found by name
+        [*args[:-2], "--gpus", "8", "--gpu-mem", "80"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert found.returncode == 0 and "7,615,616,512 parameters" in found.stdout
 
 
 def test_a_file_that_is_not_a_decoder_config_is_refused(tmp_path: Path) -> None:

@@ -37,13 +37,22 @@ def model_path(value: str, cfg: Config | None = None) -> str:
     return value
 
 
+# Shapes (config.json) of models the shipped configs name, for `plan` on a machine that has not downloaded them
+SHAPES = Path(__file__).resolve().parents[2] / "configs" / "shapes"
+
+
 def model_config_file(value: str, cfg: Config | None = None) -> Path | None:
-    """The model's config.json: a directory's, or the Hugging Face cache's for a model id; None when neither."""
+    """The model's config.json: a directory's, the Hugging Face cache's for a model id, or the shape file this
+    checkout ships for that id (configs/shapes/<name>.json, "Qwen/Qwen2.5-7B-Instruct" -> qwen2.5-7b-instruct.json);
+    None when none of them."""
     path = Path(model_path(value, cfg))
     if path.is_dir():
         return path / "config.json"
     cached = try_to_load_from_cache(value, "config.json")
-    return Path(cached) if isinstance(cached, str) else None
+    if isinstance(cached, str):
+        return Path(cached)
+    shipped = SHAPES / f"{path.name.lower()}.json"
+    return shipped if shipped.is_file() else None
 
 
 def corpus_path(value: str, cfg: Config | None = None) -> Path:
