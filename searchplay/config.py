@@ -345,6 +345,9 @@ class RoleConfig:
         1,
     )
     norm_std: bool = _f(True, "grpo: divide by the group's reward std")
+    temperature: float = _f(
+        0.0, "this role's sampling temperature in training rounds; 0 = rollout.temperature (SSP: proposer 0.8, solver 1.0)", 0, 10
+    )
     warmup_steps: int = _f(0, "steps during which this role is played but not updated", 0, 100000000)
     train: bool = _f(True, "update this role at all; false freezes it (a frozen proposer: R-Zero's base challenger)")
     update_every: int = _f(1, "update this role only on every Nth step (it is played every step)", 1, 100000000)
@@ -578,6 +581,12 @@ def validate_for_training(cfg: Config) -> None:
         )
     if r.temperature <= 0:
         raise ConfigError("rollout.temperature must be > 0 for training (greedy rollouts give identical samples per group)")
+    temps = {role: getattr(cfg, role).temperature or r.temperature for role in ("solver", "proposer")}
+    if cfg.trainer.combine_update and temps["solver"] != temps["proposer"]:
+        raise ConfigError(
+            f"trainer.combine_update scores both roles in one update at one temperature, but the solver samples at "
+            f"{temps['solver']} and the proposer at {temps['proposer']}: give them one temperature or update them apart"
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -154,4 +154,5 @@ def test_paper_config_matches_ssp() -> None:
     assert (g.pool_clear_interval, g.keep_ratio) == (10, 0.0)
     assert (r.on_no_action, r.on_search_error, r.scaffold, r.temperature) == ("end", "show", "free", 1.0)
     assert (r.max_turns, g.solver_max_turns, g.proposer_max_turns, r.max_total_tokens) == (10, 10, 10, 4096 + 8192)
+    assert (cfg.proposer.temperature, cfg.solver.temperature, r.max_new_tokens) == (0.8, 1.0, 8192)
     assert (t.eval_before_training, t.eval_every) == (True, 5) and g.seeds.endswith(".jsonl") and g.seeds != "bundled"

@@ -90,6 +90,38 @@ def test_proposer_old_logprobs_come_from_the_weights_that_sampled_it(engine, bun
         learner.update(stale)
 
 
+def test_each_role_is_sampled_and_scored_at_its_own_temperature(engine, bundled_bm25) -> None:
+    """SSP samples the proposer at 0.8 and the solver at 1.0; each role's update scores the distribution it was
+    sampled from (a learner at one temperature would see a log-prob gap > 0.05, as the test above shows)."""
+    cfg = tiny_config(verifier="off")
+    cfg.rollout.temperature = 0.6  # neither role's own: each must override it
+    cfg.proposer.temperature, cfg.solver.temperature = 0.8, 1.0
+    cfg.learner = LearnerConfig(lr=1e-2, kl_coef=0.0, bf16=False, weight_decay=0.0)
+    result = play_round(
+        engine, bundled_bm25, SeedSampler(load_seeds(seeds_path(BUNDLED)), 0), QuestionPool(), cfg, 1, random.Random(0)
+    )
+    result.solver_rewards = [float(i % 2) for i in range(len(result.solver))]
+    result.proposer_rewards = [float(i % 2) for i in range(len(result.proposer))]
+    at_run_temperature = Learner(engine.model, LearnerConfig(bf16=False, kl_coef=0.0), pad_id=engine.pad_id, temperature=0.6)
+    for trajs in (result.proposer, result.solver):  # neither role was sampled at rollout.temperature
+        samples = [Sample.from_trajectory(t, 1.0) for t in trajs]
+        at_run_temperature.score_old(samples)
+        gaps = [
+            (s.old_logprobs[len(t.prompt_ids) - 1 :][: len(t.response_ids)] - torch.tensor(t.logprobs)).abs()[
+                torch.tensor(t.loss_mask, dtype=torch.bool)
+            ]
+            for s, t in zip(samples, trajs)
+        ]
+        assert torch.cat(gaps).mean() > 0.02
+    learner = Learner(engine.model, cfg.learner, pad_id=engine.pad_id, temperature=cfg.rollout.temperature)
+    metrics = update_roles(learner, result, cfg, step=1, version=learner.version)
+    assert metrics["solver_update/logprob_gap_max"] < 1e-4 and metrics["proposer_update/logprob_gap_max"] < 1e-4
+    assert learner.temperature == 0.6  # back to the run's own after each role
+    cfg.trainer.combine_update = True  # one update cannot score two temperatures
+    with pytest.raises(ConfigError, match="combine_update scores both roles"):
+        validate_for_training(cfg)
+
+
 def test_lr_warmup_counts_optimizer_steps(engine) -> None:
     cfg = LearnerConfig(lr=1e-3, warmup_steps=8, mini_batch_size=1, ppo_epochs=2, kl_coef=0.0, bf16=False)
     learner = Learner(engine.model, cfg, pad_id=engine.pad_id)

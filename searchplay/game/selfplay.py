@@ -134,7 +134,13 @@ def play_round(
     ]
     phase(f"proposer rollouts ({len(prompts)} episodes, up to {g.proposer_max_turns} turns)")
     proposer = run_episodes(
-        engine, retriever, prompts, _role(cfg.rollout, g.proposer_max_turns, step, 0), "question", cfg.search.topk, metas
+        engine,
+        retriever,
+        prompts,
+        _role(cfg.rollout, g.proposer_max_turns, step, 0, cfg.proposer.temperature),
+        "question",
+        cfg.search.topk,
+        metas,
     )
     proposer_excluded = [t.search_errors > 0 for t in proposer]
     timing["timing/proposer_s"] = time.perf_counter() - t0
@@ -301,7 +307,13 @@ def solve(
         for j, t in enumerate(solver_tasks)
     ]
     trajs = run_episodes(
-        engine, retriever, prompts, _role(cfg.rollout, g.solver_max_turns, step, 1), "answer", cfg.search.topk, metas
+        engine,
+        retriever,
+        prompts,
+        _role(cfg.rollout, g.solver_max_turns, step, 1, cfg.solver.temperature),
+        "answer",
+        cfg.search.topk,
+        metas,
     )
     use_judge = judge if g.solver_reward == "judge" else None
     verdicts = _judge_solver_answers(trajs, solver_tasks, use_judge)
@@ -329,9 +341,12 @@ def solve(
     return Solved(trajs, rewards, groups, excluded, task_rewards, verdicts)
 
 
-def _role(base: RolloutConfig, max_turns: int, step: int, role: int) -> RolloutConfig:
-    """The rollout settings of one role: its own turn budget and a seed distinct per step and role."""
-    return replace(base, max_turns=max_turns, seed=base.seed + 1000 * step + 100 * role)
+def _role(base: RolloutConfig, max_turns: int, step: int, role: int, temperature: float = 0.0) -> RolloutConfig:
+    """The rollout settings of one role: its own turn budget, its own temperature (0: rollout.temperature) and a
+    seed distinct per step and role."""
+    return replace(
+        base, max_turns=max_turns, seed=base.seed + 1000 * step + 100 * role, temperature=temperature or base.temperature
+    )
 
 
 def _judge_solver_answers(solver: list[Trajectory], tasks: list[SolverTask], judge: LLMJudge | None) -> list[bool | None]:

@@ -226,6 +226,16 @@ class Learner:
             scored.update((i, row[: len(samples[i]) - 1]) for i, row in zip(chunk, rows))
         return gather_rows(scored, self.device)
 
+    @contextlib.contextmanager
+    def sampled_at(self, temperature: float) -> Any:
+        """Score log-probs at `temperature` inside the block: a role sampled at its own temperature (SSP: proposer
+        0.8, solver 1.0) is scored under the distribution it was sampled from."""
+        before, self.temperature = self.temperature, temperature if temperature > 0 else self.temperature
+        try:
+            yield
+        finally:
+            self.temperature = before
+
     def score_old(self, samples: list[Sample]) -> None:
         """Store each sample's old log-probs; call while the weights are still those that sampled them."""
         stale = {s.version for s in samples} - {self.version}

@@ -103,20 +103,28 @@ def update_roles(learner: Learner, result: RoundResult, cfg: Config, step: int, 
             version, learner, cfg.learner.kl_in_reward_coef, rc.rft_min_reward,
         )  # fmt: skip
     solver, proposer = batches["solver"], batches["proposer"]
-    if cfg.trainer.combine_update:
-        return _prefixed("update", learner.update(solver + proposer))
+    if cfg.trainer.combine_update:  # the config allows it only with one temperature for both roles
+        with learner.sampled_at(role_temperature(cfg, cfg.solver)):
+            return _prefixed("update", learner.update(solver + proposer))
     roles = [("solver", solver), ("proposer", proposer)]
     if cfg.trainer.update_order == "proposer_first":
         roles.reverse()
     if roles[0][1] and roles[1][1]:  # the first update changes the weights: score the second role's rollouts now
-        learner.score_old(roles[1][1])
+        with learner.sampled_at(role_temperature(cfg, cfg.solver if roles[1][0] == "solver" else cfg.proposer)):
+            learner.score_old(roles[1][1])
     metrics: dict[str, float] = {}
     for role, samples in roles:
         if role == "proposer" and not result.proposer:  # the supervised control has no proposer
             continue
         rc = cfg.solver if role == "solver" else cfg.proposer
-        metrics.update(_prefixed(f"{role}_update", learner.update(samples, rc.lr_scale, rc.kl_scale)))
+        with learner.sampled_at(role_temperature(cfg, rc)):
+            metrics.update(_prefixed(f"{role}_update", learner.update(samples, rc.lr_scale, rc.kl_scale)))
     return metrics
+
+
+def role_temperature(cfg: Config, rc: RoleConfig) -> float:
+    """The temperature a role's training rollouts were sampled at: its own, else rollout.temperature."""
+    return rc.temperature or cfg.rollout.temperature
 
 
 def updates_at(rc: RoleConfig, step: int) -> bool:
