@@ -5,12 +5,12 @@ evaluation, no checkpoint before the last step) and the table gives the median o
 (vLLM start-up and first-touch costs land in step 1) of the step time and of its parts, and the trainer
 process's largest RSS at the end of a step (vLLM's own worker processes are not in it).
 
-    .venv/bin/python benchmarks/model_steps.py --steps 3 --set game.mode=supervised --set game.batch_size=4 \\
+    .venv/bin/python benchmarks/model_steps.py --steps 2 --set game.mode=supervised --set game.batch_size=2 \\
         --set game.solver_n=4 --set trainer.dynamic_sampling=false \\
         --model "bundled" --model "bundled:qwen2.5-coder-0.5b-instruct" \\
         --model "bundled:qwen2.5-coder-1.5b-instruct|learner.lora_rank=16"
 
-The supervised mode without dynamic sampling gives every model the same work: 16 solver episodes of up to
+The supervised mode without dynamic sampling gives every model the same work: 8 solver episodes of up to
 3 turns and an update on all of them, whatever it answers.
 
 A `--model` value is a model name, then optionally `|`-separated overrides that apply to it alone
