@@ -45,6 +45,8 @@ def run_model(spec: str, config: str, steps: int, extra: list[str], work: Path) 
     for s in sets:
         cmd += ["--set", s]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode < 0:  # a signal: on this machine SIGKILL has been the kernel's out-of-memory killer (dmesg)
+        return {"model": spec, "error": f"killed by signal {-out.returncode} (SIGKILL: out of memory? see dmesg)"}
     if out.returncode != 0:
         return {"model": spec, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
