@@ -21,7 +21,7 @@ from searchplay.game.prompts import solver_messages
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.judge.match import exact_match, f1, substring_match
 from searchplay.llm.base import Engine
-from searchplay.search.base import Hit, Retriever, SearchError
+from searchplay.search.base import Retriever, search_or_none
 
 
 @dataclass
@@ -74,7 +74,7 @@ def evaluate(
     for lo in range(0, len(records), batch_size):
         batch = records[lo : lo + batch_size]
         prompts = [chat_prompt_ids(engine.tokenizer, *solver_messages(r["question"])) for r in batch]
-        raw = _question_hits(retriever, [r["question"] for r in batch], topk)
+        raw = search_or_none(retriever, [r["question"] for r in batch], topk)
         for r, traj, hits in zip(batch, run_episodes(engine, retriever, prompts, cfg, "answer", topk), raw):
             gold = r["golden_answers"]
             em, cover, f = score(traj.final, gold)
@@ -86,14 +86,6 @@ def evaluate(
         if on_batch:
             on_batch(out[-len(batch) :])
     return out
-
-
-def _question_hits(retriever: Retriever, questions: list[str], topk: int) -> list[list[Hit] | None]:
-    """The raw questions' top-k, one batched search; None for each when that search fails (not the model's doing)."""
-    try:
-        return list(retriever.search(questions, topk))
-    except SearchError:
-        return [None] * len(questions)
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, float]:

@@ -35,7 +35,7 @@ from searchplay.game.seeds import Seed
 from searchplay.judge.llm_judge import EVIDENCE_PROMPT, LLMJudge
 from searchplay.judge.match import exact_match, normalize_answer, substring_match
 from searchplay.llm.base import Engine, SamplingParams
-from searchplay.search.base import Hit, Retriever, SearchError, render_hits
+from searchplay.search.base import Hit, Retriever, render_hits, search_or_none
 
 FUNCTION_WORDS = frozenset(
     [
@@ -158,14 +158,6 @@ def reading_check(
             c.passed, c.verdict = False, "read_other_answer"
 
 
-def _search_questions(retriever: Retriever, questions: list[str], topk: int) -> list[list[Hit] | None]:
-    """One batched search of the questions; a failed search leaves every question without hits (None)."""
-    try:
-        return list(retriever.search(questions, topk))
-    except SearchError:
-        return [None] * len(questions)
-
-
 def build_evidence(
     own: list[dict[str, Any]], others: list[list[dict[str, Any]]], noisy_blocks: int, rng: random.Random
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -239,7 +231,7 @@ def verify_questions(
         return [evidence_check(question, seed, traj) for question, seed, traj in questions]
     if verifier in ("retrievable", "reading"):
         assert retriever is not None, f"the {verifier} verifier needs the solver's retriever"
-        hits = _search_questions(retriever, [q for q, _, _ in questions], topk)
+        hits = search_or_none(retriever, [q for q, _, _ in questions], topk)
         checks = [retrievable_check(q, seed, traj, h) for (q, seed, traj), h in zip(questions, hits)]
         if verifier == "reading":
             assert engine is not None, "the reading verifier needs the engine"

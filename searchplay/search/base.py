@@ -34,6 +34,14 @@ class Retriever(Protocol):
     def search(self, queries: list[str], k: int) -> list[list[Hit]]: ...
 
 
+def search_or_none(retriever: Retriever, queries: list[str], k: int) -> list[list[Hit] | None]:
+    """One batched search; when it fails, None for every query (an infrastructure failure, not a model's)."""
+    try:
+        return list(retriever.search(queries, k))
+    except SearchError:
+        return [None] * len(queries)
+
+
 def render_hits(hits: list[Hit]) -> str:
     """The text the agent reads inside <information>: one `Doc i (Title: ...) text` line per hit."""
     return "\n".join(f"Doc {i} (Title: {h.title}) {h.text}" for i, h in enumerate(hits, 1))
