@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import platform
 import time
@@ -42,6 +43,7 @@ def reading(args: argparse.Namespace) -> None:
     from searchplay.config import load_config
     from searchplay.eval.data import load_dataset
     from searchplay.eval.reading import answer_passages, read_answers, reading_summary
+    from searchplay.game.prompts import SOLVER_SYSTEM
     from searchplay.llm.device import resolve_numerics
     from searchplay.llm.engines import open_engine
     from searchplay.search.resolve import open_retriever
@@ -51,24 +53,29 @@ def reading(args: argparse.Namespace) -> None:
     retriever = open_retriever(resolve_search(cfg.search, cfg))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    systems = {
+        name: SOLVER_SYSTEM if name == "builtin" else Path(name).read_text().strip() for name in args.solver_systems.split(",")
+    }
     sets = {name: answer_passages(load_dataset(name), retriever, args.depth, args.limit) for name in args.data.split(",")}
     rows: list[dict[str, Any]] = []
     for model in args.models.split(","):
         engine = open_engine(model_path(model, cfg), cfg.model, cfg.rollout.seed)
-        for scaffold in args.scaffolds.split(","):
+        for (system_name, system), scaffold in itertools.product(systems.items(), args.scaffolds.split(",")):
             guided = scaffold == "guided"
             tokens = args.max_new_tokens if guided else args.free_max_new_tokens
             for name, (items, missing) in sets.items():
                 t0 = time.perf_counter()
-                answers = read_answers(engine, items, tokens, args.batch_size, guided)
+                answers = read_answers(engine, items, tokens, args.batch_size, guided, system)
                 seconds = time.perf_counter() - t0
                 summary = reading_summary(answers, missing)
-                stem = f"{model.replace('bundled:', '').replace('/', '_')}-{scaffold}-{name}"
+                wording = "" if system_name == "builtin" else f"-{Path(system_name).stem}"
+                stem = f"{model.replace('bundled:', '').replace('/', '_')}{wording}-{scaffold}-{name}"
                 with gzip.open(out / f"{stem}.jsonl.gz", "wt") as f:
                     f.writelines(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
                 rows.append(
                     {
                         "model": model,
+                        "instructions": Path(system_name).stem,
                         "scaffold": scaffold,
                         "set": name,
                         "read": summary["questions"],
@@ -76,6 +83,7 @@ def reading(args: argparse.Namespace) -> None:
                         "reading accuracy (cover EM) %": round(100 * summary["reading_accuracy"], 1),
                         "EM %": round(100 * summary["em"], 1),
                         "F1 %": round(100 * summary["f1"], 1),
+                        "'Doc i' answers %": round(100 * summary["document_labels"], 1),
                         "s/question": round(seconds / max(1, len(items)), 2),
                     }
                 )
@@ -102,6 +110,11 @@ def main() -> None:
     r.add_argument("--limit", type=int, default=200, help="the first N questions of each set that have an answer passage")
     r.add_argument("--depth", type=int, default=10, help="hits searched for an answer passage")
     r.add_argument("--scaffolds", default="guided", help="guided (<answer> opened for the model), free (it may think first)")
+    r.add_argument(
+        "--solver-systems",
+        default="builtin",
+        help="comma-separated solver instructions to compare: builtin (game/prompts.py) or a text file",
+    )
     r.add_argument("--max-new-tokens", type=int, default=24, help="guided: tokens of the answer")
     r.add_argument("--free-max-new-tokens", type=int, default=128, help="free: tokens of reasoning and answer")
     r.add_argument("--batch-size", type=int, default=16)

@@ -228,11 +228,11 @@ def probe_build(
     _writable(out, overwrite, lambda path: False, "probe file")
     cfg = _resolved(_config(config, set_), say=True)
     with progress(True, "accepted questions", total=count) as advance:
-        kept = [0]
+        kept, rounds = [0], [0]
 
         def on_round(step: int, n: int) -> None:
             advance(n - kept[0])
-            kept[0] = n
+            kept[0], rounds[0] = n, step
 
         try:
             probes = build_probes(cfg, count, max_rounds, on_round)
@@ -240,7 +240,12 @@ def probe_build(
             _fail(str(e))
     out.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(probes, out)
-    console.print(f"wrote {len(probes)} probe questions to {out}" + ("" if len(probes) >= count else f" (asked for {count})"))
+    proposals = rounds[0] * cfg.game.batch_size * cfg.game.proposer_n
+    console.print(
+        f"wrote {len(probes)} probe questions to {out}"
+        + ("" if len(probes) >= count else f" (asked for {count})")
+        + f", from {rounds[0]} rounds ({proposals} proposals)"
+    )
 
 
 @index_app.command("build")

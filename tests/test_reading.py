@@ -5,7 +5,14 @@ from __future__ import annotations
 from searchplay.assets.names import BUNDLED, model_path
 from searchplay.config import Config
 from searchplay.eval.data import load_dataset
-from searchplay.eval.reading import ReadingItem, answer_passages, read_answers, reading_prompt, reading_summary
+from searchplay.eval.reading import (
+    ReadingItem,
+    answer_passages,
+    is_document_label,
+    read_answers,
+    reading_prompt,
+    reading_summary,
+)
 from searchplay.judge.match import substring_match
 from searchplay.llm.transformers_engine import TransformersEngine
 from searchplay.search.base import Hit
@@ -44,6 +51,19 @@ def test_reading_prompt_is_the_guided_solver_after_one_search(tiny_engine) -> No
         reading_prompt(tiny_engine.tokenizer, "Where is the Eiffel Tower?", passage, guided=False)
     )
     assert free == text.removesuffix("<answer>")  # free: the model opens (and must close) its own answer tag
+    other = tiny_engine.tokenizer.decode(
+        reading_prompt(tiny_engine.tokenizer, "Where is the Eiffel Tower?", passage, system="Answer from the results.")
+    )
+    assert "Answer from the results." in other and "encyclopedia" in text and "encyclopedia" not in other
+
+
+def test_answers_naming_a_result_are_counted_as_labels() -> None:
+    for label in ("Doc 1", "doc 2", "Document 3", " Doc1 (Title: Paul)"):
+        assert is_document_label(label), label
+    for answer in ("Doctor Who", "Paul", "Docklands 2012", "", None, "the Doc 1 passage"):
+        assert not is_document_label(answer), answer
+    records = [{"prediction": p, "em": 0.0, "cover_em": 0.0, "f1": 0.0} for p in ("Doc 1", "Paul", None, "Document 2")]
+    assert reading_summary(records, 0)["document_labels"] == 0.5
 
 
 def test_bundled_model_reads_an_easy_passage(cfg: Config) -> None:

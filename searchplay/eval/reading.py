@@ -14,6 +14,7 @@ accuracy) and F1.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,12 @@ from searchplay.agent.protocol import last_tag
 from searchplay.agent.rollout import chat_prompt_ids, information_text
 from searchplay.agent.trajectory import tag_content
 from searchplay.eval.evaluate import score
-from searchplay.game.prompts import solver_messages
+from searchplay.game.prompts import SOLVER_SYSTEM, solver_messages
 from searchplay.judge.match import substring_match
 from searchplay.llm.base import Engine, SamplingParams
 from searchplay.search.base import Hit, Retriever
+
+DOCUMENT_LABEL = re.compile(r"(doc|document)\s*\d+\b", re.IGNORECASE)
 
 
 @dataclass
@@ -54,15 +57,21 @@ def answer_passages(
     return items, missing
 
 
-def reading_prompt(tokenizer: Any, question: str, passage: Hit, guided: bool = True) -> list[int]:
-    """The solver's context after one search that returned only `passage`; guided: with `<answer>` opened."""
-    prompt = chat_prompt_ids(tokenizer, *solver_messages(question))
+def reading_prompt(tokenizer: Any, question: str, passage: Hit, guided: bool = True, system: str = SOLVER_SYSTEM) -> list[int]:
+    """The solver's context after one search that returned only `passage`; guided: with `<answer>` opened;
+    `system`: the solver's instructions (another wording only to compare them)."""
+    prompt = chat_prompt_ids(tokenizer, *solver_messages(question, system))
     turn = f"<search>{question}</search>{information_text([passage])}{'<answer>' if guided else ''}"
     return prompt + list(tokenizer.encode(turn, add_special_tokens=False))
 
 
 def read_answers(
-    engine: Engine, items: list[ReadingItem], max_new_tokens: int = 24, batch_size: int = 16, guided: bool = True
+    engine: Engine,
+    items: list[ReadingItem],
+    max_new_tokens: int = 24,
+    batch_size: int = 16,
+    guided: bool = True,
+    system: str = SOLVER_SYSTEM,
 ) -> list[dict[str, Any]]:
     """Greedy answers to `items` with their passage in context, scored; one record per item (free: no
     closed `<answer>` tag is no answer)."""
@@ -70,7 +79,7 @@ def read_answers(
     out = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        prompts = [reading_prompt(engine.tokenizer, i.record["question"], i.passage, guided) for i in chunk]
+        prompts = [reading_prompt(engine.tokenizer, i.record["question"], i.passage, guided, system) for i in chunk]
         for item, g in zip(chunk, engine.generate(prompts, params)):
             answer = tag_content(g.text)[0] if guided else last_tag(g.text + (g.stop_string or ""), "answer")
             em, cover, f1 = score(answer, item.record["golden_answers"])
@@ -90,8 +99,14 @@ def read_answers(
     return out
 
 
+def is_document_label(answer: str | None) -> bool:
+    """An answer that names a search result ("Doc 1", "Document 2") instead of saying what it holds."""
+    return bool(answer) and DOCUMENT_LABEL.match(answer.strip()) is not None
+
+
 def reading_summary(records: list[dict[str, Any]], without_passage: int) -> dict[str, float]:
-    """Means over the read questions (cover EM is the reading accuracy) and the count left out."""
+    """Means over the read questions (cover EM is the reading accuracy), the count left out, and the share of
+    answers that are a result's label (every one a lost answer)."""
     n = len(records)
     mean = lambda key: sum(r[key] for r in records) / n if n else 0.0  # noqa: E731
     return {
@@ -100,4 +115,5 @@ def reading_summary(records: list[dict[str, Any]], without_passage: int) -> dict
         "em": mean("em"),
         "reading_accuracy": mean("cover_em"),
         "f1": mean("f1"),
+        "document_labels": sum(is_document_label(r["prediction"]) for r in records) / n if n else 0.0,
     }

@@ -10,12 +10,15 @@ from __future__ import annotations
 SOLVER_SYSTEM = (
     "You answer questions by searching an encyclopedia. Work step by step. You may reason inside "
     "<think> and </think>. To look something up, write a query inside <search> and </search>; the "
-    "results will be shown to you inside <information> and </information>. Search as often as you "
-    "need. When you know the answer, write only the answer inside <answer> and </answer>: a name, a "
-    "number, a date or a few words, never a sentence. Example: for the question which dormant volcano "
-    "in Tanzania is the highest mountain in Africa, after reading about it, the answer is "
-    "<answer>Mount Kilimanjaro</answer>."
+    "results will be shown to you inside <information> and </information>, one per line, as Doc number "
+    "(Title: title) text. The number and the title only say where a text comes from: the answer is in the "
+    "text. Search as often as you need. When you know the answer, write only the answer inside <answer> and "
+    "</answer>: a name, a number, a date or a few words taken from the text, never a sentence and never a "
+    "document number such as Doc 1. Example: for the question which dormant volcano in Tanzania is the "
+    "highest mountain in Africa, after reading about it, the answer is <answer>Mount Kilimanjaro</answer>."
 )
+# Saying how results look and that a document number is no answer (study v3, docs/study/v3-plan.md, phase 3):
+# the 0.5B model answered "Doc 1" to 28-38 of 100 reading questions before, 0-8 after; EM rose on both dev sets.
 
 SOLVER_USER = "Question: {question}"
 
@@ -52,8 +55,9 @@ PROPOSER_EXTRACTIVE_USER = (
 )
 
 
-def solver_messages(question: str) -> tuple[str, str]:
-    return SOLVER_SYSTEM, SOLVER_USER.format(question=question)
+def solver_messages(question: str, system: str = SOLVER_SYSTEM) -> tuple[str, str]:
+    """`system` replaces the instructions only where a study compares wordings (benchmarks/chain.py)."""
+    return system, SOLVER_USER.format(question=question)
 
 
 EXAMPLES = "\nQuestions of the kind wanted (other answers, same style):\n{examples}"
