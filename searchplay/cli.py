@@ -25,11 +25,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from searchplay.config import Config, ConfigError, ServerConfig, config_diff, load_config, searchplay_home, to_toml
-from searchplay.outdir import OutputDirError, check_output_file
+from searchplay.config import (
+    Config,
+    ConfigError,
+    ServerConfig,
+    config_diff,
+    load_config,
+    load_run_config,
+    searchplay_home,
+    to_toml,
+)
+from searchplay.outdir import EVAL_FILES, WRITER_LOCK, OutputDirError, check_output_dir, check_output_file, single_writer
 
 if TYPE_CHECKING:
     from searchplay.search.base import Retriever
+    from searchplay.train.run_dir import RunDir
 
 app = typer.Typer(
     help="Search self-play: train LLM search agents without human supervision.",
@@ -463,14 +473,47 @@ def play(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Play self-play rounds without training; writes trajectories, the pool and metrics to a run directory."""
-    from searchplay.game.seeds import SeedError
-    from searchplay.search.base import SearchError
-    from searchplay.train.components import build_components
+    """Play self-play rounds without training; writes trajectories, the pool and metrics to a run directory (a new
+    one, or one of rounds played with the same config: more rounds follow its last)."""
     from searchplay.train.run_dir import RunDir, default_run_dir
 
     cfg = _resolved(_config(config, set_), say=True)
-    run = RunDir(run_dir or default_run_dir()).create(cfg)
+    run = RunDir(run_dir or default_run_dir())
+    try:
+        check_output_dir(run.root, ("config.toml", WRITER_LOCK), "run", EVAL_FILES)
+        with single_writer(run.root, "self-play run"):
+            _refuse_other_runs(run, cfg)
+            if not run.config.exists():
+                run.create(cfg)
+            _play_rounds(cfg, run, rounds)
+    except OutputDirError as e:
+        _fail(str(e))
+    console.print(f"run directory: {run.root}")
+
+
+def _refuse_other_runs(run: RunDir, cfg: Config) -> None:
+    """`play` adds rounds only to a folder of rounds played with the same config: never to a training run (its
+    checkpoints and config are what `train --resume` reads) nor over another config."""
+    if run.checkpoints.exists():
+        _fail(f"{run.root} holds a training run (checkpoints/); play its rounds into another --run-dir")
+    if run.config.exists():
+        try:
+            saved, _ = load_run_config(run.config)
+        except ConfigError as e:
+            _fail(str(e))
+        if to_toml(saved) != to_toml(cfg):
+            diff = config_diff(saved, cfg)
+            _fail(
+                f"{run.root} holds rounds played with another config ({'; '.join(diff[:8])}); its config.toml is kept: "
+                "choose another --run-dir"
+            )
+
+
+def _play_rounds(cfg: Config, run: RunDir, rounds: int) -> None:
+    from searchplay.game.seeds import SeedError
+    from searchplay.search.base import SearchError
+    from searchplay.train.components import build_components
+
     try:
         parts = build_components(cfg, str(run.pool))
     except (SearchError, SeedError, FileNotFoundError, ValueError) as e:
@@ -489,7 +532,6 @@ def play(
             f"({m['pool/reused']:.0f} reused), pool {len(parts.pool)}, {seconds:.0f} s",
             highlight=False,
         )
-    console.print(f"run directory: {run.root}")
 
 
 @app.command()
@@ -534,7 +576,12 @@ def train(
         saved = RunDir(resume).config
         if not saved.is_file():
             _fail(f"{resume} is not a run directory (no config.toml)")
-        cfg = _config(saved, set_)
+        try:
+            cfg, absent = load_run_config(saved, set_ or [])
+        except ConfigError as e:
+            _fail(str(e))
+        if absent:
+            err.print(f"{saved} predates {len(absent)} fields; they take their defaults: {', '.join(absent)}", highlight=False)
         given = _config(config, set_) if config is not None else cfg
         if to_toml(_resolved(given)) != to_toml(_resolved(cfg)):  # 'auto' in --config matches what the run resolved
             diff = config_diff(_resolved(cfg), _resolved(given))

@@ -619,8 +619,11 @@ def config_diff(a: Config, b: Config) -> list[str]:
     return out
 
 
+CONFIG_END = "# end of config"  # to_toml's last line: a run's config.toml without it was cut short (crash, full disk)
+
+
 def to_toml(cfg: Any) -> str:
-    """The resolved config as TOML, each field preceded by its help line."""
+    """The resolved config as TOML, each field preceded by its help line, ending with CONFIG_END."""
     lines: list[str] = []
     for sec in dataclasses.fields(cfg):
         section = getattr(cfg, sec.name)
@@ -635,7 +638,31 @@ def to_toml(cfg: Any) -> str:
             lines.append(f"# {f.metadata.get('help', '')}{bounds}")
             lines.append(tomli_w.dumps({f.name: getattr(section, f.name)}).rstrip())
         lines.append("")
+    lines += [CONFIG_END, ""]
     return "\n".join(lines)
+
+
+def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, list[str]]:
+    """A run folder's own config.toml, refused when it does not end with CONFIG_END: a file cut short by a crash
+    or a full disk is still valid TOML and would resume on defaults for everything it lost. Also returns the
+    fields it lacks although complete (written by an older searchplay): they take their defaults, said aloud."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.rstrip().endswith(CONFIG_END):
+        raise ConfigError(
+            f"{path} is damaged: it does not end with the line '{CONFIG_END}' that a run writes last, so fields may "
+            "be missing (a crash or a full disk while it was written); copy the run's latest "
+            "checkpoints/step-N/config.toml over it, or add that line yourself if the file is whole (a run folder "
+            "from a searchplay before 2026-12-06)"
+        )
+    cfg = load_config(path, overrides)
+    data = tomllib.loads(text)
+    absent = [
+        f"{sec.name}.{f.name}"
+        for sec in dataclasses.fields(cfg)
+        for f in dataclasses.fields(getattr(cfg, sec.name))
+        if f.name not in data.get(sec.name, {})
+    ]
+    return cfg, absent
 
 
 def searchplay_home(cfg: Config | None = None) -> Path:

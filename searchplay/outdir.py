@@ -20,11 +20,20 @@ class OutputDirError(ValueError):
     """An output path that would destroy something searchplay did not write."""
 
 
-def check_output_dir(path: Path, markers: tuple[str, ...], what: str) -> None:
-    """Refuse a path that is a file, or a non-empty directory without any of our `markers`."""
+RUN_FILES = ("config.toml", "metrics.jsonl", "checkpoints")  # what only a run folder holds
+EVAL_FILES = ("summary.json", "eval-settings.json")  # what only an evaluation folder holds
+
+
+def check_output_dir(path: Path, markers: tuple[str, ...], what: str, others: tuple[str, ...] = ()) -> None:
+    """Refuse a path that is a file, a non-empty directory without any of our `markers`, or one holding any of
+    `others` (the records of another kind of folder: a run is never an evaluation, nor the reverse)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"{path} exists and is not a directory; choose another output path for the {what}")
+    if foreign := [name for name in others if (path / name).exists()]:
+        raise OutputDirError(
+            f"{path} holds {', '.join(foreign)}: it is another kind of folder, not a {what}; choose another output path"
+        )
     if path.is_dir() and any(path.iterdir()) and not any((path / m).exists() for m in markers):
         raise OutputDirError(
             f"{path} is not empty and holds no {what} written by searchplay (no {' or '.join(markers)}); "
@@ -88,15 +97,15 @@ def single_writer(folder: Path, what: str) -> Iterator[None]:
     path = folder / WRITER_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     if not _lock_within(fd, LOCK_GRACE_S):
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        pid, _, kind = (os.read(fd, 200).decode(errors="replace").strip() or "unknown").partition(" ")
         os.close(fd)
         raise OutputDirError(
-            f"{folder} is being written by another searchplay {what} (pid {holder}); "
+            f"{folder} is being written by another searchplay {kind or what} (pid {pid}); "
             "wait for it to finish or stop it, or choose another folder"
         ) from None
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()} {what}\n".encode())  # the holder's pid and kind, for a refused second writer
         yield
     finally:
         if created and [p.name for p in folder.iterdir()] == [WRITER_LOCK]:

@@ -101,7 +101,7 @@ def read_answers(
 
 def is_document_label(answer: str | None) -> bool:
     """An answer that names a search result ("Doc 1", "Document 2") instead of saying what it holds."""
-    return bool(answer) and DOCUMENT_LABEL.match(answer.strip()) is not None
+    return answer is not None and DOCUMENT_LABEL.match(answer.strip()) is not None
 
 
 def reading_summary(records: list[dict[str, Any]], without_passage: int) -> dict[str, float]:

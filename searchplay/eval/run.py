@@ -23,7 +23,7 @@ from searchplay.eval.report import dataset_report, summary_markdown
 from searchplay.jsonl import DamagedLineError, append_jsonl, read_appended, write_jsonl
 from searchplay.judge.llm_judge import LLMJudge
 from searchplay.llm.base import Engine
-from searchplay.outdir import WRITER_LOCK, check_output_dir, single_writer
+from searchplay.outdir import RUN_FILES, WRITER_LOCK, check_output_dir, single_writer
 from searchplay.search.base import Retriever
 
 SETTINGS_FILE = "eval-settings.json"  # written first: marks an evaluation folder as ours, checked on resume
@@ -42,7 +42,7 @@ def open_eval_dir(out_dir: Path, settings: dict[str, Any], resume: bool, overwri
     with `resume` and the same settings; a second evaluation writing the same folder is refused.
     Raises OutputDirError for a folder we did not write or that another process is writing.
     """
-    check_output_dir(out_dir, ("summary.json", SETTINGS_FILE, WRITER_LOCK), "evaluation")
+    check_output_dir(out_dir, ("summary.json", SETTINGS_FILE, WRITER_LOCK), "evaluation", RUN_FILES)
     with single_writer(out_dir, "evaluation"):
         if (out_dir / "summary.json").exists() and not overwrite:
             raise EvalError(f"{out_dir} already holds an evaluation; pass --overwrite to replace it, or choose another --out")

@@ -22,7 +22,7 @@ from typing import Any
 
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import Config, to_toml
-from searchplay.jsonl import append_jsonl
+from searchplay.jsonl import append_jsonl, atomic_write
 
 
 def response_segments(t: Trajectory, tokenizer: Any) -> list[tuple[str, int]]:
@@ -68,7 +68,7 @@ class RunDir:
         """The folder and its config.toml; `notes` (what each `auto` setting became here, and why) head the file."""
         self.trajectories.mkdir(parents=True, exist_ok=True)
         header = "".join(f"# resolved on this machine: {note}\n" for note in notes)
-        self.config.write_text(header + ("\n" if header else "") + to_toml(cfg))
+        atomic_write(self.config, (header + ("\n" if header else "") + to_toml(cfg)).encode())  # never half a file
         return self
 
     def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ from searchplay.game.selfplay import RoundResult
 from searchplay.jsonl import DamagedLineError, atomic_write, random_state, read_appended
 from searchplay.llm.base import Engine
 from searchplay.llm.device import DeviceError, resolve_device, resolve_numerics
-from searchplay.outdir import WRITER_LOCK, check_output_dir, single_writer
+from searchplay.outdir import EVAL_FILES, WRITER_LOCK, check_output_dir, single_writer
 from searchplay.train.backend import Backend, LocalBackend, WorkerFailure
 from searchplay.train.checkpoint import latest_checkpoint, read_state
 from searchplay.train.components import build_components
@@ -134,7 +134,7 @@ def train(
     t_start = time.perf_counter()
     run = RunDir(run_dir)
     if not resume:
-        check_output_dir(run.root, ("config.toml", WRITER_LOCK), "run")
+        check_output_dir(run.root, ("config.toml", WRITER_LOCK), "run", EVAL_FILES)
     with single_writer(run.root, "training run"):
         if not resume and run.metrics.exists():
             raise TrainError(f"{run_dir} already holds a run; resume it with --resume or choose another --run-dir")
