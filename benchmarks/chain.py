@@ -9,6 +9,12 @@ one gzipped jsonl of answers per model and set.
 
     .venv/bin/python benchmarks/chain.py reading --models bundled,bundled:qwen2.5-coder-0.5b-instruct \
         --data nq-dev-answerable,triviaqa-dev-answerable --limit 200 --out docs/study/v3/reading
+
+`proposals`: the proposer's link, read from run folders of `searchplay play` or `train`: every proposal of every
+round (seed answer, question, the filter or verifier that rejected it, the verifier's answer) and the counts
+per reason, as markdown. The trajectories themselves are too bulky to commit; this is what a reader needs.
+
+    .venv/bin/python benchmarks/chain.py proposals runs/play-a runs/play-b --out docs/study/v3/proposals.md
 """
 
 from __future__ import annotations
@@ -101,6 +107,34 @@ def reading(args: argparse.Namespace) -> None:
     (out / "reading.md").write_text("\n".join(lines) + "\n")
 
 
+def proposals(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    lines = ["# Proposals by run (benchmarks/chain.py proposals)", ""]
+    for run in args.runs:
+        rows = [
+            t["meta"]
+            for path in sorted(Path(run, "trajectories").glob("step-*.jsonl"))
+            for t in map(json.loads, path.read_text().splitlines())
+            if t["meta"].get("role") == "proposer"
+        ]
+        reasons = Counter(m.get("rejection") or "accepted" for m in rows)
+        lines += [f"## {run}", "", f"{len(rows)} proposals: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()), ""]
+        lines += ["| seed answer | question | outcome | verifier's answer |", "| --- | --- | --- | --- |"]
+        cell = lambda v: str(v if v is not None else "-").replace("|", "/").replace("\n", " ")[:240]  # noqa: E731
+        for m in rows:
+            row = [
+                m.get("answer"),
+                m.get("question"),
+                m.get("rejection") or "accepted",
+                (m.get("verification") or {}).get("answer"),
+            ]
+            lines.append("| " + " | ".join(map(cell, row)) + " |")
+        lines.append("")
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(line for line in lines if line.startswith("## ") or " proposals: " in line))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -121,8 +155,11 @@ def main() -> None:
     r.add_argument("--out", default="docs/study/v3/reading")
     r.add_argument("-c", "--config", default="configs/cpu-smollm2.toml")
     r.add_argument("--set", action="append", help="config override a.b=c")
+    q = sub.add_parser("proposals", help="every proposal of some run folders, with why it was kept or rejected")
+    q.add_argument("runs", nargs="+", help="run folders of searchplay play or train")
+    q.add_argument("--out", required=True, help="the markdown file to write")
     args = p.parse_args()
-    reading(args)
+    reading(args) if args.command == "reading" else proposals(args)
 
 
 if __name__ == "__main__":

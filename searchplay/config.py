@@ -327,6 +327,11 @@ class LearnerConfig:
         4096,
     )
     lora_alpha: int = _f(32, "LoRA scale numerator: the adapters' product is scaled by lora_alpha / lora_rank", 1, 100000)
+    lora_base_dtype: Literal["float32", "bfloat16"] = _f(
+        "float32",
+        "LoRA: the dtype the frozen base is held in; bfloat16 halves its memory (the adapters, their gradients and "
+        "AdamW state stay fp32; matmuls run in bf16 under autocast either way). Needs learner.bf16 where it is set",
+    )
     seed: int = _f(0, "torch seed", 0, None)
 
 
@@ -564,6 +569,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.probe_every > 0 needs trainer.probe_data (a file from `searchplay probe build`)")
     if g.reward_left > g.reward_right:
         raise ConfigError(f"game.reward_left/right: need left <= right, got {g.reward_left}, {g.reward_right}")
+    if cfg.learner.lora_base_dtype == "bfloat16" and (not cfg.learner.lora_rank or cfg.learner.bf16 is False):
+        raise ConfigError(
+            "learner.lora_base_dtype = 'bfloat16' holds a LoRA run's frozen base in bf16: it needs learner.lora_rank > 0 "
+            f"and learner.bf16 = true or 'auto' (got lora_rank {cfg.learner.lora_rank}, bf16 {cfg.learner.bf16!r})"
+        )
     if cfg.learner.lora_rank and cfg.trainer.backend != "local":
         raise ConfigError("learner.lora_rank > 0 runs on the local backend (one GPU); the Ray backend shards instead")
 

@@ -14,6 +14,7 @@ from searchplay.config import ConfigError, LearnerConfig, load_config
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner
 from searchplay.rl.lora import MergedWeights, add_adapters, merged_state_dict
+from searchplay.train.backend import load_policy
 from searchplay.train.memory_plan import lora_parameters, make_plan, read_shape
 from searchplay.train.trainer import train
 from tests.test_ray import random_samples
@@ -81,3 +82,29 @@ def test_the_memory_plan_counts_the_adapters_peft_makes_and_a_7b_lora_run_fits_o
     assert one_gpu.fits and one_gpu.loads[0].peak < 60  # full fine-tuning on one process needs 163.6 GiB
     with pytest.raises(ConfigError, match="lora_rank > 0 runs on the local backend"):
         load_config(ROOT / "configs/paper-qwen2.5-7b.toml", ["learner.lora_rank=64"])  # the shipped config is Ray
+
+
+def test_a_bf16_base_halves_the_frozen_weights_and_trains_the_same_fp32_adapters() -> None:
+    lora = ["learner.lora_rank=4", "learner.bf16=true"]
+    cfg = load_config(ROOT / "configs/tiny-test.toml", [*lora, "learner.lora_base_dtype=bfloat16"])
+    policy, _, reference = load_policy(cfg, model_path(TINY), model_path(TINY))
+    assert reference is None
+    assert {p.dtype for n, p in policy.named_parameters() if ".lora_" not in n} == {torch.bfloat16}  # 2 bytes a weight
+    assert {p.dtype for p in policy.parameters() if p.requires_grad} == {torch.float32}  # adapters, grads, AdamW: fp32
+    full = load_policy(load_config(ROOT / "configs/tiny-test.toml", lora), model_path(TINY), model_path(TINY))[0]
+    full.load_state_dict({n: t.float() for n, t in policy.state_dict().items()})  # the same adapters, an fp32 base
+    losses = []
+    for model in (policy, full):
+        learner = Learner(model, LearnerConfig(lr=1e-2, bf16=True, kl_coef=0.1, lora_rank=4), None, total_steps=10)
+        losses.append(learner.update(random_samples(6))["learner/loss"])
+    assert abs(losses[0] - losses[1]) <= 0.02 * max(1.0, abs(losses[1]))  # both compute in bf16 under autocast
+    with pytest.raises(ConfigError, match=r"needs learner\.lora_rank > 0"):
+        load_config(ROOT / "configs/tiny-test.toml", ["learner.lora_base_dtype=bfloat16"])
+    shape = read_shape(ROOT / "configs/shapes/qwen2.5-7b-instruct.json")
+    paper = ["trainer.backend=local", "learner.lora_rank=64"]
+    fp32, bf16 = (
+        make_plan(load_config(ROOT / "configs/paper-qwen2.5-7b.toml", paper + extra), shape, gpus=1, gpu_gib=80)
+        for extra in ([], ["learner.lora_base_dtype=bfloat16"])
+    )
+    saved = fp32.loads[0].peak - bf16.loads[0].peak
+    assert abs(saved - 2 * shape.parameters / 2**30) < 0.01  # the base's 4 bytes a weight became 2

@@ -121,7 +121,7 @@ class Learner:
         if reference is not None and next(reference.parameters()).device != self.device:
             raise ValueError(f"the reference model is on {next(reference.parameters()).device}, the policy on {self.device}")
         self.temperature = temperature if temperature > 0 else 1.0
-        if any(p.dtype != torch.float32 for p in model.parameters()):
+        if any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad):
             raise ValueError("the Learner keeps fp32 master weights: load the policy in float32 (bf16 is used via autocast)")
         # learner.bf16 = "auto": autocast only where the device computes bfloat16 natively (precision.py)
         self.bf16 = cfg.bf16 if isinstance(cfg.bf16, bool) else resolve_dtype("auto", self.device.type).dtype == "bfloat16"

@@ -64,10 +64,11 @@ def lora_module() -> Any:
 
 def load_policy(cfg: Config, weights: str, base: str) -> tuple[Any, Any, Any | None]:
     """(policy in fp32 from `weights`, tokenizer, frozen reference from `base` if KL is on). LoRA: the base
-    with adapters (a checkpoint's, when `weights` is one) and no reference model (the adapters turn off)."""
+    (in learner.lora_base_dtype) with fp32 adapters (a checkpoint's, when `weights` is one) and no reference
+    model (the adapters turn off)."""
     if cfg.learner.lora_rank:
         lora = lora_module()
-        model, tokenizer = load_model(base, "float32", cfg.model.device)
+        model, tokenizer = load_model(base, cfg.learner.lora_base_dtype, cfg.model.device)
         adapters = Path(weights) / ADAPTER_DIR
         policy = lora.add_adapters(model, cfg.learner.lora_rank, cfg.learner.lora_alpha, adapters if adapters.is_dir() else None)
         return policy, tokenizer, None

@@ -169,8 +169,11 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
     weights, moments, grads = 4 * p / GIB, 8 * p / GIB, 4 * p / GIB
     reference = 4 * p / GIB if cfg.learner.kl_coef > 0 else 0.0
     lora = lora_parameters(shape, cfg.learner.lora_rank)
+    base_dtype = "fp32"
     if lora:  # the base frozen: gradients and moments for the adapters alone, the reference is the base
         moments, grads, reference = 8 * lora / GIB, 4 * lora / GIB, 0.0
+        if cfg.learner.lora_base_dtype == "bfloat16":
+            weights, base_dtype = 2 * p / GIB, "bf16"
     acts = activation_gib(shape, cfg.learner.micro_batch_tokens, cfg.learner.gradient_checkpointing)
     vllm = cfg.model.vllm_gpu_memory * gpu_gib if cfg.model.engine == "vllm" else 0.0
     embeddings = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)
@@ -178,7 +181,7 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
 
     def learner(load: GpuLoad) -> None:
         resident = [
-            ("learner", f"fp32 {'base weights (frozen)' if lora else 'weights'}{part}", weights * share),
+            ("learner", f"{base_dtype} {'base weights (frozen)' if lora else 'weights'}{part}", weights * share),
             ("learner", f"AdamW moments (fp32{', adapters' if lora else ''}){part}", moments * share),
         ]
         if lora:
