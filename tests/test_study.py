@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,6 +51,7 @@ def test_plot_draws_the_panels_present_and_refuses_a_non_run(tmp_path: Path) -> 
     assert other.returncode == 2 and "ending in .png" in other.stderr and not (tmp_path / "x.jinja").exists()
 
 
+@pytest.mark.heavy
 def test_study_runs_every_phase_and_resumes_without_redoing_any(tmp_path: Path) -> None:
     out, work, probes = tmp_path / "study", tmp_path / "work", tmp_path / "probes.jsonl"
     probes.write_text("".join(json.dumps({"id": f"p{i}", "question": f"Who is {i}?", "golden_answers": [str(i)]}) + "\n"

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -64,6 +65,7 @@ def kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.mark.heavy
 def test_killed_at_random_points_and_resumed_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     proc = train(*ARGS, "--run-dir", str(reference))
