@@ -116,13 +116,13 @@ def single_writer(folder: Path, what: str) -> Iterator[None]:
 
 # What makes a folder a run or an evaluation (its writer's records), and which files in one are records
 FOLDER_MARKERS = ("config.toml", "metrics.jsonl", "pool.jsonl", "summary.json", "eval-settings.json")
-RECORD_SUFFIXES = (".jsonl", ".json", ".toml", ".safetensors", ".bin", ".pt", ".lock", ".partial")
+RECORD_SUFFIXES = (".jsonl", ".json", ".toml", ".safetensors", ".bin", ".pt", ".lock", ".partial", ".md", ".jinja")
 RECORD_FOLDERS = ("trajectories", "checkpoints", "tensorboard")
 
 
 def _record_folder(path: Path) -> Path | None:
-    """The run or evaluation folder that `path` lies in (up to three levels up), if any."""
-    for folder in list(path.parents)[:3]:
+    """The run or evaluation folder that `path` lies in, if any (a checkpoint's model files are 4 levels down)."""
+    for folder in path.parents:
         if any((folder / m).is_file() for m in FOLDER_MARKERS):
             return folder
     return None
@@ -136,10 +136,11 @@ def check_output_file(path: Path, overwrite: bool, ours: Callable[[Path], bool],
     path = Path(path)
     if path.is_dir():
         raise OutputDirError(f"--out {path} is a directory; give a file name such as {path / ('out' + path.suffix)}")
-    folder = _record_folder(path.resolve())
+    real = path.resolve()  # a link is judged by what it points at: writing follows it
+    folder = _record_folder(real)
     if folder is not None:
-        inside = path.resolve().relative_to(folder)
-        if path.suffix in RECORD_SUFFIXES or inside.parts[0] in RECORD_FOLDERS:
+        inside = real.relative_to(folder)
+        if real.suffix in RECORD_SUFFIXES or inside.parts[0] in RECORD_FOLDERS:
             raise OutputDirError(
                 f"--out {path} would write over the records of {folder} (a searchplay run or evaluation); "
                 "choose a path outside its records"

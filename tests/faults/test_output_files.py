@@ -50,3 +50,20 @@ def test_a_file_we_did_not_write_needs_overwrite(run: Path, tmp_path: Path) -> N
     out = searchplay("plot", str(run), "--out", str(picture))
     assert out.returncode == 2 and picture.read_bytes() == b"\\x89PNG not ours"
     assert searchplay("plot", str(run)).returncode == 0 and searchplay("plot", str(run)).returncode == 0  # curves.png is ours
+
+
+def test_links_checkpoint_files_and_evaluation_records_are_refused_too(run: Path, tmp_path: Path) -> None:
+    """Reliability v3, finding 3: each of these was written over with --overwrite."""
+    link = tmp_path / "curves.png"
+    link.symlink_to(run / "metrics.jsonl")  # the link's own suffix is .png; writing follows it to the metrics
+    template = run / "checkpoints" / "step-1" / "model" / "chat_template.jinja"  # four levels below the run
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    (evaluation / "summary.json").write_text("{}")
+    (evaluation / "summary.md").write_text("# the evaluation's own summary")
+    for command, target in (("plot", link), ("report", template), ("report", evaluation / "summary.md")):
+        real = target.resolve()
+        before = real.read_bytes() if real.exists() else None
+        out = searchplay(command, str(run), "--out", str(target), "--overwrite")
+        assert out.returncode == 2 and "would write over the records of" in out.stderr, (target, out.stderr[-800:])
+        assert (real.read_bytes() if real.exists() else None) == before
