@@ -548,6 +548,18 @@ def validate(cfg: Config) -> None:
     for name, url in (("search.url", cfg.search.url), ("judge.base_url", cfg.judge.base_url)):
         if url and (problem := http_url_problem(url)):
             raise ConfigError(f"{name}: value {url!r} {problem}")
+    r = cfg.rollout
+    if r.max_total_tokens <= r.max_new_tokens:
+        raise ConfigError(
+            f"rollout.max_total_tokens = {r.max_total_tokens} leaves no room for a prompt before one turn of "
+            f"rollout.max_new_tokens = {r.max_new_tokens}: every episode would stop by length; give more (the prompts "
+            "alone are a few hundred tokens)"
+        )
+    if cfg.trainer.eval_every and not [name for name in cfg.trainer.eval_data.split(",") if name.strip()]:
+        raise ConfigError(
+            f"trainer.eval_every = {cfg.trainer.eval_every} needs trainer.eval_data (QA set names or files, comma-separated); "
+            "set trainer.eval_every = 0 to train without periodic evaluation"
+        )
     g = cfg.game
     if g.verifier == "judge" and not (cfg.judge.base_url and cfg.judge.model):
         raise ConfigError("game.verifier = 'judge' needs judge.base_url and judge.model")

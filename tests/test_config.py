@@ -156,3 +156,14 @@ def test_paper_config_matches_ssp() -> None:
     assert (r.max_turns, g.solver_max_turns, g.proposer_max_turns, r.max_total_tokens) == (10, 10, 10, 4096 + 8192)
     assert (cfg.proposer.temperature, cfg.solver.temperature, r.max_new_tokens) == (0.8, 1.0, 8192)
     assert (t.eval_before_training, t.eval_every) == (True, 5) and g.seeds.endswith(".jsonl") and g.seeds != "bundled"
+
+
+def test_settings_that_would_fail_only_after_loading_are_refused_at_once() -> None:
+    """Reliability v3, finding 8: each of these trained (every episode stopped by length) or failed after loading."""
+    with pytest.raises(ConfigError, match=r"rollout\.max_total_tokens = 1 leaves no room for a prompt"):
+        load_config(None, ["rollout.max_total_tokens=1"])
+    with pytest.raises(ConfigError, match=r"rollout\.max_total_tokens = 64 .* rollout\.max_new_tokens = 64"):
+        load_config(None, ["rollout.max_total_tokens=64", "rollout.max_new_tokens=64"])
+    with pytest.raises(ConfigError, match=r"trainer\.eval_every = 2 needs trainer\.eval_data"):
+        load_config(None, ["trainer.eval_every=2", "trainer.eval_data= , "])
+    assert load_config(None, ["trainer.eval_every=0", "trainer.eval_data="]).trainer.eval_data == ""
