@@ -566,6 +566,7 @@ def train(
     from searchplay.game.seeds import SeedError
     from searchplay.judge.llm_judge import JudgeConfigError
     from searchplay.search.base import SearchError
+    from searchplay.train.checkpoint import CheckpointError
     from searchplay.train.run_dir import RunDir, default_run_dir
     from searchplay.train.trainer import TrainError
     from searchplay.train.trainer import train as run_training
@@ -606,7 +607,16 @@ def train(
             summary = run_training(
                 cfg, target, resume=resume is not None, say=lambda note: err.print(note, highlight=False), restart=restart
             )
-    except (TrainError, SearchError, SeedError, FileNotFoundError, ConfigError, JudgeConfigError, OutputDirError) as e:
+    except (
+        TrainError,
+        CheckpointError,
+        SearchError,
+        SeedError,
+        FileNotFoundError,
+        ConfigError,
+        JudgeConfigError,
+        OutputDirError,
+    ) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _stopped_training(target)

@@ -5,14 +5,19 @@
     checkpoints/step-N/trainer.pt    optimizer, scheduler, learner RNG, torch/python RNG states
     checkpoints/step-N/state.json    step, pool events count, seed sampler state, metrics lines
     checkpoints/step-N/config.toml   resolved config
+    checkpoints/step-N/checksums.json   size and sha256 of every file above, written last
 
 A crash while saving leaves only `step-N.tmp`, which is never taken for a checkpoint; the files
 are fsynced before the rename publishes them, and an existing `step-N` is replaced only once the
 new one is in place. The newest `step-N` is "latest". Only the newest `keep` checkpoints are kept.
+A save that fails (a full disk) removes its `step-N.tmp` and says where and why. Resuming checks every
+file against `checksums.json` and `state.json`'s fields before anything loads: damaged weights or a
+damaged optimizer state would otherwise train on silently or fail with a raw traceback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -27,6 +32,12 @@ from searchplay.outdir import fsync_tree, replace_dir
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 ADAPTER_DIR = "adapter"  # a LoRA run's adapters inside a checkpoint's model directory
+CHECKSUMS = "checksums.json"
+STATE_FIELDS = {"step": int, "pool_events": int, "sampler": dict, "game_rng": list}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that could not be written, or one that is damaged; names the file and the way on."""
 
 
 def save_checkpoint(
@@ -46,19 +57,64 @@ def save_checkpoint(
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "model", state_dict=weights)
-    if adapters is not None:
-        adapters.save_pretrained(tmp / "model" / ADAPTER_DIR)
-    tokenizer.save_pretrained(tmp / "model")
-    torch.save({**learner_state, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, tmp / "trainer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
-    (tmp / "config.toml").write_text(to_toml(cfg))
-    fsync_tree(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp / "model", state_dict=weights)
+        if adapters is not None:
+            adapters.save_pretrained(tmp / "model" / ADAPTER_DIR)
+        tokenizer.save_pretrained(tmp / "model")
+        rng = {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+        torch.save({**learner_state, **rng}, tmp / "trainer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+        (tmp / "config.toml").write_text(to_toml(cfg))
+        (tmp / CHECKSUMS).write_text(json.dumps(checksums(tmp), indent=1))
+        fsync_tree(tmp)
+    except Exception as e:  # safetensors, torch and json each report a full disk their own way
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(root).free / 2**30
+        raise CheckpointError(
+            f"could not save the checkpoint of step {step} in {root} ({type(e).__name__}: {e}; {free:.1f} GiB free "
+            "there); nothing of it was kept: free some space and continue with --resume from the last checkpoint"
+        ) from e
     replace_dir(tmp, final)  # an older step-N (a replayed step) is removed only after the new one is in place
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
     return final
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def checksums(folder: Path) -> dict[str, list[Any]]:
+    """{relative path: [size, sha256]} of every file below `folder` but the checksums file itself."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    return {str(p.relative_to(folder)): [p.stat().st_size, _sha256(p)] for p in files}
+
+
+def verify_checkpoint(path: Path) -> list[str]:
+    """Check a checkpoint before resuming from it: its files against checksums.json, state.json's fields. Raises
+    CheckpointError naming the damaged file; returns notes (a checkpoint saved before checksums existed)."""
+    way_on = f"move {path} out of {path.parent} to resume from the checkpoint before it, or start the run again"
+    listed = path / CHECKSUMS
+    notes = []
+    if not listed.is_file():
+        notes.append(f"{path.name} has no {CHECKSUMS} (saved by an older searchplay): its files are not checked")
+    else:
+        try:
+            expected = json.loads(listed.read_text())
+            assert isinstance(expected, dict)
+        except (ValueError, AssertionError, UnicodeDecodeError):
+            raise CheckpointError(f"{listed} is damaged (not a JSON object); {way_on}") from None
+        for name, (size, digest) in expected.items():
+            file = path / name
+            if not file.is_file():
+                raise CheckpointError(f"{file} is missing from the checkpoint; {way_on}")
+            if file.stat().st_size != size or _sha256(file) != digest:
+                raise CheckpointError(f"{file} is damaged (its size or sha256 differs from {CHECKSUMS}); {way_on}")
+    read_state(path)
+    return notes
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -76,9 +132,12 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_trainer_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(learner state incl. RNGs, state.json) of a checkpoint; restores the global RNGs."""
-    blob = torch.load(
-        path / "trainer.pt", weights_only=False, map_location="cpu"
-    )  # the optimizer moves its state to the parameters' device
+    try:  # the optimizer moves its state to the parameters' device
+        blob = torch.load(path / "trainer.pt", weights_only=False, map_location="cpu")
+    except (OSError, RuntimeError, EOFError, ValueError) as e:  # what a truncated or damaged file raises
+        raise CheckpointError(
+            f"{path / 'trainer.pt'} cannot be read ({e}); move {path} aside to resume from an earlier one"
+        ) from None
     torch.set_rng_state(blob.pop("torch_rng"))
     random.setstate(blob.pop("python_rng"))
     return blob, read_state(path)
@@ -86,7 +145,18 @@ def load_trainer_state(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def read_state(path: Path) -> dict[str, Any]:
     """A checkpoint's state.json: step, pool events, seed sampler and game RNG, training seconds."""
-    return json.loads((path / "state.json").read_text())
+    file = path / "state.json"
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file} cannot be read ({e}); move {path} aside to resume from an earlier one") from None
+    wrong = [k for k, kind in STATE_FIELDS.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
+    if wrong:
+        raise CheckpointError(
+            f"{file} is damaged: field {wrong[0]!r} is missing or not a {STATE_FIELDS[wrong[0]].__name__}; move {path} "
+            "aside to resume from an earlier one"
+        )
+    return state
 
 
 def policy_from_run(model: str) -> str:

@@ -51,7 +51,7 @@ from searchplay.llm.base import Engine
 from searchplay.llm.device import DeviceError, resolve_device, resolve_numerics
 from searchplay.outdir import EVAL_FILES, WRITER_LOCK, check_output_dir, single_writer
 from searchplay.train.backend import Backend, LocalBackend, WorkerFailure
-from searchplay.train.checkpoint import latest_checkpoint, read_state
+from searchplay.train.checkpoint import CheckpointError, latest_checkpoint, read_state, verify_checkpoint
 from searchplay.train.components import build_components
 from searchplay.train.logging import MetricsLogger
 from searchplay.train.memory_plan import MemoryPlan, make_plan, read_shape
@@ -148,7 +148,10 @@ def train(
         validate_for_training(cfg)
         try:
             cfg, notes = resolve_numerics(cfg)
-        except DeviceError as e:
+            if checkpoint is not None:
+                notes += verify_checkpoint(checkpoint)
+                _check_pool(run, read_state(checkpoint)["pool_events"])
+        except (DeviceError, CheckpointError) as e:
             raise TrainError(str(e)) from None
         for note in notes:
             say(note)
@@ -304,6 +307,17 @@ def _logged_steps(run: RunDir) -> list[int]:
 def _metrics_problem(record: Any) -> str | None:
     ok = isinstance(record, dict) and isinstance(record.get("step"), int)
     return None if ok else "not a metrics record (an object with an integer step)"
+
+
+def _check_pool(run: RunDir, pool_events: int) -> None:
+    """The pool log must hold at least the events the checkpoint counted (later ones are cut back): a shorter one
+    was damaged or replaced, and resuming on it would play with another pool."""
+    held = run.pool.read_bytes().count(b"\n") if run.pool.exists() else 0
+    if held < pool_events:
+        raise CheckpointError(
+            f"{run.pool} holds {held} complete events but the checkpoint to resume counted {pool_events}: the pool "
+            "log was damaged or replaced; restore it, or start the run again"
+        )
 
 
 def _cut_back(run: RunDir, step: int, pool_events: int) -> None:
