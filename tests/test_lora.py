@@ -3,6 +3,7 @@ adapters off, what is published and saved is the merged model, and a run resumes
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,12 @@ from safetensors.torch import load_file, save_file
 
 from searchplay.assets.names import TINY, model_path
 from searchplay.config import ConfigError, LearnerConfig, load_config
+from searchplay.digest import folder_checksums
 from searchplay.llm.transformers_engine import load_model
 from searchplay.rl.learner import Learner
 from searchplay.rl.lora import MergedWeights, add_adapters, merged_state_dict
 from searchplay.train.backend import load_policy
+from searchplay.train.checkpoint import CHECKSUMS
 from searchplay.train.memory_plan import lora_parameters, make_plan, read_shape
 from searchplay.train.trainer import train
 from tests.test_ray import random_samples
@@ -66,6 +69,8 @@ def test_a_lora_run_saves_merged_weights_and_adapters_and_resumes_from_them(tmp_
     adapters = load_file(str(adapter_file))
     trained = {n: torch.full_like(t, 0.01) if ".lora_B" in n else t for n, t in adapters.items()}
     save_file(trained, str(adapter_file))
+    checkpoint = saved.parent  # record the new adapters as the checkpoint's own, or resume refuses them as damaged
+    (checkpoint / CHECKSUMS).write_text(json.dumps(folder_checksums(checkpoint, (CHECKSUMS,))))
     cfg.trainer.steps = 3
     assert train(cfg, run, resume=True).steps == 3
     resumed = load_file(str(run / "checkpoints" / "step-3" / "model" / "model.safetensors"))

@@ -26,6 +26,7 @@ from tests.test_ray import random_samples
 # 9 samples in mini-batches of 4: the last mini-batch has one sample, so one rank has nothing to do and runs
 # empty micro-batches; 2 epochs, micro-batches by a small token budget, KL to a (sharded) reference, old
 # log-probs scored on shares, gradient checkpointing: 6 optimizer steps
+RUN_STATE = {"pool_events": 0, "sampler": {}, "game_rng": []}  # what a run records beside the learner's state
 CFG = LearnerConfig(
     lr=1e-3, ppo_epochs=2, mini_batch_size=4, micro_batch_tokens=48, kl_coef=0.05, bf16=False, gradient_checkpointing=True
 )
@@ -50,7 +51,7 @@ def sharded_rank(rank: int, world: int, port: int, out: str) -> None:
         shards = {n: p.to_local().numel() for n, p in model.named_parameters()}
         if rank == 0:
             tokenizer = AutoTokenizer.from_pretrained(model_path(TINY))
-            save_checkpoint(Path(out), 1, model, tokenizer, state, {}, Config(), weights=weights)
+            save_checkpoint(Path(out), 1, model, tokenizer, state, RUN_STATE, Config(), weights=weights)
             torch.save({"stats": stats, "weights": weights, "shards": shards}, Path(out) / "rank0.pt")
     finally:
         dist.destroy_process_group()

@@ -1,13 +1,16 @@
 """The embedded default: model, corpus, QA sets, seeds and BM25 index, built into a cache dir.
 
 Every asset lives in `<home>/<name>/` with a `manifest.json` (source packages with versions and
-sha256, counts, licence, attribution). `build_assets` rebuilds an asset only when its key (the
-builder version, the source hashes, the settings it uses and the keys of the assets it reads)
-changed, so a second build is a no-op that takes seconds.
+sha256, counts, licence, attribution, and the size and sha256 of every file it built). `build_assets`
+rebuilds an asset when its key (the builder version, the source hashes, the settings it uses and the
+keys of the assets it reads) changed or when a file no longer matches its manifest, so a second build
+is a check that takes seconds. `asset_file` checks an asset once per process before handing it out:
+a damaged index or model is refused with the fix, instead of searching nothing or answering None.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -26,6 +29,7 @@ from searchplay.assets import qa as qa_mod
 from searchplay.assets import seeds as seeds_mod
 from searchplay.assets import spans as spans_mod
 from searchplay.config import Config, searchplay_home
+from searchplay.digest import first_damaged, folder_checksums
 from searchplay.jsonl import write_jsonl
 from searchplay.search.bm25 import build_bm25_index
 from searchplay.search.dense import DEFAULT_ENCODER_PACKAGE, build_dense_index
@@ -34,6 +38,7 @@ from searchplay.sources import MissingSourceError, SourceFile, package_file
 __all__ = [
     "ASSETS",
     "DEFAULT_ASSETS",
+    "AssetDamagedError",
     "AssetMissingError",
     "MissingSourceError",
     "asset_dir",
@@ -53,6 +58,10 @@ BUILDING_KEY = "building-key"
 
 class AssetMissingError(FileNotFoundError):
     """An asset was asked for before `searchplay assets build` made it."""
+
+
+class AssetDamagedError(AssetMissingError):
+    """A built asset whose files no longer match its manifest: as good as missing, and rebuilt the same way."""
 
 
 @dataclass(frozen=True)
@@ -281,12 +290,31 @@ def read_manifest(name: str, cfg: Config | None = None) -> dict[str, Any] | None
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _build_command(name: str) -> str:
+    return f"searchplay assets build --with {name}" if ASSETS[name].optional else "searchplay assets build (or make setup)"
+
+
 def asset_file(name: str, cfg: Config | None = None) -> Path:
-    """Path of a built asset's data; a clear error when it has not been built."""
-    if read_manifest(name, cfg) is None:
-        how = f"searchplay assets build --with {name}" if ASSETS[name].optional else "searchplay assets build (or make setup)"
-        raise AssetMissingError(f"asset {name!r} is not built in {searchplay_home(cfg)}; run: {how}")
+    """Path of a built asset's data; a clear error when it has not been built or is damaged."""
+    manifest = asset_dir(name, cfg) / "manifest.json"
+    if not manifest.is_file():
+        raise AssetMissingError(f"asset {name!r} is not built in {searchplay_home(cfg)}; run: {_build_command(name)}")
+    damaged = _damaged(str(manifest), manifest.stat().st_mtime_ns)
+    if damaged:
+        raise AssetDamagedError(f"asset {name!r} is damaged: {damaged}; rebuild it with: {_build_command(name)}")
     return asset_dir(name, cfg) / ASSETS[name].data_file
+
+
+@functools.cache
+def _damaged(manifest: str, mtime_ns: int) -> str:
+    """What is wrong with the asset of `manifest` ('' when nothing), checked once per process and build (`mtime_ns`
+    changes with a rebuild). An asset built before manifests held checksums passes unchecked until rebuilt."""
+    try:
+        expected = json.loads(Path(manifest).read_text()).get("files")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return f"{manifest} is not a JSON object"
+    found = first_damaged(Path(manifest).parent, expected) if expected else None
+    return f"{Path(manifest).parent / found[0]}: {found[1]}" if found else ""
 
 
 def _key(asset: Asset, sources: list[dict[str, str]], cfg: Config) -> str:
@@ -324,10 +352,13 @@ def build_assets(
         sources = [s.describe() for s in asset.sources()]
         key = _key(asset, sources, cfg)
         old = read_manifest(name, cfg)
-        if old is not None and old.get("key") == key and not force:
-            report.skipped.append(name)
-            continue
         final = asset_dir(name, cfg)
+        if old is not None and old.get("key") == key and not force:
+            problem = _unusable(final, old)
+            if not problem:
+                report.skipped.append(name)
+                continue
+            log(f"{name}: {problem}; rebuilding it")
         tmp = final.with_name(final.name + ".building")
         marker = tmp / BUILDING_KEY
         resuming = marker.is_file() and marker.read_text() == key
@@ -347,6 +378,7 @@ def build_assets(
             "sources": sources,
             "counts": counts,
             "size_bytes": _size(tmp),
+            "files": folder_checksums(tmp, ("manifest.json",)),
             "licence": asset.licence,
             "attribution": asset.attribution,
             "settings": asset.settings(cfg),
@@ -359,6 +391,14 @@ def build_assets(
         log(f"built {name} in {manifest['build_seconds']} s")
         report.built.append(name)
     return report
+
+
+def _unusable(folder: Path, manifest: dict[str, Any]) -> str:
+    """Why an up-to-date asset must still be rebuilt: a file damaged since its build, or no checksums to tell."""
+    if not manifest.get("files"):
+        return "built by an older searchplay, without checksums of its files"
+    found = first_damaged(folder, manifest["files"])
+    return f"{found[0]} is damaged ({found[1]})" if found else ""
 
 
 def _size(path: Path) -> int:

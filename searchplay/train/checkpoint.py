@@ -17,7 +17,6 @@ damaged optimizer state would otherwise train on silently or fail with a raw tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from searchplay.config import Config, to_toml
+from searchplay.digest import first_damaged, folder_checksums
 from searchplay.outdir import fsync_tree, replace_dir
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -67,7 +67,7 @@ def save_checkpoint(
         torch.save({**learner_state, **rng}, tmp / "trainer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
         (tmp / "config.toml").write_text(to_toml(cfg))
-        (tmp / CHECKSUMS).write_text(json.dumps(checksums(tmp), indent=1))
+        (tmp / CHECKSUMS).write_text(json.dumps(folder_checksums(tmp, (CHECKSUMS,)), indent=1))
         fsync_tree(tmp)
     except Exception as e:  # safetensors, torch and json each report a full disk their own way
         shutil.rmtree(tmp, ignore_errors=True)
@@ -80,17 +80,6 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
     return final
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def checksums(folder: Path) -> dict[str, list[Any]]:
-    """{relative path: [size, sha256]} of every file below `folder` but the checksums file itself."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
-    return {str(p.relative_to(folder)): [p.stat().st_size, _sha256(p)] for p in files}
 
 
 def verify_checkpoint(path: Path) -> list[str]:
@@ -107,12 +96,9 @@ def verify_checkpoint(path: Path) -> list[str]:
             assert isinstance(expected, dict)
         except (ValueError, AssertionError, UnicodeDecodeError):
             raise CheckpointError(f"{listed} is damaged (not a JSON object); {way_on}") from None
-        for name, (size, digest) in expected.items():
-            file = path / name
-            if not file.is_file():
-                raise CheckpointError(f"{file} is missing from the checkpoint; {way_on}")
-            if file.stat().st_size != size or _sha256(file) != digest:
-                raise CheckpointError(f"{file} is damaged (its size or sha256 differs from {CHECKSUMS}); {way_on}")
+        damaged = first_damaged(path, expected)
+        if damaged is not None:
+            raise CheckpointError(f"{path / damaged[0]} is damaged ({damaged[1]}); {way_on}")
     read_state(path)
     return notes
 
