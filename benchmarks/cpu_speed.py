@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -118,15 +119,19 @@ def bench_encoder() -> list[dict[str, Any]]:
     return rows
 
 
-def _run(cmd: list[str], limit_s: float) -> tuple[subprocess.CompletedProcess[str] | None, float]:
+def _run(cmd: list[str], limit_s: float) -> tuple[subprocess.CompletedProcess[str] | None, float, str]:
+    """(finished process or None, wall seconds, why there is no result): a row that runs past `limit_s` or fails
+    (vLLM's CPU build in bf16 under the AVX2 cap dies) is reported as such and the table goes on."""
     t0 = time.perf_counter()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=limit_s)
     except subprocess.TimeoutExpired:
-        return None, time.perf_counter() - t0
+        return None, time.perf_counter() - t0, f"> {limit_s:.0f} s (stopped)"
     if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return out, time.perf_counter() - t0
+        lines = [line.strip() for line in out.stderr.splitlines() if line.strip()]
+        print(f"{shlex.join(cmd)} failed (exit {out.returncode}):\n{out.stderr[-3000:]}", file=sys.stderr)
+        return None, time.perf_counter() - t0, f"failed (exit {out.returncode}: {lines[-1][:120] if lines else ''})"
+    return out, time.perf_counter() - t0, ""
 
 
 def _sets(engine: str, dtype: str) -> list[str]:
@@ -142,10 +147,10 @@ def bench_ask(limit_s: float) -> list[dict[str, Any]]:
     rows = []
     for engine, dtype in SETTINGS:
         cmd = [*CLI, "ask", "What is the capital of France?", "--json", "--config", DEMO, *_sets(engine, dtype)]
-        out, wall = _run(cmd, limit_s)
+        out, wall, why = _run(cmd, limit_s)
         row: dict[str, Any] = {"engine": engine, "dtype": dtype}
         if out is None:
-            rows.append({**row, "episode s": f"> {limit_s:.0f} (stopped)", "wall s": wall, "auto picked": ""})
+            rows.append({**row, "episode s": why, "wall s": wall, "auto picked": ""})
             continue
         record = json.loads(next(line for line in reversed(out.stdout.splitlines()) if line.startswith("{")))
         rows.append({**row, "episode s": record["seconds"], "wall s": wall, "auto picked": _picked(out.stderr)})
@@ -158,10 +163,10 @@ def bench_eval(limit_s: float, questions: int) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [*CLI, "eval", "--model", "bundled", "--data", "nq-answerable", "--limit", str(questions),
                    "--config", DEMO, "--out", f"{tmp}/e", *_sets(engine, dtype)]  # fmt: skip
-            out, wall = _run(cmd, limit_s)
+            out, wall, why = _run(cmd, limit_s)
             row: dict[str, Any] = {"engine": engine, "dtype": dtype}
             if out is None:
-                rows.append({**row, "questions/min": f"< {questions / limit_s * 60:.1f} (stopped)", "wall s": wall, "EM": ""})
+                rows.append({**row, "questions/min": why, "wall s": wall, "EM": ""})
                 continue
             report = json.loads(Path(f"{tmp}/e/summary.json").read_text())["datasets"]["nq-answerable"]
             speed = {"questions/min": report["questions_per_minute"], "wall s": wall, "EM": 100 * report["em"]}
@@ -179,10 +184,10 @@ def bench_step(limit_s: float) -> list[dict[str, Any]]:
             bf16 = {"float32": "false", "bfloat16": "true", "auto": "auto"}[dtype]
             cmd = [*CLI, "train", "--config", DEMO, "--run-dir", f"{tmp}/run", "--steps", "1",
                    "--set", "trainer.eval_every=0", "--set", f"learner.bf16={bf16}", *_sets(engine, dtype)]  # fmt: skip
-            out, wall = _run(cmd, limit_s)
+            out, wall, why = _run(cmd, limit_s)
             row: dict[str, Any] = {"engine": engine, "dtype (rollouts and update)": dtype}
             if out is None:
-                rows.append({**row, "step s": f"> {limit_s:.0f} (stopped)", "wall s": wall})
+                rows.append({**row, "step s": why, "wall s": wall})
                 continue
             m = json.loads(Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()[0])
             parts = {k.split("/")[1].removesuffix("_s"): m.get(k, 0.0) for k in STEP_PARTS}

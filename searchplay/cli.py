@@ -666,6 +666,13 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _stopped_by_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM outside a command's own handler (train and eval say what they kept): say so rather than exit
+    silently, with the usual status 143. `train` stopped here, while loading its libraries, has made no run folder."""
+    err.print("\nstopped by SIGTERM (exit 143)", highlight=False)
+    raise SystemExit(128 + signal.SIGTERM)
+
+
 def _stopped_training(run_dir: Path) -> None:
     """After Ctrl-C / SIGTERM: what the run kept, and the exact command that continues it; exit 130."""
     from searchplay.train.checkpoint import latest_checkpoint
@@ -1041,4 +1048,5 @@ def demo(
 
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    signal.signal(signal.SIGTERM, _stopped_by_sigterm)  # train and eval put their own in place around their work
     app()

@@ -94,4 +94,11 @@ def resolve_numerics(cfg: Config, one_episode: bool = False) -> tuple[Config, li
     if cfg.model.engine == "auto":
         out.model.engine, reason = choose_engine(device, one_episode)
         notes.append(f"model.engine = {out.model.engine}: {reason}")
+    if device == "cpu" and out.model.engine == "vllm" and out.model.dtype == "bfloat16":
+        native, why = native_bf16(device)
+        if not native:  # its CPU build then dies at start with an EngineDeadError that says nothing of the cause
+            raise DeviceError(
+                f"model.engine = vllm with model.dtype = bfloat16: {why}, and vLLM's CPU build cannot run bfloat16 "
+                "without them; set model.dtype = float32 (or auto), or model.engine = transformers"
+            )
     return out, notes

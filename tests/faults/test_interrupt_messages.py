@@ -58,3 +58,12 @@ def test_stopped_evaluation_counts_its_predictions_and_gives_the_command(tmp_pat
     assert out.returncode == 130, out.stderr[-2000:]
     assert "stopped: predictions kept in" in said and "nq-answerable:" in said
     assert f"continue with: searchplay {shlex.join([*args, '--resume'])}" in said
+
+
+def test_sigterm_while_train_loads_its_libraries_says_so_and_makes_no_run_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "searchplay", "train", "-c", "configs/tiny-test.toml", "--run-dir", str(run)]
+    began = time.time()
+    out = _interrupt_when(cmd, lambda: time.time() - began > 1.0, signal.SIGTERM)  # inside torch's import
+    assert out.returncode == 143 and "stopped by SIGTERM" in out.stderr, out.stderr[-2000:]  # it used to exit silently
+    assert "Traceback" not in out.stderr and not run.exists()
