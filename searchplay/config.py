@@ -98,7 +98,10 @@ class ServerConfig:
     max_body_bytes: int = _f(
         1048576, "largest request body accepted; a larger one gets 413 before it is read whole", 1024, 1073741824
     )
-    max_waiting: int = _f(32, "requests that may wait behind those being served; more get 503", 0, 100000)
+    max_waiting: int = _f(32, "requests that may wait behind those being served; more wait at the door", 0, 100000)
+    door_wait_s: float = _f(
+        1.0, "seconds a request beyond max_waiting waits at the door, its body unread, for a place before its 503", 0.0, 60.0
+    )
     max_prompt_tokens: int = _f(
         8192, "serve-model: longest prompt (after the chat template) in tokens; longer gets 413", 1, 10000000
     )

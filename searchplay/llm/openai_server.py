@@ -112,7 +112,7 @@ def create_app(engine: Engine, model_name: str, limits: ServerConfig | None = No
     limits = limits or ServerConfig()
     app = FastAPI(title="searchplay model server", docs_url=None, redoc_url=None)
     lock = threading.Lock()
-    admission = Admission(1, limits.max_waiting)
+    admission = Admission(1, limits.max_waiting, frozenset({"/v1/chat/completions"}), limits.door_wait_s)
     tokenizing = anyio.CapacityLimiter(2)  # chat templates run in threads, never on the event loop
 
     def complete(prompt: list[int], params: SamplingParams) -> tuple[str, str, int]:
@@ -136,7 +136,7 @@ def create_app(engine: Engine, model_name: str, limits: ServerConfig | None = No
         prompt = await anyio.to_thread.run_sync(chat_ids, engine.tokenizer, messages, limiter=tokenizing)
         if len(prompt) > limits.max_prompt_tokens:
             raise RequestError("messages", f"prompt of {len(prompt)} tokens; the limit is {limits.max_prompt_tokens}", 413)
-        with admission:
+        with admission.place(request.scope):
             text, finish, n_out = await anyio.to_thread.run_sync(complete, prompt, params)
         n_prompt = len(prompt)
         return JSONResponse(
@@ -159,5 +159,5 @@ def create_app(engine: Engine, model_name: str, limits: ServerConfig | None = No
         return {"status": "ok", "model": model_name}
 
     add_fallback_handlers(app, error_response, "use POST /v1/chat/completions or GET /v1/models")
-    guard_requests(app, error_response, limits.max_head_bytes)
+    guard_requests(app, error_response, limits.max_head_bytes, admission=admission)
     return app

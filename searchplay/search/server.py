@@ -69,7 +69,7 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
     app = FastAPI(title="searchplay retrieval server", docs_url=None, redoc_url=None)
     stats = {"requests": 0, "queries": 0, "errors": 0}
     limiter = anyio.CapacityLimiter(4)
-    admission = Admission(4, limits.max_waiting)
+    admission = Admission(4, limits.max_waiting, frozenset({"/retrieve"}), limits.door_wait_s)
 
     @app.post("/retrieve")
     async def retrieve(request: Request) -> Response:
@@ -77,7 +77,7 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
         try:  # the body is read and checked before a work slot is taken: slow senders hold no slot
             body = await read_json_body(request, limits.max_body_bytes, limits.body_deadline_s)
             queries, topk, return_scores = parse_retrieve_request(body, limits)
-            with admission:
+            with admission.place(request.scope):
                 results = await anyio.to_thread.run_sync(retriever.search, queries, topk, limiter=limiter)
         except RequestError as e:
             stats["errors"] += 1
@@ -93,7 +93,7 @@ def create_app(retriever: Retriever, limits: ServerConfig, info: dict[str, Any] 
         return {"status": "ok", **(info or {}), **stats}
 
     add_fallback_handlers(app, error_response, "use POST /retrieve or GET /health")
-    guard_requests(app, error_response, limits.max_head_bytes)
+    guard_requests(app, error_response, limits.max_head_bytes, admission=admission)
     return app
 
 

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_admission_serves_capacity_plus_waiting_then_answers_503() -> None:
     door = Admission(capacity=1, waiting=2)
-    with door, door, door:  # one served, two waiting
-        with pytest.raises(RequestError) as busy:
-            door.__enter__()
-        assert busy.value.status == 503 and "retry later" in str(busy.value)
-    with door:  # the queue drained: admitted again
+    with door.place({}), door.place({}), door.place({}):  # one served, two waiting
+        with pytest.raises(RequestError) as busy, door.place({}):
+            pass
+        assert busy.value.status == 503 and "retry in 1 s" in str(busy.value)
+    with door.place({}):  # the queue drained: admitted again
         assert door.inside == 1
 
 
