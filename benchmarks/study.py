@@ -44,7 +44,7 @@ from searchplay.eval.data import load_dataset
 from searchplay.eval.report import compare
 from searchplay.eval.stats import paired_bootstrap
 from searchplay.game.extract import mentions
-from searchplay.jsonl import write_jsonl
+from searchplay.jsonl import gzip_record, read_jsonl, write_jsonl
 from searchplay.search.base import Hit, Retriever
 from searchplay.search.resolve import open_retriever
 from searchplay.train.plot import plot_runs
@@ -168,23 +168,25 @@ def evaluate(s: Study, name: str, model: str, datasets: list[str], limit: int) -
         resume = ["--resume"] if target.is_dir() else []
         args = ["--model", model, "--data", dataset, "--limit", str(limit), "--batch-size", "64"]
         searchplay("eval", *args, "--config", str(s.config), *sets(*EVAL_SETTINGS), "--out", str(target), *resume)
+        for predictions in target.glob("predictions-*.jsonl"):  # committed: kept small (report reads either)
+            gzip_record(predictions)
 
 
 def keep_run(s: Study, name: str, run: Path) -> None:
-    """The run's record under out/runs: config, metrics and every 10th step's trajectories."""
+    """The run's record under out/runs: config, metrics and every 10th step's trajectories (gzipped)."""
     target = s.out / "runs" / name
     (target / "trajectories").mkdir(parents=True, exist_ok=True)
     for file in ("config.toml", "metrics.jsonl"):
         shutil.copy(run / file, target / file)
     for path in sorted((run / "trajectories").glob("step-*.jsonl")):
         if int(path.stem.split("-")[1]) % 10 == 0:
-            shutil.copy(path, target / "trajectories" / path.name)
+            gzip_record(Path(shutil.copy(path, target / "trajectories" / path.name)))
 
 
 def scores(s: Study, name: str, dataset: str) -> dict[str, dict[str, Any]]:
     label = Path(dataset).stem if dataset.endswith(".jsonl") else dataset
     path = s.out / "evals" / f"{name}-{label}" / f"predictions-{label}.jsonl"
-    return {r["id"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
+    return {r["id"]: r for r in read_jsonl(path)}
 
 
 def last(metrics: Path, key: str, window: int = 5) -> float | None:
@@ -451,9 +453,8 @@ def answer_searches(trajectories: Path) -> tuple[int, int]:
     """(proposer episodes that searched, those whose first search query is their own answer) in a run's kept
     trajectories: how the proposer looks for the facts of its question."""
     searched = named = 0
-    for path in sorted(trajectories.glob("step-*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
+    for path in sorted(trajectories.glob("step-*.jsonl*")):
+        for record in read_jsonl(path.with_name(path.name.removesuffix(".gz"))):
             answer = record["meta"].get("answer")
             queries = [turn["content"] for turn in record["turns"] if turn.get("action") == "search"]
             if answer and queries:

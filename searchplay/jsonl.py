@@ -1,7 +1,8 @@
-"""JSON-lines files: atomic whole-file writes and plain reads."""
+"""JSON-lines files: atomic whole-file writes and plain reads; a finished record may be stored gzipped."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -19,6 +20,37 @@ def finite_json(value: Any) -> Any:
     if not isinstance(value, float) or math.isfinite(value):
         return value
     return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+
+
+GZ = ".gz"
+
+
+def stored(path: Path) -> Path:
+    """`path`, or `path.gz` where only the compressed copy exists. Finished study records (trajectories, predictions)
+    are committed gzipped, since the repository travels whole to a GPU check of at most 64 MiB; every reader of
+    such a record takes either."""
+    path = Path(path)
+    packed = path.with_name(path.name + GZ)
+    return packed if not path.exists() and packed.is_file() else path
+
+
+def read_record_bytes(path: Path) -> bytes:
+    """The content of `path` or of its gzipped copy (see `stored`), decompressed."""
+    found = stored(path)
+    return gzip.decompress(found.read_bytes()) if found.name.endswith(GZ) else found.read_bytes()
+
+
+def gzip_record(path: Path) -> Path:
+    """Replace a finished record by its gzipped copy `path.gz` (level 9, no timestamp: the same bytes every time),
+    checked to decompress to the same content before the plain file goes; returns the new path."""
+    path = Path(path)
+    data = path.read_bytes()
+    packed = path.with_name(path.name + GZ)
+    atomic_write(packed, gzip.compress(data, 9, mtime=0))
+    if gzip.decompress(packed.read_bytes()) != data:
+        raise OSError(f"{packed} does not decompress to {path}; {path} was kept")
+    path.unlink()
+    return packed
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
@@ -90,8 +122,8 @@ def read_appended(path: Path, problem: Callable[[Any], str | None] = lambda reco
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Every record of `path` (or of its gzipped copy)."""
+    return [json.loads(line) for line in read_record_bytes(path).decode("utf-8").splitlines() if line.strip()]
 
 
 def parse_jsonl(path: Path, parse: Callable[[Any, int], T], error: type[Exception]) -> list[T]:

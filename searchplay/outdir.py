@@ -116,7 +116,7 @@ def single_writer(folder: Path, what: str) -> Iterator[None]:
 
 # What makes a folder a run or an evaluation (its writer's records), and which files in one are records
 FOLDER_MARKERS = ("config.toml", "metrics.jsonl", "pool.jsonl", "summary.json", "eval-settings.json")
-RECORD_SUFFIXES = (".jsonl", ".json", ".toml", ".safetensors", ".bin", ".pt", ".lock", ".partial", ".md", ".jinja")
+RECORD_SUFFIXES = (".jsonl", ".json", ".toml", ".safetensors", ".bin", ".pt", ".lock", ".partial", ".md", ".jinja", ".gz")
 RECORD_FOLDERS = ("trajectories", "checkpoints", "tensorboard")
 
 

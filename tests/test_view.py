@@ -23,7 +23,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from searchplay.assets.tiny import tiny_model_dir
+from searchplay.eval.report import compare
 from searchplay.game.pool import PoolError, QuestionPool
+from searchplay.jsonl import gzip_record
 from searchplay.view.app import create_app
 from searchplay.view.report import write_report
 from searchplay.web import running_server
@@ -96,6 +98,31 @@ def test_a_stray_step_file_is_named_not_a_500(runs: dict[str, Path], tmp_path: P
         summary = httpx.get(f"{base}/api/runs").json()[0]
     assert steps.status_code == 200, steps.text
     assert [s["step"] for s in steps.json()] == [1, 2, 3] and summary["stray_files"] == ["step-abc.jsonl"]
+    assert write_report([run], [], tmp_path / "report.html") > 0
+
+
+def test_a_run_whose_records_are_gzipped_reads_as_the_plain_one(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Study records are committed gzipped (the repo travels to a GPU check of at most 64 MiB): the viewer, the
+    report and the eval comparison read `.jsonl.gz` as they read `.jsonl`."""
+    run = shutil.copytree(runs["verified"], tmp_path / "gzipped")
+    for step_file in (run / "trajectories").glob("step-*.jsonl"):
+        gzip_record(step_file)
+    evals = []
+    for name in ("bm25", "closed-book"):
+        evals.append(shutil.copytree(ROOT / "docs/baselines" / name, tmp_path / name))
+        for predictions in evals[-1].glob("predictions-*.jsonl"):
+            gzip_record(predictions)
+    assert not list(run.glob("trajectories/*.jsonl")) and not list(evals[0].glob("*.jsonl"))
+    with running_server(create_app([runs["verified"], run], [])) as base:
+        for what, params in (("steps", {}), ("trajectories", {"step": 3}), ("trajectory", {"step": 3, "index": 0})):
+            plain, packed = (httpx.get(f"{base}/api/{what}", params={"run": i, **params}) for i in (0, 1))
+            assert packed.status_code == 200 and plain.status_code == 200, packed.text
+            if what == "steps":
+                assert [s["step"] for s in packed.json()] == [s["step"] for s in plain.json()] == [1, 2, 3]
+            else:
+                assert packed.json() == plain.json()
+    table = compare(*evals).split("\n", 1)[1]  # below the title, which names the folders
+    assert table == compare(ROOT / "docs/baselines/bm25", ROOT / "docs/baselines/closed-book").split("\n", 1)[1]
     assert write_report([run], [], tmp_path / "report.html") > 0
 
 

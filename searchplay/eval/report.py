@@ -8,6 +8,7 @@ from typing import Any
 
 from searchplay.eval.evaluate import summarize
 from searchplay.eval.stats import bootstrap_ci, paired_bootstrap
+from searchplay.jsonl import read_jsonl
 
 ACCURACY_METRICS = ("em", "cover_em", "f1", "judge_acc")
 
@@ -65,7 +66,8 @@ class CompareError(ValueError):
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
-    return {r["id"]: r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
+    """Predictions by question id, from `path` or its gzipped copy (a committed study record)."""
+    return {r["id"]: r for r in read_jsonl(path)}
 
 
 def compare(dir_a: Path, dir_b: Path) -> str:

@@ -24,12 +24,13 @@ from typing import Any, TypeVar
 import orjson
 
 from searchplay.game.pool import PoolError, QuestionPool
+from searchplay.jsonl import GZ, read_record_bytes, stored
 from searchplay.train.run_dir import RunDir
 from searchplay.view.query import Page, page
 
 T = TypeVar("T")
 STEP_CACHE = 8  # parsed step files kept in memory per run
-STEP_FILE = re.compile(r"step-(\d+)\.jsonl")
+STEP_FILE = re.compile(r"step-(\d+)\.jsonl(?:\.gz)?")  # gzipped: a committed study record
 TRAJECTORY_SORTS = ("index", "reward", "advantage", "searches", "tokens")
 POOL_SORTS = ("step", "success_rate", "reused", "hops", "question", "answer")
 
@@ -87,7 +88,7 @@ def inside(root: Path, path: Path) -> Path:
 def read_lines(path: Path) -> list[tuple[int, Any]]:
     """(byte offset, record) per non-empty line. A last line without its newline that starts a JSON object is a
     write in progress and is dropped; any other damaged line (a file of NUL bytes included) raises."""
-    data = path.read_bytes()
+    data = read_record_bytes(path)
     out, offset = [], 0
     lines = data.split(b"\n")
     for lineno, raw in enumerate(lines, 1):
@@ -157,14 +158,16 @@ def trajectory_problem(r: Any) -> str | None:
 
 
 class StepFile:
-    """One parsed `trajectories/step-N.jsonl`: rows, byte offsets, and every retrieved document by id."""
+    """One parsed `trajectories/step-N.jsonl` (or `.jsonl.gz`): rows, byte offsets, and every retrieved document by
+    id. A plain file's records are read again by offset when shown; a gzipped one's text is kept (a few MiB)."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.text = read_record_bytes(path) if path.name.endswith(GZ) else None
         records = read_lines(path)
         for o, r in records:
             if (problem := trajectory_problem(r)) is not None:
-                line = path.read_bytes()[:o].count(b"\n") + 1
+                line = read_record_bytes(path)[:o].count(b"\n") + 1
                 raise RunViewError(f"{path}, line {line}: not a trajectory record ({problem})", 500)
         self.offsets = [o for o, _ in records]
         try:
@@ -174,6 +177,9 @@ class StepFile:
         self.docs = {h["id"]: h for _, r in records for t in r.get("turns", []) for h in t.get("hits", []) if "id" in h}
 
     def record(self, index: int) -> dict[str, Any]:
+        if self.text is not None:
+            end = self.text.find(b"\n", self.offsets[index])
+            return orjson.loads(self.text[self.offsets[index] : None if end < 0 else end])
         with open(self.path, "rb") as f:
             f.seek(self.offsets[index])
             return orjson.loads(f.readline())
@@ -249,10 +255,14 @@ class RunData:
         return self._cache.get(inside(self.run.root, self.run.metrics), _metric_columns)
 
     def step_paths(self) -> list[Path]:
-        """The trainer's step files (`step-000012.jsonl`), in step order; anything else there is `stray_files`."""
+        """The trainer's step files (`step-000012.jsonl`, or gzipped), in step order; anything else there is `stray_files`."""
         if not self.run.trajectories.is_dir():
             return []
-        return sorted(p for p in self.run.trajectories.glob("step-*.jsonl") if STEP_FILE.fullmatch(p.name))
+        found = {}
+        for p in sorted(self.run.trajectories.glob("step-*.jsonl*"), key=lambda p: p.name, reverse=True):
+            if m := STEP_FILE.fullmatch(p.name):
+                found[int(m[1])] = p  # the plain file, where both a step's file and its gzipped copy exist
+        return [found[step] for step in sorted(found)]
 
     def stray_files(self) -> list[str]:
         """Names in trajectories/ that look like step files but are not the trainer's (shown, never read)."""
@@ -262,11 +272,11 @@ class RunData:
 
     def steps(self) -> list[dict[str, int]]:
         self._check()
-        return [{"step": int(p.stem.split("-")[1]), "bytes": p.stat().st_size} for p in self.step_paths()]
+        return [{"step": int(STEP_FILE.fullmatch(p.name)[1]), "bytes": p.stat().st_size} for p in self.step_paths()]  # type: ignore[index]
 
     def step_file(self, step: int) -> StepFile:
         self._check()
-        path = self.run.trajectories / f"step-{step:06d}.jsonl"
+        path = stored(self.run.trajectories / f"step-{step:06d}.jsonl")
         if not path.is_file():
             raise RunViewError(f"{self.name}: no trajectories logged for step {step} ({path} does not exist)")
         return self._cache.get(inside(self.run.root, path), StepFile)
