@@ -287,19 +287,22 @@ def index_build(
     cfg = _config(config, set_)
     try:
         source = corpus_path(corpus, cfg)
-        if kind is IndexKind.bm25:
-            meta = build_bm25_index(source, out, skip_bad_lines=skip_bad_lines)
-        else:
-            meta = build_dense_index(
-                source,
-                out,
-                model,
-                query_prefix,
-                passage_prefix,
-                batch_size,
-                skip_bad_lines=skip_bad_lines,
-                threads=cfg.model.threads,
-            )
+        # one build per output at a time: a second would remove the first's half-built index (a folder of our own
+        # beside the output holds the lock, the index folder itself is swapped in whole at the end)
+        with single_writer(out.with_name(f".{out.name}.index-build"), "index build"):
+            if kind is IndexKind.bm25:
+                meta = build_bm25_index(source, out, skip_bad_lines=skip_bad_lines)
+            else:
+                meta = build_dense_index(
+                    source,
+                    out,
+                    model,
+                    query_prefix,
+                    passage_prefix,
+                    batch_size,
+                    skip_bad_lines=skip_bad_lines,
+                    threads=cfg.model.threads,
+                )
     except (CorpusError, SearchError, FileNotFoundError, OutputDirError) as e:
         _fail(str(e))
     skipped = f", {meta['skipped_lines']} bad lines skipped" if meta.get("skipped_lines") else ""

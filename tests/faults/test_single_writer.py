@@ -80,6 +80,19 @@ def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path: Path) -> 
     assert f"being written by another searchplay evaluation (pid {first.pid})" in " ".join(second.stderr.split())
 
 
+def test_a_second_index_build_into_the_same_output_is_refused(tmp_path: Path) -> None:
+    """Reliability v3, finding 1: a second build used to remove the first's half-built index and start its own."""
+    out = tmp_path / "index"
+    first = start("index", "build", "--corpus", "bundled", "--kind", "dense", "--out", str(out))
+    wait_for(lambda: (tmp_path / "index.building").is_dir(), first)
+    second = searchplay("index", "build", "--corpus", "bundled", "--kind", "dense", "--out", str(out))  # it used to join in
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert second.returncode != 0
+    assert f"being written by another searchplay index build (pid {first.pid})" in " ".join(second.stderr.split())
+    assert not out.exists()  # the first build's half index was left alone, and the second built nothing
+
+
 def test_a_folder_that_could_not_start_a_run_is_not_left_behind(tmp_path: Path) -> None:
     run = tmp_path / "run"
     out = searchplay(*TRAIN, "--run-dir", str(run), "--set", "game.seeds=/nonexistent/seeds.jsonl")
