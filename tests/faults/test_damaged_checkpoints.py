@@ -8,7 +8,6 @@ Real `searchplay train` processes on the tiny test config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import shutil
@@ -18,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.faults.folders import fingerprint, said
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--config", "configs/tiny-test.toml", "--set", "trainer.save_every=1", "--set", "trainer.eval_every=0"]
@@ -36,18 +37,6 @@ def train(*args: str, limit_bytes: int | None = None) -> subprocess.CompletedPro
         timeout=600,
         preexec_fn=small_files if limit_bytes else None,
     )
-
-
-def said(out: subprocess.CompletedProcess[str]) -> str:
-    return " ".join(out.stderr.replace("│", " ").split())
-
-
-def fingerprint(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in folder.rglob("*")
-        if p.is_file() and p.name != "writer.lock"
-    }
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ comes before any model is loaded, and nothing in the folder changes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from searchplay.config import CONFIG_END, ConfigError, load_config, load_run_config, to_toml
 from searchplay.outdir import EVAL_FILES, RUN_FILES, OutputDirError, check_output_dir, single_writer
 from searchplay.train.run_dir import RunDir
+from tests.faults.folders import fingerprint, said
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny-test.toml"
@@ -27,19 +27,6 @@ TINY = ROOT / "configs" / "tiny-test.toml"
 
 def searchplay(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "searchplay", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def said(out: subprocess.CompletedProcess[str]) -> str:
-    return " ".join(out.stderr.replace("│", " ").split())
-
-
-def fingerprint(folder: Path) -> dict[str, str]:
-    """Every file's hash but the writer lock's (a writer takes the lock before it looks inside)."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in folder.rglob("*")
-        if p.is_file() and p.name != "writer.lock"
-    }
 
 
 def test_a_run_config_is_written_whole_and_ends_with_the_marker(tmp_path: Path) -> None:
