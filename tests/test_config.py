@@ -106,15 +106,6 @@ def test_shipped_configs_load(name: str) -> None:
         ("trainer.steps=-5", "trainer.steps: value -5"),
         ("game.keep_ratio=1.5", "game.keep_ratio: value 1.5"),
         ("rollout.top_p=0", "rollout.top_p: value 0"),
-        ("learner.clip_high=nan", "learner.clip_high: value nan is not a finite number"),  # nan passes lo <= v <= hi
-        ("learner.lr=nan", "learner.lr: value nan is not a finite number"),
-        ("learner.kl_coef=inf", "learner.kl_coef: value inf is not a finite number"),
-        ("trainer.max_minutes=-inf", "trainer.max_minutes: value -inf is not a finite number"),
-        ("search.url=file:///etc/passwd", "search.url: value 'file:///etc/passwd' must start with http:// or https://"),
-        ("search.url=http://[::1", "search.url: value 'http://[::1' is not a valid URL"),
-        ("search.url=http://host:99999", "search.url: value 'http://host:99999' is not a valid URL"),
-        ("judge.base_url=javascript:alert(1)", "judge.base_url: value 'javascript:alert(1)' must start with http://"),
-        ("judge.base_url=http:///v1", "judge.base_url: value 'http:///v1' names no host"),
     ],
 )
 def test_numeric_fields_have_ranges_checked_before_any_work(override: str, message: str) -> None:
@@ -157,14 +148,3 @@ def test_paper_config_matches_ssp() -> None:
     assert (r.max_turns, g.solver_max_turns, g.proposer_max_turns, r.max_total_tokens) == (10, 10, 10, 4096 + 8192)
     assert (cfg.proposer.temperature, cfg.solver.temperature, r.max_new_tokens) == (0.8, 1.0, 8192)
     assert (t.eval_before_training, t.eval_every) == (True, 5) and g.seeds.endswith(".jsonl") and g.seeds != "bundled"
-
-
-def test_settings_that_would_fail_only_after_loading_are_refused_at_once() -> None:
-    """Reliability v3, finding 8: each of these trained (every episode stopped by length) or failed after loading."""
-    with pytest.raises(ConfigError, match=r"rollout\.max_total_tokens = 1 leaves no room for a prompt"):
-        load_config(None, ["rollout.max_total_tokens=1"])
-    with pytest.raises(ConfigError, match=r"rollout\.max_total_tokens = 64 .* rollout\.max_new_tokens = 64"):
-        load_config(None, ["rollout.max_total_tokens=64", "rollout.max_new_tokens=64"])
-    with pytest.raises(ConfigError, match=r"trainer\.eval_every = 2 needs trainer\.eval_data"):
-        load_config(None, ["trainer.eval_every=2", "trainer.eval_data= , "])
-    assert load_config(None, ["trainer.eval_every=0", "trainer.eval_data="]).trainer.eval_data == ""
