@@ -67,13 +67,19 @@ def dataset_label(name_or_path: str) -> str:
     return name_or_path if name_or_path in BUNDLED else Path(name_or_path).stem
 
 
-def load_dataset(name_or_path: str, field_map: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def dataset_path(name_or_path: str) -> Path:
+    """A dataset's file: a bundled set's built asset or the file given; DatasetError naming both kinds when neither
+    (cheap: callers check every dataset a command will read before it makes anything)."""
     if name_or_path in BUNDLED:
-        path = asset_file(name_or_path)
-    else:
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise DatasetError(f"dataset {name_or_path!r} is neither a bundled set ({', '.join(BUNDLED)}) nor a file")
+        return asset_file(name_or_path)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise DatasetError(f"dataset {name_or_path!r} is neither a bundled set ({', '.join(BUNDLED)}) nor a file")
+    return path
+
+
+def load_dataset(name_or_path: str, field_map: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    path = dataset_path(name_or_path)
     if path.suffix == ".parquet":
         rows = pq.read_table(path).to_pylist()
         out = []

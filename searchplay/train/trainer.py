@@ -41,7 +41,7 @@ import torch
 from searchplay.agent.trajectory import Trajectory
 from searchplay.assets.names import model_config_file, model_path
 from searchplay.config import Config, validate_for_training
-from searchplay.eval.data import dataset_label, load_dataset
+from searchplay.eval.data import DatasetError, dataset_label, dataset_path, load_dataset
 from searchplay.eval.evaluate import evaluate, judge_accuracy, judge_predictions, summarize
 from searchplay.eval.reading import ReadingItem, answer_passages, read_answers, reading_summary
 from searchplay.game.pool import QuestionPool
@@ -124,6 +124,14 @@ def periodic_eval(
     return out
 
 
+def _datasets_read(cfg: Config) -> list[str]:
+    """Every QA set a run of `cfg` will read: periodic evaluation, probes, the supervised control's training set."""
+    t = cfg.trainer
+    names = t.eval_data.split(",") if t.eval_every or t.eval_before_training else []
+    names += [t.probe_data] if t.probe_every and t.probe_data else []
+    return names + ([cfg.game.train_data] if cfg.game.mode == "supervised" else [])
+
+
 def train(
     cfg: Config, run_dir: Path, resume: bool = False, say: Callable[[str], None] = print, restart: bool = False
 ) -> TrainSummary:
@@ -132,6 +140,11 @@ def train(
     has one writer at a time. `restart` lets `resume` start again from step 1 when the run logged steps but
     saved no checkpoint (without it that is refused: those steps would be replaced)."""
     t_start = time.perf_counter()
+    try:  # a misspelt dataset used to fail after the model loaded, and leave the run folder behind
+        for name in _datasets_read(cfg):
+            dataset_path(name)
+    except DatasetError as e:
+        raise TrainError(str(e)) from None
     run = RunDir(run_dir)
     if not resume:
         check_output_dir(run.root, ("config.toml", WRITER_LOCK), "run", EVAL_FILES)

@@ -7,10 +7,15 @@ failed after loading."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from searchplay.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -41,3 +46,17 @@ def test_settings_that_would_fail_only_after_loading_are_refused_at_once() -> No
     with pytest.raises(ConfigError, match=r"trainer\.eval_every = 2 needs trainer\.eval_data"):
         load_config(None, ["trainer.eval_every=2", "trainer.eval_data= , "])
     assert load_config(None, ["trainer.eval_every=0", "trainer.eval_data="]).trainer.eval_data == ""
+
+
+MISSPELT = [["trainer.eval_every=1", "trainer.eval_data=nq-dev,nope"], ["trainer.probe_every=1", "trainer.probe_data=no.jsonl"]]
+
+
+@pytest.mark.parametrize("settings", MISSPELT)
+def test_a_dataset_that_does_not_exist_stops_training_before_the_run_folder_is_made(tmp_path: Path, settings: list) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "searchplay", "train", "-c", str(ROOT / "configs/tiny-test.toml"), "--run-dir", str(run)]
+    for setting in settings:
+        cmd += ["--set", setting]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]  # was a traceback after loading
+    assert "is neither a bundled set" in out.stderr and not run.exists()
