@@ -671,9 +671,12 @@ def _interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
 def _stopped_by_sigterm(signum: int, frame: object) -> None:
     """SIGTERM outside a command's own handler (train and eval say what they kept): say so rather than exit
-    silently, with the usual status 143. `train` stopped here, while loading its libraries, has made no run folder."""
+    silently, then end at once with the usual status 143, as the default action would (a SystemExit would wait for
+    worker threads, such as a server's generation that uvicorn's graceful shutdown left running before it raised
+    the signal again). `train` stopped here, while loading its libraries, has made no run folder."""
     err.print("\nstopped by SIGTERM (exit 143)", highlight=False)
-    raise SystemExit(128 + signal.SIGTERM)
+    sys.stderr.flush()
+    os._exit(128 + signal.SIGTERM)
 
 
 def _stopped_training(run_dir: Path) -> None:

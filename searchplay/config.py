@@ -137,6 +137,13 @@ class ModelConfig:
     vllm_gpu_memory: float = _f(
         0.4, "vLLM on a GPU: share of its memory for weights + KV cache (the learner needs the rest)", 0.05, 0.95
     )
+    vllm_max_model_len: int = _f(
+        0,
+        "vLLM: longest prompt + answer in tokens it must hold; 0 = the model's own (32,768 for Qwen2.5), which a "
+        "judge's small share of GPU may not fit beside its weights",
+        0,
+        10000000,
+    )
     keep_kv_mib: int = _f(
         2048,
         "memory for each episode's keys/values kept between turns, so a turn encodes only its new tokens; 0 = off",

@@ -122,8 +122,9 @@ def read_appended(path: Path, problem: Callable[[Any], str | None] = lambda reco
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every record of `path` (or of its gzipped copy)."""
-    return [json.loads(line) for line in read_record_bytes(path).decode("utf-8").splitlines() if line.strip()]
+    """Every record of `path` (or of its gzipped copy). Lines end at "\n" only: str.splitlines would also cut at the
+    Unicode line and paragraph separators that QA texts hold inside their strings."""
+    return [json.loads(line) for line in read_record_bytes(path).split(b"\n") if line.strip()]
 
 
 def parse_jsonl(path: Path, parse: Callable[[Any, int], T], error: type[Exception]) -> list[T]:

@@ -45,6 +45,7 @@ from searchplay.llm.vllm_engine import VLLMEngine
 ROOT = Path(__file__).resolve().parents[1]
 LOGPROB_TOL = 2e-3  # nats, fp32 on both sides; vLLM's kernels sum in another order
 DEVICE = os.environ.get("SEARCHPLAY_TEST_DEVICE", "cpu")  # benchmarks/gpu.sh sets cuda
+MAX_MODEL_LEN = 2048  # the tiny model's own is 4,096
 QUESTIONS = ["Who wrote Hamlet?", "What is the capital of Ecuador?", "When did the Apollo 11 mission land?"]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=24, stop=["</search>", "</answer>"])
 
@@ -56,7 +57,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engines(model_dir: Path) -> tuple[VLLMEngine, TransformersEngine]:
-    return VLLMEngine(str(model_dir), "float32", DEVICE), TransformersEngine.load(str(model_dir), "float32", 1, device=DEVICE)
+    vllm_engine = VLLMEngine(str(model_dir), "float32", DEVICE, max_model_len=MAX_MODEL_LEN)
+    return vllm_engine, TransformersEngine.load(str(model_dir), "float32", 1, device=DEVICE)
+
+
+def test_max_model_len_bounds_what_vllm_plans_its_cache_for(engines: tuple[VLLMEngine, TransformersEngine]) -> None:
+    assert engines[0].llm.llm_engine.model_config.max_model_len == MAX_MODEL_LEN
 
 
 def _prompts(engine: TransformersEngine) -> list[list[int]]:

@@ -20,10 +20,14 @@ def engine_name(model: ModelConfig) -> str:
     return choose_engine(resolve_device(model.device).type)[0] if model.engine == "auto" else model.engine
 
 
+def _vllm(weights: str, model: ModelConfig, seed: int) -> VLLMEngine:
+    return VLLMEngine(weights, model.dtype, model.device, model.vllm_gpu_memory, seed, model.vllm_max_model_len)
+
+
 def open_engine(weights: str, model: ModelConfig, seed: int = 0) -> Engine:
     """An engine over the model directory `weights` (ask, eval, serve-model)."""
     if engine_name(model) == "vllm":
-        return VLLMEngine(weights, model.dtype, model.device, model.vllm_gpu_memory, seed)
+        return _vllm(weights, model, seed)
     return TransformersEngine.load(weights, model.dtype, model.threads, model.keep_kv_mib, model.device)
 
 
@@ -32,6 +36,6 @@ def training_engine(policy: Any, tokenizer: Any, weights: str, model: ModelConfi
     (bf16 autocast when model.dtype is bfloat16; no copy, nothing to sync), or vLLM started from the
     same weights on disk (`weights`) and sent each update's weights in memory. `threads`: torch CPU threads (0 = all)."""
     if engine_name(model) == "vllm":
-        return VLLMEngine(weights, model.dtype, model.device, model.vllm_gpu_memory, seed)
+        return _vllm(weights, model, seed)
     autocast = resolve_dtype(model.dtype, resolve_device(model.device).type).dtype == "bfloat16"
     return TransformersEngine(policy, tokenizer, threads, autocast_bf16=autocast, keep_kv_mib=model.keep_kv_mib)

