@@ -122,7 +122,8 @@ def proposals(args: argparse.Namespace) -> None:
         ]
         reasons = Counter(m.get("rejection") or "accepted" for m in rows)
         lines += [f"## {run}", "", f"{len(rows)} proposals: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()), ""]
-        lines += ["| seed answer | question | outcome | verifier's answer |", "| --- | --- | --- | --- |"]
+        head = "| answer (the seed's, or the proposer's own span) | question | outcome | verifier's answer |"
+        lines += [head, "| --- | --- | --- | --- |"]
         cell = lambda v: str(v if v is not None else "-").replace("|", "/").replace("\n", " ")[:240]  # noqa: E731
         for m in rows:
             row = [

@@ -284,6 +284,12 @@ class GameConfig:
         "the extractive game: seeds are short answer spans of corpus passages ('bundled' = wiki-span-seeds) and the "
         "proposer reads the seed passage; needs solver_reward = extractive and verifier = reading (or retrievable)",
     )
+    proposer_span: Literal["given", "own"] = _f(
+        "given",
+        "extractive game: the answer is the seed's span (given) or a span of the seed passage the proposer chooses and "
+        "writes after its question, 'question? Answer: span' (own; Dr. Zero's proposer writes its answer too)",
+    )
+    own_span_words: int = _f(5, "proposer_span = own: the longest span, in words, a proposer may choose", 1, 50)
     max_answer_words: int = _f(
         0, "solver answers longer than this many words earn 0 (0 = no limit); a cut-off answer always earns 0", 0, 10000
     )
@@ -577,6 +583,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"game.extractive = true pays spans a reader copies: it needs game.solver_reward = 'extractive' (got "
             f"{g.solver_reward!r}) and game.verifier = 'reading' or 'retrievable' (got {g.verifier!r})"
+        )
+    if g.proposer_span == "own" and not g.extractive:
+        raise ConfigError(
+            "game.proposer_span = 'own' lets the proposer choose a span of its seed passage: it needs game.extractive = true"
         )
     if g.verifier_model and g.verifier not in ("policy", "reading"):
         raise ConfigError(

@@ -7,14 +7,17 @@ reason add up to the number of rejected rollouts.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from searchplay.agent.trajectory import Trajectory
 from searchplay.config import GameConfig
-from searchplay.game.seeds import Seed
+from searchplay.game.seeds import Seed, seed_passage
 from searchplay.judge.match import normalize_answer
 
 NO_QUESTION = "no_question_tag"
+NO_ANSWER_SPAN = "no_answer_span"
+SPAN_TOO_LONG = "answer_span_too_long"
+SPAN_NOT_IN_PASSAGE = "answer_not_in_passage"
 QUESTION_CUT_OFF = "question_cut_off"
 DOCUMENT_REFERENCE = "refers_to_documents"
 NOT_A_QUESTION = "not_a_question"
@@ -30,6 +33,9 @@ VERIFY_FAILED = "verification_failed"
 VERIFY_ERROR = "verifier_error"
 REJECTION_REASONS = (
     NO_QUESTION,
+    NO_ANSWER_SPAN,
+    SPAN_TOO_LONG,
+    SPAN_NOT_IN_PASSAGE,
     QUESTION_CUT_OFF,
     DOCUMENT_REFERENCE,
     NOT_A_QUESTION,
@@ -71,6 +77,34 @@ def refers_to_documents(question: str) -> bool:
 class Extraction:
     question: str | None
     rejection: str | None  # one of REJECTION_REASONS, None when kept
+    answer: str | None = None  # the span the proposer chose (game.proposer_span = "own"); None: the seed's answer
+
+
+def answered_seed(seed: Seed, extraction: Extraction) -> Seed:
+    """The seed a question answers: the proposer's own span, when it chose one (no aliases), else the seed."""
+    return replace(seed, answer=extraction.answer, aliases=()) if extraction.answer else seed
+
+
+# "question? Answer: span" (game.proposer_span = "own"): what follows the mark, up to a line break or a tag
+_ANSWER_MARK = re.compile(r"\banswer\s*[:=]\s*([^\n<]*)", re.IGNORECASE)
+
+
+def own_span(traj: Trajectory) -> tuple[str, str | None]:
+    """(question, chosen answer) of a proposer that writes "question? Answer: span" in its question tag; the answer is
+    None when there is no such mark. The tag's whole body is read (a guided turn's content is only its first line)."""
+    body = traj.final or ""
+    written = traj.turns[-1].text if traj.turns else ""
+    if "<question>" in written:
+        body = written.rsplit("<question>", 1)[1].split("</", 1)[0]
+    mark = _ANSWER_MARK.search(body)
+    if mark is None:
+        return traj.final or "", None
+    lines = [line.strip() for line in body[: mark.start()].split("\n") if _WORD.search(line)]
+    answer = mark.group(1).strip().strip("\"'.,;").strip()
+    return (lines[-1] if lines else ""), answer or None
+
+
+_WORD = re.compile(r"\w")
 
 
 def mentions(text: str, answers: list[str]) -> bool:
@@ -95,9 +129,19 @@ def extract_question(traj: Trajectory, seed: Seed, cfg: GameConfig) -> Extractio
     question = traj.final if traj.stop_reason == "question" else None
     if not question:
         return Extraction(None, NO_QUESTION)
+    answer = None
+    if cfg.proposer_span == "own":  # the proposer chose its answer: a short span of the seed passage
+        question, answer = own_span(traj)
+        if not answer or not normalize_answer(answer):
+            return Extraction(question, NO_ANSWER_SPAN)
+        if len(answer.split()) > cfg.own_span_words:
+            return Extraction(question, SPAN_TOO_LONG, answer)
+        if not mentions(seed_passage(seed)[0], [answer]):
+            return Extraction(question, SPAN_NOT_IN_PASSAGE, answer)
+        seed = answered_seed(seed, Extraction(question, None, answer))
 
     def reject(reason: str) -> Extraction:
-        return Extraction(question, reason)
+        return Extraction(question, reason, answer)
 
     if cfg.reject_cut_off and traj.final_cut_off:
         return reject(QUESTION_CUT_OFF)
@@ -124,4 +168,4 @@ def extract_question(traj: Trajectory, seed: Seed, cfg: GameConfig) -> Extractio
         return reject(NO_RETRIEVAL)
     if cfg.reject_answer_in_query and any(mentions(q, seed.golden) for q in queries):
         return reject(ANSWER_IN_QUERY)
-    return Extraction(question, None)
+    return Extraction(question, None, answer)

@@ -54,6 +54,25 @@ PROPOSER_EXTRACTIVE_USER = (
     "Passage ({title}): {passage}\nAnswer: {answer}\nNumber of searches: {hops}\nBegin with <search>{title} {answer}</search>"
 )
 
+# The extractive game with game.proposer_span = "own": the proposer also chooses the answer, a short phrase of the
+# passage, and writes it after its question on the same line (study v3, phase 3.4: half the given spans were phrases
+# no question singles out, such as "II" or "President").
+PROPOSER_OWN_SPAN_SYSTEM = (
+    "You write a quiz question about an encyclopedia passage and choose its answer yourself: a short phrase copied "
+    "from the passage, at most {words} words (a name, a number, a date or a few words), that one question can single "
+    "out. You get the passage and a number of searches n. Search with <search>query</search>; the results come back "
+    "inside <information> and </information>. Search for what the passage says, one search at a time, up to n "
+    "searches, so that you know a reader can find it. You may reason inside <think> and </think>. Then write the "
+    "question and its answer on one line inside <question> and </question>, as: question? Answer: phrase. Rules: the "
+    "answer is copied exactly from the passage; the question never contains it; use only facts from the passage or "
+    "the search results; the question must make sense to someone who has not seen the passage (never 'the passage' or "
+    "'the text'); it must have exactly one correct answer. Example: from a passage saying that the Eiffel Tower was "
+    "completed in 1889 for the World's Fair in Paris, a good result is <question>In which year was the Eiffel Tower "
+    "completed? Answer: 1889</question>"
+)
+
+PROPOSER_OWN_SPAN_USER = "Passage ({title}): {passage}\nNumber of searches: {hops}\nBegin with <search>{title}</search>"
+
 
 def solver_messages(question: str, system: str = SOLVER_SYSTEM) -> tuple[str, str]:
     """`system` replaces the instructions only where a study compares wordings (benchmarks/chain.py)."""
@@ -74,10 +93,16 @@ def seed_examples(extra: dict) -> str:
     return ""
 
 
-def proposer_messages(answer: str, hops: int, examples: str = "", passage: str = "", title: str = "") -> tuple[str, str]:
+def proposer_messages(
+    answer: str, hops: int, examples: str = "", passage: str = "", title: str = "", own_span_words: int = 0
+) -> tuple[str, str]:
     """The proposer's prompt; a seed's example questions, when it has any, are shown in the system part (SSP).
-    With a `passage` (the extractive game) the proposer reads it and asks for a phrase of it."""
+    With a `passage` (the extractive game) the proposer reads it and asks for a phrase of it: the given `answer`,
+    or with `own_span_words` > 0 a phrase of at most that many words it chooses (`answer` is then not shown)."""
     extra = EXAMPLES.format(examples=examples) if examples else ""
+    if passage and own_span_words:
+        user = PROPOSER_OWN_SPAN_USER.format(passage=passage, title=title, hops=hops)
+        return PROPOSER_OWN_SPAN_SYSTEM.format(words=own_span_words) + extra, user
     if passage:
         user = PROPOSER_EXTRACTIVE_USER.format(passage=passage, title=title, answer=answer, hops=hops)
         return PROPOSER_EXTRACTIVE_SYSTEM + extra, user

@@ -29,8 +29,8 @@ from typing import Any
 from searchplay.agent.protocol import count_tags
 from searchplay.agent.rollout import chat_prompt_ids, rollout_metrics, run_episodes
 from searchplay.agent.trajectory import Trajectory
-from searchplay.config import Config, RolloutConfig
-from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAILED, extract_question
+from searchplay.config import Config, GameConfig, RolloutConfig
+from searchplay.game.extract import REJECTION_REASONS, VERIFY_ERROR, VERIFY_FAILED, answered_seed, extract_question
 from searchplay.game.pool import PoolQuestion, QuestionPool
 from searchplay.game.prompts import proposer_messages, seed_examples, solver_messages
 from searchplay.game.rewards import proposer_reward, solver_reward, success_rate, usable_answer
@@ -92,11 +92,13 @@ def quiet(text: str) -> None:
     """The `phase` of a caller that shows no progress."""
 
 
-def _proposer_prompt(seed: Seed, extractive: bool) -> tuple[str, str]:
-    """The proposer's (system, user) for a seed; the extractive game shows the seed's passage."""
-    if not extractive:
+def _proposer_prompt(seed: Seed, g: GameConfig) -> tuple[str, str]:
+    """The proposer's (system, user) for a seed; the extractive game shows the seed's passage (and with
+    proposer_span = own, not the seed's answer: the proposer chooses one)."""
+    if not g.extractive:
         return proposer_messages(seed.answer, seed.hops, seed_examples(seed.extra))
-    return proposer_messages(seed.answer, seed.hops, seed_examples(seed.extra), *seed_passage(seed))
+    own_words = g.own_span_words if g.proposer_span == "own" else 0
+    return proposer_messages(seed.answer, seed.hops, seed_examples(seed.extra), *seed_passage(seed), own_words)
 
 
 def _solver_phase(tasks: list[SolverTask], cfg: Config) -> str:
@@ -128,9 +130,11 @@ def play_round(
     seeds = [replace(s, hops=min(s.hops, g.max_hops)) if g.max_hops else s for s in sampler.sample(g.batch_size)]
     proposer_seeds = [s for s in seeds for _ in range(g.proposer_n)]
     proposer_groups = [i for i in range(len(seeds)) for _ in range(g.proposer_n)]
-    prompts = [chat_prompt_ids(engine.tokenizer, *_proposer_prompt(s, g.extractive)) for s in proposer_seeds]
+    prompts = [chat_prompt_ids(engine.tokenizer, *_proposer_prompt(s, g)) for s in proposer_seeds]
+    given = g.proposer_span == "given"
     metas: list[dict[str, Any]] = [
-        {"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer, "hops": s.hops} for i, s in enumerate(proposer_seeds)
+        {"role": "proposer", "id": f"step{step}-p{i}", "answer": s.answer if given else None, "hops": s.hops}
+        for i, s in enumerate(proposer_seeds)
     ]
     phase(f"proposer rollouts ({len(prompts)} episodes, up to {g.proposer_max_turns} turns)")
     proposer = run_episodes(
@@ -147,8 +151,11 @@ def play_round(
 
     # 3. extraction and rule filters
     extractions = [extract_question(t, s, g) for t, s in zip(proposer, proposer_seeds)]
+    answered = [answered_seed(s, e) for s, e in zip(proposer_seeds, extractions)]  # with the proposer's own span
     for t, e in zip(proposer, extractions):  # logged with the trajectory: what was asked, and why it was dropped
         t.meta["question"], t.meta["rejection"] = e.question, e.rejection
+        if not given:
+            t.meta["answer"] = e.answer
     rejections = Counter(e.rejection for e in extractions if e.rejection)
     candidates = [i for i, e in enumerate(extractions) if e.rejection is None]
 
@@ -158,7 +165,7 @@ def play_round(
     if candidates and g.verifier != "off":
         phase(f"verifying {len(candidates)} questions ({g.verifier})")
         checks = verify_questions(
-            [(extractions[i].question or "", proposer_seeds[i], proposer[i]) for i in candidates],
+            [(extractions[i].question or "", answered[i], proposer[i]) for i in candidates],
             proposer,
             g.verifier,
             g.noisy_docs,
@@ -189,7 +196,7 @@ def play_round(
     timing["timing/verify_s"] = time.perf_counter() - t0
 
     # 5. solver tasks: the verified questions, plus pool questions in the slots of rejected rollouts
-    tasks = [SolverTask(extractions[i].question or "", proposer_seeds[i].golden, "new", metas[i]["id"], i) for i in verified]
+    tasks = [SolverTask(extractions[i].question or "", answered[i].golden, "new", metas[i]["id"], i) for i in verified]
     n_rejected = len(proposer) - len(verified)
     if g.failure_handling == "reuse" and n_rejected:
         for q in pool.sample_reusable(n_rejected, g.reuse_threshold, rng, g.reuse_with_replacement):
@@ -224,7 +231,7 @@ def play_round(
             continue
         author = task.proposer_index
         assert author is not None, "a new question always names the proposer rollout that wrote it"
-        seed, v = proposer_seeds[author], verified[author]
+        seed, v = answered[author], verified[author]
         pool.add(
             PoolQuestion(
                 id=task.pool_id,
