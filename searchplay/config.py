@@ -335,6 +335,11 @@ class LearnerConfig:
         "PyTorch FSDP2); auto: fsdp2 in a learner group of 2+ ranks",
     )
     offload: bool = _f(False, "fsdp2: keep parameters, gradients and optimizer state on the CPU between uses")
+    offload_reference: bool = _f(
+        False,
+        "fsdp2: keep the KL reference's shards on the CPU between its scoring passes (the policy's stay on the device; "
+        "verl's reference offload): its fp32 shards leave the GPU for the price of a copy per pass",
+    )
     lora_rank: int = _f(
         0,
         "LoRA adapters of this rank on every linear layer but the output projection are trained, the base frozen, "
@@ -605,6 +610,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "learner.lora_base_dtype = 'bfloat16' holds a LoRA run's frozen base in bf16: it needs learner.lora_rank > 0 "
             f"and learner.bf16 = true or 'auto' (got lora_rank {cfg.learner.lora_rank}, bf16 {cfg.learner.bf16!r})"
+        )
+    lc, tc = cfg.learner, cfg.trainer
+    group = tc.backend == "ray" and tc.learner_workers > 1
+    sharded = lc.sharding == "fsdp2" or (lc.sharding == "auto" and group)
+    if lc.offload_reference and (lc.kl_coef == 0 or lc.lora_rank or not sharded):
+        raise ConfigError(
+            "learner.offload_reference moves a sharded KL reference's shards to the CPU: it needs learner.kl_coef > 0, no "
+            f"LoRA, and a sharded learner (learner.sharding = 'fsdp2', or 'auto' with 2+ trainer.learner_workers); got "
+            f"kl_coef {lc.kl_coef}, lora_rank {lc.lora_rank}, sharding {lc.sharding!r}, learner_workers {tc.learner_workers}"
         )
     if cfg.learner.lora_rank and cfg.trainer.backend != "local":
         raise ConfigError("learner.lora_rank > 0 runs on the local backend (one GPU); the Ray backend shards instead")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -100,6 +101,15 @@ def test_kl_term_and_reference(tiny) -> None:
     assert [k.shape[0] for k in kl] == [2, 2] and all((k >= 0).all() for k in kl)
 
 
+def gradients_at_each_step(learner: Learner, model: Any) -> list[dict[str, torch.Tensor]]:
+    """The gradients each optimizer step sees (the update frees them at its end), appended as it runs."""
+    seen: list[dict[str, torch.Tensor]] = []
+    learner.optimizer.register_step_pre_hook(
+        lambda *_: seen.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    )
+    return seen
+
+
 def test_micro_batching_matches_one_big_batch(cfg) -> None:
     samples = [Sample([1, 2, 3, 4][: 2 + i % 3], [40 + i, 50 + i, 60 + i], [1, 0, 1], float(i % 2) - 0.5) for i in range(6)]
     grads = []
@@ -107,8 +117,9 @@ def test_micro_batching_matches_one_big_batch(cfg) -> None:
         torch.manual_seed(0)
         model, _ = load_model(model_path(TINY), "float32")
         learner = Learner(model, LearnerConfig(lr=0.0, kl_coef=0.0, bf16=False, micro_batch_tokens=budget, grad_clip=0), pad_id=0)
-        learner.update(samples)  # the accumulated gradient of the (only) mini-batch stays in .grad
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        seen = gradients_at_each_step(learner, model)  # the accumulated gradient of the (only) mini-batch
+        learner.update(samples)
+        grads.append(torch.cat([g.flatten() for g in seen[-1].values()]))
     assert len(learner._index_chunks(list(range(6)), samples)) == 6  # really split into micro-batches
     assert grads[0].abs().sum() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)

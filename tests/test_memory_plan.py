@@ -60,7 +60,16 @@ def test_ray_ranks_hold_shards_or_copies_and_colocated_pairs_share_a_gpu() -> No
     assert all(r == {"learner", "rollout"} for r in roles)  # one learner rank and one rollout worker per GPU
     update = {item: gib for _, item, gib in plan.loads[0].update}  # a group of 8 shards by default (fsdp2)
     assert update["AdamW moments (fp32) (1/8 shard)"] == pytest.approx(8 * 7_615_616_512 / GIB / 8)
-    assert update["gathered for compute (fp32 embeddings + 2 layers)"] > update["fp32 weights (1/8 shard)"]
+    gathered = update["gathered for compute (bf16 embeddings + 2 layers)"]  # MixedPrecisionPolicy gathers in bf16
+    cfg.learner.bf16 = False
+    fp32 = {item: gib for _, item, gib in make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80).loads[0].update}
+    assert fp32["gathered for compute (fp32 embeddings + 2 layers)"] == pytest.approx(2 * gathered)
+    assert fp32["gathered for compute (fp32 embeddings + 2 layers)"] > fp32["fp32 weights (1/8 shard)"]
+    cfg.learner.bf16, cfg.learner.offload_reference = "auto", True
+    offloaded = {item: gib for _, item, gib in make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80).loads[0].update}
+    assert update["KL reference (fp32) (1/8 shard)"] == pytest.approx(4 * 7_615_616_512 / GIB / 8)
+    assert offloaded["KL reference (fp32) (offloaded: on the CPU between uses)"] == 0.0
+    cfg.learner.offload_reference = False
     cfg.learner.sharding = "none"
     copies = make_plan(cfg, read_shape(QWEN), gpus=8, gpu_gib=80)
     assert not copies.fits and "AdamW moments (fp32)" in {item for _, item, _ in copies.loads[0].update}

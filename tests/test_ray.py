@@ -47,6 +47,7 @@ from searchplay.train.ray_retrieval import start_node_retrievers
 from searchplay.train.ray_rollout import RolloutWorkers
 from searchplay.train.trainer import TrainError, train
 from tests.servers import running_server
+from tests.test_learner import gradients_at_each_step
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))  # the venv's ray command
@@ -121,8 +122,9 @@ def update_once(samples: list[Sample], cfg: LearnerConfig) -> tuple[dict, dict, 
     model, _ = load_model(model_path(TINY), "float32")
     reference, _ = load_model(model_path(TINY), "float32")
     learner = Learner(model, cfg, reference, total_steps=10)
+    seen = gradients_at_each_step(learner, model)
     stats = learner.update(samples)
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    grads = seen[-1]
     return grads, {n: p.detach().clone() for n, p in model.named_parameters()}, stats
 
 

@@ -22,8 +22,9 @@ Log-probs are those of softmax(logits / T) with T the rollout temperature, the d
 engine sampled from; `learner/logprob_gap_*` reports how far the learner's old log-probs are from
 the engine's (`Trajectory.logprobs`), a training/inference mismatch check.
 
-Weights stay in fp32 (the master copy); `bf16=True` runs forward/backward under bf16 autocast
-(`"auto"`: where the device computes bfloat16 natively; a CPU without bf16 instructions emulates it).
+Weights stay in fp32 (the master copy); `bf16=True` runs forward/backward under bf16 autocast, or sharded
+in units gathered in bf16 (`"auto"`: where the device computes bfloat16 natively; a CPU without bf16
+instructions emulates it). Gradients are freed at the end of each update (none lives into the rollouts).
 At lr 1e-6 a bf16 weight would round most updates away (bf16 has 8 bits of mantissa), which is
 why the weights themselves are never bf16. The engine generates with this same model object.
 """
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from searchplay.agent.trajectory import Trajectory
@@ -132,9 +134,13 @@ class Learner:
         if cfg.lora_rank and self.sharded:
             raise ValueError("learner.lora_rank > 0 with a sharded learner is not supported: use one rank")
         # the forward the learner calls: the model's, or the root of its shards (each rank holds 1/world of it)
-        self.policy = shard(model, cfg.offload) if self.sharded else TrainedLogits(model)
+        self.policy = shard(model, cfg.offload, self.bf16) if self.sharded else TrainedLogits(model)
         self.reference_policy = (
-            None if reference is None else shard(reference, cfg.offload) if self.sharded else TrainedLogits(reference)
+            None
+            if reference is None
+            else shard(reference, cfg.offload or cfg.offload_reference, self.bf16)
+            if self.sharded
+            else TrainedLogits(reference)
         )
         if reference is None and cfg.lora_rank and cfg.kl_coef > 0:
             self.reference_policy = TrainedLogits(model, adapters_off=True)  # LoRA: the base is the reference
@@ -151,7 +157,17 @@ class Learner:
         return int(self.scheduler.last_epoch)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        """bf16 autocast in one process; sharded, the units are gathered in bf16 instead (sharding.shard)."""
+        on = self.bf16 and not self.sharded
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
+
+    def _reshard(self, *policies: TrainedLogits | None) -> None:
+        """Free the gathered root of sharded policies after no-grad forwards: FSDP2 keeps a root unsharded after
+        its forward, expecting the backward that a scoring pass never runs (a full fp32 embedding and output
+        projection held through the rollouts otherwise)."""
+        for policy in policies:
+            if self.sharded and isinstance(policy, FSDPModule):
+                policy.reshard()
 
     def _tensors(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded ids, attention, and per-target-position mask/advantage tensors."""
@@ -224,6 +240,7 @@ class Learner:
                 continue
             rows = self._logprobs(policy, self._tensors([samples[i] for i in chunk]))
             scored.update((i, row[: len(samples[i]) - 1]) for i, row in zip(chunk, rows))
+        self._reshard(policy)
         return gather_rows(scored, self.device)
 
     @contextlib.contextmanager
@@ -331,6 +348,7 @@ class Learner:
                 self.scheduler.step()
                 sums["grad_norm"] += float(norm)
                 optimizer_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)  # no gradient lives on into the rollouts that follow
         self.policy.eval()
         grad_norm = sums.pop("grad_norm")  # the same on every rank: not summed
         sums = all_reduce_floats({**sums, "tokens_seen": float(tokens_seen)})
@@ -371,6 +389,7 @@ class Learner:
             for i, row, s in zip(chunk, kl * t["mask"], batch):
                 start = len(s.prompt_ids) - 1
                 result[i] = row[start : start + len(s.response_ids)]
+        self._reshard(self.policy, self.reference_policy)
         result = gather_rows(result, self.device)
         return [result[i] for i in range(len(samples))]
 

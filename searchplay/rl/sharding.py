@@ -12,8 +12,10 @@ Every forward and backward of a sharded model is a collective: each rank must ru
 them, so a rank with a smaller share of a mini-batch runs empty micro-batches (`pad_chunks`; their
 loss is zero), as verl and OpenRLHF do. Gradients are summed over the ranks (divide factor 1): the
 Learner normalises each rank's loss by the counts of the whole mini-batch, as in data_parallel.py.
-Reductions use plain sums (gloo has no PREMUL_SUM). Checkpoints and weight sync gather the full
-state on every rank together (`full_state_dict`), one parameter at a time onto the CPU.
+Reductions use plain sums (gloo has no PREMUL_SUM). With bf16 the units are gathered in bf16 and
+computed without autocast (MixedPrecisionPolicy); master shards, gradients and AdamW state stay fp32.
+Checkpoints and weight sync gather the full state on every rank together (`full_state_dict`), one
+parameter at a time onto the CPU.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
     get_optimizer_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 
 ROOT_PREFIX = "model."  # TrainedLogits holds the model as `self.model`
 
@@ -57,10 +59,15 @@ def layer_classes(model: Any) -> set[str]:
     return names
 
 
-def shard(model: Any, offload: bool = False) -> TrainedLogits:
+def shard(model: Any, offload: bool = False, bf16: bool = False) -> TrainedLogits:
     """Wrap `model` in place (its parameters become DTensor shards) and return the root to call.
-    `offload`: parameters, gradients and optimizer state live on the CPU between uses."""
-    kwargs: dict[str, Any] = {"offload_policy": CPUOffloadPolicy()} if offload else {}
+    `offload`: parameters, gradients and optimizer state live on the CPU between uses. `bf16`: each unit is
+    gathered and computed in bf16 and its gradients reduced in fp32 (FSDP2's MixedPrecisionPolicy, as verl does),
+    in place of autocast, which gathers fp32 weights and keeps a bf16 copy of each alive through the forward."""
+    # pinned host memory speeds copies to a GPU; without an accelerator there is none to pin for (and torch refuses)
+    kwargs: dict[str, Any] = {"offload_policy": CPUOffloadPolicy(pin_memory=torch.cuda.is_available())} if offload else {}
+    if bf16:
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     classes = layer_classes(model)
     units: list[Any] = [m for m in model.modules() if type(m).__name__ in classes]
     if not units:

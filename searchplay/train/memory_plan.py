@@ -4,8 +4,9 @@ The figures follow what the trainer does today (docs/scaling.md): the learner ke
 weights, fp32 gradients and AdamW's two fp32 moments on its device (16 bytes per parameter), a KL
 reference in fp32 (4), and activations of one micro-batch. A sharded learner group
 (`learner.sharding`, FSDP2) holds 1/N of the weights, gradients, moments and reference on each of its
-N ranks, plus the units it gathers to compute (the root's embeddings and two decoder layers in fp32);
-with `learner.offload` the shards stay on the CPU. With LoRA (`learner.lora_rank`) the fp32 base is
+N ranks, plus the units it gathers to compute (the root's embeddings and two decoder layers, in bf16 under
+learner.bf16, else fp32); with `learner.offload` the shards stay on the CPU, with `learner.offload_reference`
+the reference's do. With LoRA (`learner.lora_rank`) the fp32 base is
 frozen: gradients and moments exist for the adapters alone, and the reference is the base itself.
 vLLM takes `model.vllm_gpu_memory` of its GPU (its bf16 weights and KV cache inside that share)
 and sleeps during the update and the weight sync that follows (in a Ray rollout worker too); a
@@ -177,7 +178,9 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
     acts = activation_gib(shape, cfg.learner.micro_batch_tokens, cfg.learner.gradient_checkpointing)
     vllm = cfg.model.vllm_gpu_memory * gpu_gib if cfg.model.engine == "vllm" else 0.0
     embeddings = shape.vocab * shape.hidden * (1 if shape.tied_embeddings else 2)
-    gathered = 4 * (embeddings + 2 * (p - embeddings) / shape.layers) / GIB  # what a sharded rank unshards to compute
+    gather_bytes = 4 if cfg.learner.bf16 is False else 2  # bf16: units are gathered in bf16 (MixedPrecisionPolicy)
+    gathered = gather_bytes * (embeddings + 2 * (p - embeddings) / shape.layers) / GIB  # what a rank unshards to compute
+    ref_share = 0.0 if sharded and cfg.learner.offload_reference else share
 
     def learner(load: GpuLoad) -> None:
         resident = [
@@ -187,9 +190,11 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
         if lora:
             resident.append(("learner", f"LoRA adapters (fp32, {lora:,} parameters)", 4 * lora / GIB))
         if reference:
-            resident.append(("learner", f"KL reference (fp32){part}", reference * share))
+            where = " (offloaded: on the CPU between uses)" if ref_share == 0 and share else part
+            resident.append(("learner", f"KL reference (fp32){where}", reference * ref_share))
         load.rollout += resident
-        working = [("learner", "gathered for compute (fp32 embeddings + 2 layers)", gathered)] if sharded else []
+        kind = "fp32" if gather_bytes == 4 else "bf16"
+        working = [("learner", f"gathered for compute ({kind} embeddings + 2 layers)", gathered)] if sharded else []
         grad = [("learner", f"fp32 gradients{' (adapters)' if lora else ''}{part}", grads * share)]
         load.update += [*resident, *grad, *working, ("learner", "activations (estimate)", acts)]
 
