@@ -4,7 +4,9 @@ must load into one process."""
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from searchplay.assets.names import TINY, model_path
 from searchplay.config import Config, ConfigError, LearnerConfig, validate
@@ -33,11 +35,13 @@ CFG = LearnerConfig(
 )
 
 
-def one_learner(cfg: LearnerConfig) -> tuple[Any, Learner]:
+def one_learner(cfg: LearnerConfig, empty: bool = False) -> tuple[Any, Learner]:
+    """The tiny model's learner; `empty`: policy and reference built on the meta device (a sharded rank other than 0,
+    whose shards come from rank 0's weights)."""
     torch.manual_seed(0)
-    model, _ = load_model(model_path(TINY), "float32")
-    reference, _ = load_model(model_path(TINY), "float32")
-    return model, Learner(model, cfg, reference, total_steps=10)
+    model, _ = load_model(model_path(TINY), "float32", empty=empty)
+    reference, _ = load_model(model_path(TINY), "float32", empty=empty)
+    return model, Learner(model, cfg, reference, total_steps=10, device=torch.device("cpu"))
 
 
 def sharded_rank(rank: int, world: int, port: int, out: str) -> None:
@@ -45,7 +49,7 @@ def sharded_rank(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        model, learner = one_learner(LearnerConfig(**{**CFG.__dict__, "sharding": "fsdp2"}))
+        model, learner = one_learner(LearnerConfig(**{**CFG.__dict__, "sharding": "fsdp2"}), empty=rank > 0)
         stats = learner.update(random_samples(9))
         weights = learner.full_weights()  # collective
         state = learner.state_dict()  # collective
@@ -73,7 +77,8 @@ def test_two_sharded_ranks_make_the_one_process_update_and_save_a_checkpoint_one
         assert got["stats"][key] == pytest.approx(stats[key], rel=1e-4, abs=1e-6), key
     # the checkpoint: a plain model directory and one process's optimizer state
     saved, _ = load_model(str(tmp_path / "step-1" / "model"), "float32")
-    assert max(float((dict(saved.named_parameters())[n] - p.detach()).abs().max()) for n, p in full.items()) < 2e-5
+    mine = dict(saved.named_parameters())
+    assert max(float((mine[n].detach() - p.detach()).abs().max()) for n, p in full.items()) < 2e-5
     _, fresh = one_learner(CFG)
     fresh.load_state_dict(load_trainer_state(tmp_path / "step-1")[0])
     mine, theirs = learner.optimizer.state_dict()["state"], fresh.optimizer.state_dict()["state"]
@@ -105,7 +110,8 @@ def mixed_precision_rank(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        model, learner = one_learner(LearnerConfig(**{**BF16.__dict__, "sharding": "fsdp2", "offload_reference": True}))
+        cfg = LearnerConfig(**{**BF16.__dict__, "sharding": "fsdp2", "offload_reference": True})
+        model, learner = one_learner(cfg, empty=rank > 0)
         seen: list[torch.dtype] = []
         layer = model.model.layers[0].mlp.down_proj
         layer.register_forward_pre_hook(lambda m, _: seen.append(m.weight.dtype))
@@ -163,3 +169,45 @@ def test_reference_offload_needs_a_sharded_reference() -> None:
     cfg.learner.kl_coef = 0.0
     with pytest.raises(ConfigError, match=r"kl_coef 0\.0"):
         validate(cfg)
+
+
+def start_up_rank(rank: int, world: int, port: int, model_dir: str, out: str, empty: bool) -> None:
+    """One rank's peak host memory while its learner (policy and KL reference) is built and sharded; `empty`: ranks
+    other than 0 build on the meta device (else every rank loads both models, as before)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: the high-water mark so far
+        model, _ = load_model(model_dir, "float32", empty=empty and rank > 0)
+        reference, _ = load_model(model_dir, "float32", empty=empty and rank > 0)
+        learner = Learner(model, LearnerConfig(sharding="fsdp2", kl_coef=0.05, bf16=False), reference, device=torch.device("cpu"))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        weights = learner.full_weights()  # collective: rank 1's shards must hold rank 0's weights
+        Path(out, f"rank{rank}-{empty}.json").write_text(json.dumps({"mib": (peak - before) / 1024}))
+        if rank == 0 and empty:
+            torch.save(weights, Path(out) / "weights.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_other_than_0_build_on_the_meta_device_and_take_their_shards_from_rank_0(tmp_path: Path) -> None:
+    """Paper scale v2, blocker 3: every rank loaded the whole fp32 policy and reference before sharding (2 x 28 GiB per
+    rank at 7B). Now rank 0 alone reads them; the others hold only their shards, filled from rank 0's weights."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.manual_seed(0)
+    shape = LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=4,
+                        num_attention_heads=8, num_key_value_heads=8, tie_word_embeddings=False)  # fmt: skip
+    big = AutoModelForCausalLM.from_config(shape)  # 45M parameters: 173 MiB in fp32, policy and reference 347
+    full_mib = 2 * sum(p.numel() for p in big.parameters()) * 4 / 2**20
+    # saved in bf16 and loaded in fp32, every weight loaded is a copy in the process's own memory, as on a GPU (an fp32
+    # file would be memory-mapped: its pages shared between the ranks and read lazily, which no GPU load does)
+    big.to(torch.bfloat16).save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(model_path(TINY)).save_pretrained(tmp_path / "model")
+    for empty in (False, True):
+        mp.spawn(start_up_rank, args=(2, free_port(), str(tmp_path / "model"), str(tmp_path), empty), nprocs=2, join=True)
+    mib = {(r, e): json.loads((tmp_path / f"rank{r}-{e}.json").read_text())["mib"] for r in (0, 1) for e in (False, True)}
+    # measured (AMD EPYC, torch 2.13): rank 1 took 289 MiB before, 83 now; rank 0 290 either way
+    assert mib[1, False] > 0.7 * full_mib, mib  # before: rank 1 read both models whole, as rank 0 does
+    assert mib[1, True] < 0.4 * mib[1, False], mib  # now: its halves of both, and one tensor in flight
+    weights = torch.load(tmp_path / "weights.pt")
+    assert all(torch.equal(weights[n], p.detach().float()) for n, p in big.named_parameters())  # bf16 now, as saved

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from searchplay.llm.base import FinishReason, Generation, SamplingParams
 from searchplay.llm.chat import end_of_turn_ids
@@ -37,22 +37,32 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 MIN_SHARED_PREFIX = 16  # tokens; a shorter shared prefix is not worth its own forward pass
 
 
-def load_model(model: str, dtype: str = "auto", device: str = "cpu") -> tuple[Any, Any]:
+def load_model(model: str, dtype: str = "auto", device: str = "cpu", empty: bool = False) -> tuple[Any, Any]:
     """(model on `device`, tokenizer) from a local directory or a hub id already cached. Never downloads.
-    `dtype` auto: bfloat16 where `device` computes it natively, else float32 (precision.py)."""
+    `dtype` auto: bfloat16 where `device` computes it natively, else float32 (precision.py). `empty`: the model's
+    shape on the meta device, no weights read and no memory taken (a sharded learner rank other than 0, whose shards
+    are filled from rank 0's weights: rl/sharding.py)."""
     target = resolve_device(device)
     torch_dtype = DTYPES[resolve_dtype(dtype, target.type).dtype]
     local = Path(model).is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
+        if empty:
+            config = AutoConfig.from_pretrained(model, local_files_only=True)
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(config, dtype=torch_dtype).eval(), _padded(tokenizer)
         net: Any = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, local_files_only=True)
     except OSError as e:
         where = "directory" if local else "Hugging Face id (must already be in the local cache; nothing is downloaded)"
         raise FileNotFoundError(f"cannot load model {model!r} as a {where}: {e}") from None
-    net = net.to(target).eval()
+    return net.to(target).eval(), _padded(tokenizer)
+
+
+def _padded(tokenizer: Any) -> Any:
+    """The tokenizer with a pad token (its end of sequence when it names none)."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return net, tokenizer
+    return tokenizer
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -115,12 +115,15 @@ class Learner:
         total_steps: int = 1000,
         pad_id: int = 0,
         temperature: float = 1.0,
+        device: torch.device | None = None,
     ):
         """`total_steps`: planned optimizer steps (the cosine length when cfg.total_steps is 0);
-        `temperature`: the rollout temperature, so that log-probs are those of the sampled distribution."""
+        `temperature`: the rollout temperature, so that log-probs are those of the sampled distribution;
+        `device`: where a sharded rank's policy built on the meta device will live (else the policy's own)."""
         self.model, self.cfg, self.reference, self.pad_id = model, cfg, reference, pad_id
-        self.device = next(model.parameters()).device  # the policy's; batches, the reference and old log-probs follow it
-        if reference is not None and next(reference.parameters()).device != self.device:
+        own = next(model.parameters()).device
+        self.device = device or own  # the policy's; batches, the reference and old log-probs follow it
+        if reference is not None and next(reference.parameters()).device not in (own, self.device):
             raise ValueError(f"the reference model is on {next(reference.parameters()).device}, the policy on {self.device}")
         self.temperature = temperature if temperature > 0 else 1.0
         if any(p.dtype != torch.float32 for p in model.parameters() if p.requires_grad):
@@ -134,11 +137,11 @@ class Learner:
         if cfg.lora_rank and self.sharded:
             raise ValueError("learner.lora_rank > 0 with a sharded learner is not supported: use one rank")
         # the forward the learner calls: the model's, or the root of its shards (each rank holds 1/world of it)
-        self.policy = shard(model, cfg.offload, self.bf16) if self.sharded else TrainedLogits(model)
+        self.policy = shard(model, self.device, cfg.offload, self.bf16) if self.sharded else TrainedLogits(model)
         self.reference_policy = (
             None
             if reference is None
-            else shard(reference, cfg.offload or cfg.offload_reference, self.bf16)
+            else shard(reference, self.device, cfg.offload or cfg.offload_reference, self.bf16)
             if self.sharded
             else TrainedLogits(reference)
         )

@@ -24,11 +24,13 @@ import contextlib
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    set_model_state_dict,
     set_optimizer_state_dict,
 )
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
@@ -59,11 +61,18 @@ def layer_classes(model: Any) -> set[str]:
     return names
 
 
-def shard(model: Any, offload: bool = False, bf16: bool = False) -> TrainedLogits:
-    """Wrap `model` in place (its parameters become DTensor shards) and return the root to call.
+def shard(model: Any, device: torch.device, offload: bool = False, bf16: bool = False) -> TrainedLogits:
+    """Wrap `model` in place (its parameters become DTensor shards on `device`) and return the root to call.
+    The weights are rank 0's: another rank may pass its model built on the meta device (`load_model(empty=True)`,
+    no memory taken) and its shards are filled from rank 0's, one tensor at a time (verl's way); every rank loading
+    the whole policy and reference first held 2 full fp32 copies per rank at start-up.
     `offload`: parameters, gradients and optimizer state live on the CPU between uses. `bf16`: each unit is
     gathered and computed in bf16 and its gradients reduced in fp32 (FSDP2's MixedPrecisionPolicy, as verl does),
     in place of autocast, which gathers fp32 weights and keeps a bf16 copy of each alive through the forward."""
+    rank0 = dist.get_rank() == 0
+    if rank0 and any(p.is_meta for p in model.parameters()):
+        raise ValueError("rank 0 of a sharded learner must load the weights: the other ranks' shards come from its model")
+    full = {ROOT_PREFIX + k: v.detach() for k, v in model.state_dict().items()} if rank0 else {}
     # pinned host memory speeds copies to a GPU; without an accelerator there is none to pin for (and torch refuses)
     kwargs: dict[str, Any] = {"offload_policy": CPUOffloadPolicy(pin_memory=torch.cuda.is_available())} if offload else {}
     if bf16:
@@ -80,6 +89,11 @@ def shard(model: Any, offload: bool = False, bf16: bool = False) -> TrainedLogit
         assert isinstance(unit, FSDPModule)
         unit.set_gradient_divide_factor(1.0)  # a sum over the ranks, as the loss normalisation expects
         unit.set_force_sum_reduction_for_comms(True)
+    if any(t.is_meta for t in [*root.parameters(), *root.buffers()]):
+        root.to_empty(device=device)  # memory for this rank's shards and the (unsharded) buffers, filled below
+    set_model_state_dict(root, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    for buffer in root.buffers():  # not in a state dict (rotary frequencies): rank 0's too
+        dist.broadcast(buffer, src=0)
     return root
 
 

@@ -62,27 +62,32 @@ def lora_module() -> Any:
     return importlib.import_module("searchplay.rl.lora")
 
 
-def load_policy(cfg: Config, weights: str, base: str) -> tuple[Any, Any, Any | None]:
+def load_policy(cfg: Config, weights: str, base: str, empty: bool = False) -> tuple[Any, Any, Any | None]:
     """(policy in fp32 from `weights`, tokenizer, frozen reference from `base` if KL is on). LoRA: the base
     (in learner.lora_base_dtype) with fp32 adapters (a checkpoint's, when `weights` is one) and no reference
-    model (the adapters turn off)."""
+    model (the adapters turn off). `empty`: both on the meta device, for a sharded rank other than 0 (its shards
+    are filled from rank 0's weights)."""
     if cfg.learner.lora_rank:
         lora = lora_module()
         model, tokenizer = load_model(base, cfg.learner.lora_base_dtype, cfg.model.device)
         adapters = Path(weights) / ADAPTER_DIR
         policy = lora.add_adapters(model, cfg.learner.lora_rank, cfg.learner.lora_alpha, adapters if adapters.is_dir() else None)
         return policy, tokenizer, None
-    model, tokenizer = load_model(weights, "float32", cfg.model.device)
+    model, tokenizer = load_model(weights, "float32", cfg.model.device, empty)
     reference = None
     if cfg.learner.kl_coef > 0:
-        reference, _ = load_model(base, "float32", cfg.model.device)
+        reference, _ = load_model(base, "float32", cfg.model.device, empty)
         reference.requires_grad_(False)
     return model, tokenizer, reference
 
 
-def build_learner(cfg: Config, model: Any, reference: Any | None, pad_id: int, checkpoint: Path | None) -> Learner:
-    """The learner over `model`, with its optimizer state restored from `checkpoint` when resuming."""
-    learner = Learner(model, cfg.learner, reference, planned_optimizer_steps(cfg), pad_id, cfg.rollout.temperature)
+def build_learner(
+    cfg: Config, model: Any, reference: Any | None, pad_id: int, checkpoint: Path | None, device: Any = None
+) -> Learner:
+    """The learner over `model`, with its optimizer state restored from `checkpoint` when resuming; `device`: where a
+    sharded rank's model built on the meta device lives."""
+    steps = planned_optimizer_steps(cfg)
+    learner = Learner(model, cfg.learner, reference, steps, pad_id, cfg.rollout.temperature, device)
     if checkpoint is not None:
         learner.load_state_dict(load_trainer_state(checkpoint)[0])
     return learner

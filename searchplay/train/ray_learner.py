@@ -28,6 +28,7 @@ from searchplay.llm.device import bind_cuda, resolve_device
 from searchplay.llm.weight_broadcast import SENDER, join, send
 from searchplay.llm.weight_buckets import BUCKET_BYTES, buckets, share_cuda, to_bytes
 from searchplay.rl.data_parallel import group_backend
+from searchplay.rl.learner import resolve_sharding
 from searchplay.train.backend import build_learner, load_policy
 from searchplay.train.checkpoint import save_checkpoint
 from searchplay.train.logging import rss_mib, trim_heap
@@ -68,8 +69,10 @@ class LearnerWorker:
         )
         torch.manual_seed(cfg.learner.seed)
         self.cfg = cfg
-        self.model, self.tokenizer, reference = load_policy(cfg, weights, base)
-        self.learner = build_learner(cfg, self.model, reference, pad_id, Path(checkpoint) if checkpoint else None)
+        empty = self.rank > 0 and resolve_sharding(cfg.learner.sharding, self.world)  # shards filled from rank 0's
+        self.model, self.tokenizer, reference = load_policy(cfg, weights, base, empty)
+        resume = Path(checkpoint) if checkpoint else None
+        self.learner = build_learner(cfg, self.model, reference, pad_id, resume, device)
         return self.learner.version
 
     def update(self, result: RoundResult, step: int, version: int) -> tuple[dict[str, float], list[float | None], int]:
