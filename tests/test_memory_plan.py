@@ -50,6 +50,21 @@ def test_the_paper_config_fits_8_gpus_and_on_one_process_train_refuses_it() -> N
         refuse_unfit(plan)
 
 
+def test_a_vllm_share_too_small_for_the_weights_does_not_fit_whatever_the_totals() -> None:
+    """Paper scale v2: the plan called a 14B config "fits" although vLLM's 24 GiB share cannot hold its 27.5 GiB of bf16
+    weights (vLLM refuses to start then, however much of the GPU is free)."""
+    cfg = load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml")
+    cfg.model.path = "Qwen/Qwen2.5-14B-Instruct"
+    shape = read_shape(model_config_file(cfg.model.path, cfg))  # type: ignore[arg-type]  # found by the model's id
+    assert shape.parameters == 14_770_033_664
+    plan = make_plan(cfg, shape, gpus=8, gpu_gib=80)
+    assert all(load.peak < 80 for load in plan.loads)  # the totals alone would fit
+    assert not plan.fits and "cannot hold the bf16 weights (27.5 GiB)" in plan.verdict()
+    cfg.model.vllm_gpu_memory = 0.4  # 32 GiB: the weights and a 12,288-token sequence's KV cache (2.25 GiB) fit
+    assert make_plan(cfg, shape, gpus=8, gpu_gib=80).problems == []
+    assert make_plan(load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml"), read_shape(QWEN), 8, 80).problems == []
+
+
 def test_ray_ranks_hold_shards_or_copies_and_colocated_pairs_share_a_gpu() -> None:
     cfg = load_config(ROOT / "configs" / "paper-qwen2.5-7b.toml")
     cfg.trainer.backend, cfg.trainer.learner_workers, cfg.trainer.rollout_workers = "ray", 8, 8

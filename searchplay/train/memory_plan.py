@@ -118,13 +118,16 @@ class MemoryPlan:
     gpus: int
     gpu_gib: float
     loads: list[GpuLoad]
+    problems: list[str] = field(default_factory=list)  # what cannot work whatever the totals (vLLM's share)
 
     @property
     def fits(self) -> bool:
-        return all(load.peak <= self.gpu_gib for load in self.loads)
+        return not self.problems and all(load.peak <= self.gpu_gib for load in self.loads)
 
     def verdict(self) -> str:
         worst = max(self.loads, key=lambda load: load.peak)
+        if self.problems:
+            return "does not fit: " + "; ".join(self.problems)
         if self.fits:
             return f"fits: the fullest GPU ({worst.name}) peaks at {worst.peak:.1f} of {self.gpu_gib:g} GiB"
         role, item, gib = worst.largest
@@ -155,6 +158,23 @@ def activation_gib(shape: ModelShape, tokens: int, checkpointing: bool) -> float
     kept = shape.layers * tokens * shape.hidden * 4 + layer_work if checkpointing else shape.layers * layer_work
     logits = tokens * shape.vocab * 4 * 2  # trained positions' fp32 logits and their gradient
     return (kept + logits) / GIB
+
+
+def vllm_share_problem(cfg: Config, shape: ModelShape, gpu_gib: float) -> str | None:
+    """Why vLLM's share of a GPU cannot serve the policy, if it cannot: the share must hold the bf16 weights and the KV
+    cache of at least one sequence of model.vllm_max_model_len tokens (else rollout.max_total_tokens), or vLLM refuses
+    to start however much the rest of the GPU has free."""
+    share = cfg.model.vllm_gpu_memory * gpu_gib
+    weights = 2 * shape.parameters / GIB
+    tokens = cfg.model.vllm_max_model_len or cfg.rollout.max_total_tokens
+    kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * 2 * tokens / GIB  # keys and values in bf16
+    if share >= weights + kv:
+        return None
+    return (
+        f"vLLM's share (model.vllm_gpu_memory {cfg.model.vllm_gpu_memory:g} of {gpu_gib:g} GiB = {share:.1f} GiB) cannot "
+        f"hold the bf16 weights ({weights:.1f} GiB) and the KV cache of one {tokens:,}-token sequence ({kv:.2f} GiB): "
+        "raise model.vllm_gpu_memory or use larger GPUs"
+    )
 
 
 def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> MemoryPlan:
@@ -205,11 +225,12 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
             load.rollout.append(("rollout", "fp32 policy copy", weights))
             load.update.append(("rollout", "fp32 policy copy", weights))
 
+    problems = [p for p in [vllm_share_problem(cfg, shape, gpu_gib) if vllm else None] if p]
     if t.backend == "local":
         load = GpuLoad("GPU 0")
         learner(load)
         rollout(load, ray_worker=False)
-        return MemoryPlan(shape, gpus, gpu_gib, [load])
+        return MemoryPlan(shape, gpus, gpu_gib, [load], problems)
     try:
         layout = gpu_layout(t.learner_workers, t.rollout_workers, t.gpus_per_worker)
     except LayoutError as e:
@@ -228,4 +249,4 @@ def make_plan(cfg: Config, shape: ModelShape, gpus: int, gpu_gib: float) -> Memo
             else:
                 rollout(load, ray_worker=True)
         loads.append(load)
-    return MemoryPlan(shape, gpus, gpu_gib, loads)
+    return MemoryPlan(shape, gpus, gpu_gib, loads, problems)
