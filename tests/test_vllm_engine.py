@@ -149,9 +149,11 @@ def test_weights_sent_in_small_chunks_load_whole(model_dir: Path, engines, monke
     vllm_engine, _ = engines
     model, prompts, original, wanted = perturbed(model_dir, seed=0)
     monkeypatch.setattr("searchplay.llm.vllm_engine.BUCKET_BYTES", 1)
+    sessions = vllm_engine.stats["reload_sessions"]
     vllm_engine.sync_weights(model)
     try:
         assert [g.token_ids for g in vllm_engine.generate(prompts, GREEDY)] == wanted
+        assert vllm_engine.stats["reload_sessions"] == sessions + 1  # one reload for a sync of many buckets
     finally:
         vllm_engine.load_named(original.items())  # the module's later tests expect the weights of model_dir
 

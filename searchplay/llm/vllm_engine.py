@@ -97,7 +97,14 @@ class VLLMEngine:
             generation_eos = None
         self.eot_ids = sorted(end_of_turn_ids(self.tokenizer, generation_eos))
         self.pad_id = self.tokenizer.pad_token_id
-        self.stats = {"generate_calls": 0, "generated_tokens": 0, "generate_seconds": 0.0, "syncs": 0, "sync_seconds": 0.0}
+        self.stats = {
+            "generate_calls": 0,
+            "generated_tokens": 0,
+            "generate_seconds": 0.0,
+            "syncs": 0,
+            "sync_seconds": 0.0,
+            "reload_sessions": 0,
+        }
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         from vllm import SamplingParams as VllmSamplingParams
@@ -180,8 +187,9 @@ class VLLMEngine:
         return self.synced(time.perf_counter() - t0, sum(self.llm.collective_rpc("receive_weights")))
 
     def synced(self, seconds: float, nbytes: int) -> dict[str, float]:
-        """After the last bucket of a sync: prefix-cached keys/values dropped (the old weights computed them), the
-        sync counted."""
+        """After the last bucket of a sync: the worker's reload session closed (vllm_worker.py), prefix-cached
+        keys/values dropped (the old weights computed them), the sync counted."""
+        self.stats["reload_sessions"] = float(self.llm.collective_rpc("finish_weights")[0])
         self.llm.reset_prefix_cache()
         self.stats["syncs"] += 1
         self.stats["sync_seconds"] += seconds
