@@ -62,21 +62,22 @@ def lora_module() -> Any:
     return importlib.import_module("searchplay.rl.lora")
 
 
-def load_policy(cfg: Config, weights: str, base: str, empty: bool = False) -> tuple[Any, Any, Any | None]:
+def load_policy(cfg: Config, weights: str, base: str, empty: bool = False, device: str = "") -> tuple[Any, Any, Any | None]:
     """(policy in fp32 from `weights`, tokenizer, frozen reference from `base` if KL is on). LoRA: the base
     (in learner.lora_base_dtype) with fp32 adapters (a checkpoint's, when `weights` is one) and no reference
     model (the adapters turn off). `empty`: both on the meta device, for a sharded rank other than 0 (its shards
-    are filled from rank 0's weights)."""
+    are filled from rank 0's weights); `device`: where to load them (default model.device)."""
+    device = device or cfg.model.device
     if cfg.learner.lora_rank:
         lora = lora_module()
-        model, tokenizer = load_model(base, cfg.learner.lora_base_dtype, cfg.model.device)
+        model, tokenizer = load_model(base, cfg.learner.lora_base_dtype, device)
         adapters = Path(weights) / ADAPTER_DIR
         policy = lora.add_adapters(model, cfg.learner.lora_rank, cfg.learner.lora_alpha, adapters if adapters.is_dir() else None)
         return policy, tokenizer, None
-    model, tokenizer = load_model(weights, "float32", cfg.model.device, empty)
+    model, tokenizer = load_model(weights, "float32", device, empty)
     reference = None
     if cfg.learner.kl_coef > 0:
-        reference, _ = load_model(base, "float32", cfg.model.device, empty)
+        reference, _ = load_model(base, "float32", device, empty)
         reference.requires_grad_(False)
     return model, tokenizer, reference
 

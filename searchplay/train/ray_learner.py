@@ -69,8 +69,11 @@ class LearnerWorker:
         )
         torch.manual_seed(cfg.learner.seed)
         self.cfg = cfg
-        empty = self.rank > 0 and resolve_sharding(cfg.learner.sharding, self.world)  # shards filled from rank 0's
-        self.model, self.tokenizer, reference = load_policy(cfg, weights, base, empty)
+        # sharded: rank 0 reads the whole models into host memory, the others build them empty, and every rank's
+        # shards are made on its device from rank 0's (rl/sharding.py): no GPU holds a whole fp32 model at start-up
+        sharded = resolve_sharding(cfg.learner.sharding, self.world)
+        empty, host = self.rank > 0 and sharded, "cpu" if sharded else ""
+        self.model, self.tokenizer, reference = load_policy(cfg, weights, base, empty, host)
         resume = Path(checkpoint) if checkpoint else None
         self.learner = build_learner(cfg, self.model, reference, pad_id, resume, device)
         return self.learner.version
