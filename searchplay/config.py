@@ -287,7 +287,7 @@ class GameConfig:
     proposer_span: Literal["given", "own"] = _f(
         "given",
         "extractive game: the answer is the seed's span (given) or a span of the seed passage the proposer chooses and "
-        "writes after its question, 'question? Answer: span' (own; Dr. Zero's proposer writes its answer too)",
+        "writes with its question, 'Answer: span. Question: question?' (own; Dr. Zero's proposer writes its answer too)",
     )
     own_span_words: int = _f(5, "proposer_span = own: the longest span, in words, a proposer may choose", 1, 50)
     max_answer_words: int = _f(

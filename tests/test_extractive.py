@@ -119,6 +119,10 @@ def own_traj(written: str, final: str) -> Trajectory:
     [
         ("<question>When was the Eiffel Tower completed? Answer: 1889</question>",
          "When was the Eiffel Tower completed?", "1889", None),
+        ("<question>Answer: 1889. Question: When was the Eiffel Tower completed?</question>",
+         "When was the Eiffel Tower completed?", "1889", None),  # the answer first, as the prompt asks
+        ("<question>Answer: 1889\nQuestion: When was the Eiffel Tower completed?", "When was the Eiffel Tower completed?",
+         "1889", None),
         ("<question>When was the Eiffel Tower completed?\nAnswer: \"1889\".", "When was the Eiffel Tower completed?",
          "1889", None),  # guided: the answer on the next line, cut off after it
         ("<question>When was the Eiffel Tower completed?</question>", "When was the Eiffel Tower completed?", None,

@@ -86,22 +86,33 @@ def answered_seed(seed: Seed, extraction: Extraction) -> Seed:
 
 
 # "question? Answer: span" (game.proposer_span = "own"): what follows the mark, up to a line break or a tag
-_ANSWER_MARK = re.compile(r"\banswer\s*[:=]\s*([^\n<]*)", re.IGNORECASE)
+_ANSWER_MARK = re.compile(r"\banswer\s*[:=]\s*", re.IGNORECASE)
+_QUESTION_MARK = re.compile(r"\bquestion\s*[:=]\s*", re.IGNORECASE)
 
 
 def own_span(traj: Trajectory) -> tuple[str, str | None]:
-    """(question, chosen answer) of a proposer that writes "question? Answer: span" in its question tag; the answer is
-    None when there is no such mark. The tag's whole body is read (a guided turn's content is only its first line)."""
+    """(question, chosen answer) of a proposer that writes "Answer: span. Question: question?" (what the prompt asks:
+    the answer first, so that it is never left out) or "question? Answer: span" in its question tag; the answer is
+    None without an answer mark. The tag's whole body is read (a guided turn's content is only its first line)."""
     body = traj.final or ""
     written = traj.turns[-1].text if traj.turns else ""
     if "<question>" in written:
         body = written.rsplit("<question>", 1)[1].split("</", 1)[0]
-    mark = _ANSWER_MARK.search(body)
-    if mark is None:
+    answer_mark = _ANSWER_MARK.search(body)
+    if answer_mark is None:
         return traj.final or "", None
-    lines = [line.strip() for line in body[: mark.start()].split("\n") if _WORD.search(line)]
-    answer = mark.group(1).strip().strip("\"'.,;").strip()
-    return (lines[-1] if lines else ""), answer or None
+    question_mark = _QUESTION_MARK.search(body, answer_mark.end())
+    if question_mark is not None:  # the answer first
+        answer, question = body[answer_mark.end() : question_mark.start()], _first_line(body[question_mark.end() :])
+    else:
+        lines = [line.strip() for line in body[: answer_mark.start()].split("\n") if _WORD.search(line)]
+        answer, question = _first_line(body[answer_mark.end() :]), (lines[-1] if lines else "")
+    answer = answer.strip().strip("\"'.,;").strip()
+    return question, answer or None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0].strip()
 
 
 _WORD = re.compile(r"\w")

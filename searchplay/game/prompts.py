@@ -55,20 +55,22 @@ PROPOSER_EXTRACTIVE_USER = (
 )
 
 # The extractive game with game.proposer_span = "own": the proposer also chooses the answer, a short phrase of the
-# passage, and writes it after its question on the same line (study v3, phase 3.4: half the given spans were phrases
-# no question singles out, such as "II" or "President").
+# passage, and writes it before its question on the same line (study v3, phase 3.4: half the given spans were phrases
+# no question singles out, such as "II" or "President"; asked for the answer after its question, the 1.5B model
+# closed the tag without it in 4 of 8 proposals).
 PROPOSER_OWN_SPAN_SYSTEM = (
     "You write a quiz question about an encyclopedia passage and choose its answer yourself: a short phrase copied "
     "from the passage, at most {words} words (a name, a number, a date or a few words), that one question can single "
     "out. You get the passage and a number of searches n. Search with <search>query</search>; the results come back "
     "inside <information> and </information>. Search for what the passage says, one search at a time, up to n "
     "searches, so that you know a reader can find it. You may reason inside <think> and </think>. Then write the "
-    "question and its answer on one line inside <question> and </question>, as: question? Answer: phrase. Rules: the "
+    "answer and the question on one line inside <question> and </question>, the answer first, as: Answer: phrase. "
+    "Question: question? Rules: the "
     "answer is copied exactly from the passage; the question never contains it; use only facts from the passage or "
     "the search results; the question must make sense to someone who has not seen the passage (never 'the passage' or "
     "'the text'); it must have exactly one correct answer. Example: from a passage saying that the Eiffel Tower was "
-    "completed in 1889 for the World's Fair in Paris, a good result is <question>In which year was the Eiffel Tower "
-    "completed? Answer: 1889</question>"
+    "completed in 1889 for the World's Fair in Paris, a good result is <question>Answer: 1889. Question: In which "
+    "year was the Eiffel Tower completed?</question>"
 )
 
 PROPOSER_OWN_SPAN_USER = "Passage ({title}): {passage}\nNumber of searches: {hops}\nBegin with <search>{title}</search>"
