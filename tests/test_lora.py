@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft.tuners.lora import Linear as LoraLinear
 from safetensors.torch import load_file, save_file
 
 from searchplay.assets.names import TINY, model_path
 from searchplay.config import ConfigError, LearnerConfig, load_config
 from searchplay.digest import folder_checksums
 from searchplay.llm.transformers_engine import load_model
+from searchplay.llm.weight_buckets import buckets
 from searchplay.rl.learner import Learner
 from searchplay.rl.lora import MergedWeights, add_adapters, merged_state_dict
 from searchplay.train.backend import load_policy
@@ -113,3 +115,23 @@ def test_a_bf16_base_halves_the_frozen_weights_and_trains_the_same_fp32_adapters
     )
     saved = fp32.loads[0].peak - bf16.loads[0].peak
     assert abs(saved - 2 * shape.parameters / 2**30) < 0.01  # the base's 4 bytes a weight became 2
+
+
+def test_a_sync_merges_the_adapters_one_bucket_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paper scale v2: every merged fp32 weight was built at once for each sync (a second whole model at 7B)."""
+    base, _ = load_model(model_path(TINY), "float32")
+    policy = add_adapters(base, rank=4, alpha=8)
+    merged: list[int] = []
+    delta = LoraLinear.get_delta_weight
+    monkeypatch.setattr(LoraLinear, "get_delta_weight", lambda self, name: merged.append(1) or delta(self, name))
+    adapted = sum(isinstance(m, LoraLinear) for m in policy.modules())
+    synced = buckets(MergedWeights(policy).state_dict().items(), torch.float32, torch.device("cpu"), 1)
+    _, head = next(synced)  # the embedding alone, then one decoder layer per bucket
+    second, layout = next(synced)
+    assert not any(".layers." in name for name, *_ in head)
+    assert 0 < len(merged) < adapted  # only the first layer's adapted weights are merged so far
+    assert all(".layers.0." in name for name, *_ in layout)
+    rest = list(synced)
+    assert len(merged) == adapted and len(rest) >= 1  # each merged once, as its bucket was packed
+    whole = merged_state_dict(policy)
+    assert torch.equal(second[: whole[layout[0][0]].numel()], whole[layout[0][0]].reshape(-1))

@@ -41,7 +41,7 @@ def block(name: str) -> str:
     return match.group(0) if match else name
 
 
-def layouts(shapes: Iterable[tuple[str, Sequence[int]]], itemsize: int, bucket_bytes: int) -> list[Layout]:
+def layouts(shapes: Iterable[tuple[str, Sequence[int]]], itemsize: int, bucket_bytes: float) -> list[Layout]:
     """How (name, shape) pairs fill buckets of at least `bucket_bytes` (the last may be smaller), each ending
     between decoder layers. One layer larger than `bucket_bytes` makes a bucket of its own."""
     plan: list[Layout] = []
@@ -59,11 +59,25 @@ def layouts(shapes: Iterable[tuple[str, Sequence[int]]], itemsize: int, bucket_b
 def buckets(
     named: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype, device: torch.device, bucket_bytes: int
 ) -> Iterator[tuple[torch.Tensor, Layout]]:
-    """(flat buffer of `dtype` on `device`, layout) per bucket of `layouts`, filled one bucket at a time: a sharded
+    """(flat buffer of `dtype` on `device`, layout) per bucket, cut as `layouts` cuts them and filled one bucket at a
+    time: `named` is read as the buckets fill (a LoRA policy's merged weights are made as they are read), and a sharded
     tensor (DTensor) is gathered whole only when its bucket is packed (a collective: every rank iterates alike)."""
-    tensors = dict(named)
-    for layout in layouts(((name, t.shape) for name, t in tensors.items()), dtype.itemsize, bucket_bytes):
-        yield pack(tensors, layout, dtype, device), layout
+    pending: dict[str, torch.Tensor] = {}
+    size = 0
+    for name, tensor in named:
+        if pending and size * dtype.itemsize >= bucket_bytes and block(name) != block(next(reversed(pending))):
+            yield _flush(pending, dtype, device)
+            pending, size = {}, 0
+        pending[name] = tensor
+        size += tensor.numel()
+    if pending:
+        yield _flush(pending, dtype, device)
+
+
+def _flush(tensors: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, Layout]:
+    """One bucket of all of `tensors`: its buffer and layout."""
+    (layout,) = layouts(((name, t.shape) for name, t in tensors.items()), dtype.itemsize, math.inf)
+    return pack(tensors, layout, dtype, device), layout
 
 
 def pack(tensors: dict[str, torch.Tensor], layout: Layout, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

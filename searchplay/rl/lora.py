@@ -12,6 +12,7 @@ own LoRA serving would need adapter hot-swapping in every engine). Checkpoints a
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +36,42 @@ def is_lora(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
+class Merged(Mapping[str, torch.Tensor]):
+    """The weights the base model would have with the adapters merged in, by the base's parameter names, each merged
+    when it is read: a sync that reads them bucket by bucket holds one bucket's merged weights at a time, not a whole
+    fp32 model beside the base (28 GiB at 7B). The model itself is left as it is."""
+
+    def __init__(self, model: PeftModel):
+        base = model.get_base_model()
+        adapted = {f"{name}.weight": module for name, module in base.named_modules() if isinstance(module, LoraLinear)}
+        self.parts = {
+            plain: (tensor, adapted.get(plain))
+            for name, tensor in base.state_dict().items()
+            if ".lora_" not in name
+            for plain in [name.replace(".base_layer.", ".")]
+        }
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        tensor, module = self.parts[name]
+        return (tensor if module is None else tensor + module.get_delta_weight(module.active_adapters[0])).detach()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.parts)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+
 def merged_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
-    """The weights the base model would have with the adapters merged in, by the base's parameter names;
-    the model itself is left as it is."""
-    base = model.get_base_model()
-    deltas = {f"{name}.weight": module.get_delta_weight(module.active_adapters[0]) for name, module in base.named_modules()
-              if isinstance(module, LoraLinear)}  # fmt: skip
-    merged = {}
-    for name, tensor in base.state_dict().items():
-        if ".lora_" in name:
-            continue
-        plain = name.replace(".base_layer.", ".")
-        merged[plain] = (tensor + deltas[plain] if plain in deltas else tensor).detach()
-    return merged
+    """Every merged weight at once (a checkpoint's model directory)."""
+    return dict(Merged(model))
 
 
 class MergedWeights:
-    """What an engine's `sync_weights` reads (`state_dict()`) for a LoRA policy: the merged weights."""
+    """What an engine's `sync_weights` reads (`state_dict()`) for a LoRA policy: the merged weights, merged as read."""
 
     def __init__(self, model: PeftModel):
         self.model = model
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return merged_state_dict(self.model)
+    def state_dict(self) -> Merged:
+        return Merged(self.model)
