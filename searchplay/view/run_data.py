@@ -86,9 +86,13 @@ def inside(root: Path, path: Path) -> Path:
 
 
 def read_lines(path: Path) -> list[tuple[int, Any]]:
-    """(byte offset, record) per non-empty line. A last line without its newline that starts a JSON object is a
-    write in progress and is dropped; any other damaged line (a file of NUL bytes included) raises."""
-    data = read_record_bytes(path)
+    return parse_lines(read_record_bytes(path), path)
+
+
+def parse_lines(data: bytes, path: Path) -> list[tuple[int, Any]]:
+    """(byte offset, record) per non-empty line of `data`, the records of `path`. A last line without its newline
+    that starts a JSON object is a write in progress and is dropped; any other damaged line (a file of NUL bytes
+    included) raises."""
     out, offset = [], 0
     lines = data.split(b"\n")
     for lineno, raw in enumerate(lines, 1):
@@ -163,11 +167,12 @@ class StepFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self.text = read_record_bytes(path) if path.name.endswith(GZ) else None
-        records = read_lines(path)
+        data = read_record_bytes(path)  # decompressed once, a gzipped file's kept
+        self.text = data if path.name.endswith(GZ) else None
+        records = parse_lines(data, path)
         for o, r in records:
             if (problem := trajectory_problem(r)) is not None:
-                line = read_record_bytes(path)[:o].count(b"\n") + 1
+                line = data[:o].count(b"\n") + 1
                 raise RunViewError(f"{path}, line {line}: not a trajectory record ({problem})", 500)
         self.offsets = [o for o, _ in records]
         try:
