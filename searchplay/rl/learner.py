@@ -36,6 +36,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,7 +53,9 @@ from searchplay.rl.sharding import (
     full_optimizer_state,
     full_state_dict,
     load_full_optimizer_state,
+    load_optimizer_shards,
     pad_chunks,
+    save_optimizer_shards,
     shard,
 )
 
@@ -416,19 +419,30 @@ class Learner:
         calls it), None when not: the model's own state dict is whole then."""
         return full_state_dict(self.policy) if self.sharded else None
 
-    def state_dict(self) -> dict[str, Any]:
-        """Optimizer, schedule and RNG state in one process's format, sharded or not (sharded: a collective,
-        whole on rank 0), so that a checkpoint loads into any number of ranks."""
-        optimizer = (
-            full_optimizer_state(self.policy, self.optimizer, self.trained_names) if self.sharded else self.optimizer.state_dict()
-        )
+    def state_dict(self, shards: Path | None = None) -> dict[str, Any]:
+        """Optimizer, schedule and RNG state, loadable into any number of ranks. The optimizer's in one process's
+        format (sharded: a collective, whole on rank 0), or sharded with `shards`: each rank writes its part into
+        that folder and the state names it (`{"shards": folder name}`)."""
+        if shards is not None and self.sharded:
+            save_optimizer_shards(self.policy, self.optimizer, shards)
+            optimizer: dict[str, Any] = {"shards": shards.name}
+        elif self.sharded:
+            optimizer = full_optimizer_state(self.policy, self.optimizer, self.trained_names)
+        else:
+            optimizer = self.optimizer.state_dict()
         return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "rng": self.rng.getstate()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.sharded:
-            load_full_optimizer_state(self.policy, self.optimizer, state["optimizer"], self.trained_names)
+    def load_state_dict(self, state: dict[str, Any], folder: Path | None = None) -> None:
+        """`folder`: the checkpoint's, where an optimizer state saved in shards is."""
+        optimizer = state["optimizer"]
+        if "shards" in optimizer:
+            if folder is None:
+                raise ValueError("this learner state keeps its optimizer in shards: give the checkpoint folder")
+            load_optimizer_shards(self.policy, self.optimizer, folder / optimizer["shards"])
+        elif self.sharded:
+            load_full_optimizer_state(self.policy, self.optimizer, optimizer, self.trained_names)
         else:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng.setstate(state["rng"])
 

@@ -21,10 +21,12 @@ parameter at a time onto the CPU.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -121,6 +123,20 @@ def load_full_optimizer_state(root: nn.Module, optimizer: torch.optim.Optimizer,
     groups = [{**g, "params": [fqn[i] for i in g["params"]]} for g in state["param_groups"]]
     full: Any = {"state": {fqn[i]: v for i, v in state["state"].items()}, "param_groups": groups}
     set_optimizer_state_dict(root, optimizer, full, options=StateDictOptions(full_state_dict=True))
+
+
+def save_optimizer_shards(root: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Each rank writes its part of the optimizer state into `folder` (torch.distributed.checkpoint); a collective.
+    Nothing is gathered: at 7B the whole state is 61 GB, which rank 0 wrote alone and every rank read on resume."""
+    dcp.save({"optimizer": get_optimizer_state_dict(root, optimizer)}, checkpoint_id=str(folder))
+
+
+def load_optimizer_shards(root: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """The optimizer state of `save_optimizer_shards` into `optimizer`, resharded for this group, whatever the number
+    of ranks that wrote it (one process too: `root` is then the unsharded TrainedLogits, with the same names)."""
+    state = {"optimizer": get_optimizer_state_dict(root, optimizer)}
+    dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+    set_optimizer_state_dict(root, optimizer, state["optimizer"])
 
 
 def pad_chunks(chunks: list[list[int] | None], counts: int) -> list[list[int] | None]:

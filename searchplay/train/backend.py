@@ -90,7 +90,7 @@ def build_learner(
     steps = planned_optimizer_steps(cfg)
     learner = Learner(model, cfg.learner, reference, steps, pad_id, cfg.rollout.temperature, device)
     if checkpoint is not None:
-        learner.load_state_dict(load_trainer_state(checkpoint)[0])
+        learner.load_state_dict(load_trainer_state(checkpoint)[0], checkpoint)
     return learner
 
 

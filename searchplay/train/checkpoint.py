@@ -3,6 +3,8 @@
     checkpoints/step-N/model/        Hugging Face model directory (safetensors; transformers/vLLM load it as is;
                                      a LoRA run's merged weights, its adapters in model/adapter/)
     checkpoints/step-N/trainer.pt    optimizer, scheduler, learner RNG, torch/python RNG states
+    checkpoints/step-N/optimizer/    a sharded learner's optimizer state instead, each rank's part written by that rank
+                                     (torch.distributed.checkpoint; loads into any number of ranks, or one process)
     checkpoints/step-N/state.json    step, pool events count, seed sampler state, metrics lines
     checkpoints/step-N/config.toml   resolved config
     checkpoints/step-N/checksums.json   size and sha256 of every file above, written last
@@ -33,6 +35,7 @@ from searchplay.outdir import fsync_tree, replace_dir
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 ADAPTER_DIR = "adapter"  # a LoRA run's adapters inside a checkpoint's model directory
 CHECKSUMS = "checksums.json"
+OPTIMIZER_SHARDS = "optimizer"  # a sharded learner's optimizer state, one file per rank (torch.distributed.checkpoint)
 STATE_FIELDS = {"step": int, "pool_events": int, "sampler": dict, "game_rng": list}
 
 
@@ -51,14 +54,16 @@ def save_checkpoint(
     keep: int = 2,
     weights: dict[str, torch.Tensor] | None = None,
     adapters: Any | None = None,
+    begun: bool = False,
 ) -> Path:
     """`weights`: the full state of a sharded model (Learner.full_weights) or a LoRA policy's merged weights;
-    None: the model's own. `adapters`: a LoRA policy, whose adapters are kept in model/adapter/ for resuming."""
+    None: the model's own. `adapters`: a LoRA policy, whose adapters are kept in model/adapter/ for resuming.
+    `begun`: `begin_checkpoint` made the folder and the learner ranks wrote their optimizer shards into it."""
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
+        if not begun:
+            begin_checkpoint(root, step)
         model.save_pretrained(tmp / "model", state_dict=weights)
         if adapters is not None:
             adapters.save_pretrained(tmp / "model" / ADAPTER_DIR)
@@ -80,6 +85,14 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
     return final
+
+
+def begin_checkpoint(root: Path, step: int) -> Path:
+    """The empty `step-N.tmp` a checkpoint is written into (what a failed save of the same step left is removed)."""
+    tmp = root / f"step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def verify_checkpoint(path: Path) -> list[str]:

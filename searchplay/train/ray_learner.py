@@ -30,7 +30,7 @@ from searchplay.llm.weight_buckets import BUCKET_BYTES, buckets, share_cuda, to_
 from searchplay.rl.data_parallel import group_backend
 from searchplay.rl.learner import resolve_sharding
 from searchplay.train.backend import build_learner, load_policy
-from searchplay.train.checkpoint import save_checkpoint
+from searchplay.train.checkpoint import OPTIMIZER_SHARDS, begin_checkpoint, save_checkpoint
 from searchplay.train.logging import rss_mib, trim_heap
 from searchplay.train.update import update_roles
 
@@ -135,14 +135,18 @@ class LearnerWorker:
         return sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20  # a shard's numel is the whole's
 
     def save(self, root: str, step: int, state: dict[str, Any]) -> str:
-        """Rank 0 writes the checkpoint; sharded, every rank first takes part in gathering the state."""
+        """Rank 0 writes the checkpoint; sharded, every rank first writes its optimizer shards into it and takes part
+        in gathering the weights (the model directory is whole, for every later command)."""
         cfg = self.cfg
-        weights, learner_state = self.learner.full_weights(), self.learner.state_dict()
+        tmp = begin_checkpoint(Path(root), step) if self.rank == 0 else Path(root) / f"step-{step}.tmp"
+        if self.learner.sharded:
+            dist.barrier()  # the folder exists before any rank writes into it
+        learner_state = self.learner.state_dict(tmp / OPTIMIZER_SHARDS)
+        weights = self.learner.full_weights()
         if self.rank != 0:
             return ""
-        path = save_checkpoint(
-            Path(root), step, self.model, self.tokenizer, learner_state, state, cfg, cfg.trainer.keep_checkpoints, weights
-        )
+        keep = cfg.trainer.keep_checkpoints
+        path = save_checkpoint(Path(root), step, self.model, self.tokenizer, learner_state, state, cfg, keep, weights, begun=True)
         return str(path)
 
     def close(self) -> None:
